@@ -1,0 +1,134 @@
+"""`rl-doctor CKPT_DIR [--json]`: do vLLM and `model/` compute the same function of the same weights?
+
+Samples completions for text and image prompts in short and long mode with vLLM, recomputes their
+log-probabilities with `model.MiniCPMV`, and reports the agreement, and whether both sides built the same
+prompt token ids. Run it on a real checkpoint after upgrading vLLM: an RL update on mismatched log-probabilities
+is silently wrong (vLLM's MiniCPM-V resampler has had such bugs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from rollouts.engine import cpu_defaults
+
+cpu_defaults()
+
+import torch  # noqa: E402
+
+from .modeling import MiniCPMV  # noqa: E402
+from .processor import Processor, collate  # noqa: E402
+from .synthetic import shapes_image  # noqa: E402
+
+QUESTIONS = ["How many circles are in the picture?", "What color are the shapes?", "Count the red circles.",
+             "Describe the image in one word."]
+TEXT_QUESTIONS = ["What is 17 + 25?", "Name a prime number larger than 10.", "Is 91 a prime number?"]
+# Sizes chosen to cover no slicing, a 2-slice grid and a 3x2 grid (the LLaVA-UHD paths).
+IMAGE_SIZES = [(224, 224), (700, 400), (1100, 800)]
+
+
+def doctor_prompts() -> list[list[dict]]:
+    prompts = []
+    for i, size in enumerate(IMAGE_SIZES):
+        image = shapes_image(3 + i, size=size, seed=i)
+        prompts.append([{"role": "user", "content": [{"type": "image", "image": image},
+                                                     {"type": "text", "text": QUESTIONS[i % len(QUESTIONS)]}]}])
+    prompts += [[{"role": "user", "content": q}] for q in TEXT_QUESTIONS]
+    return prompts
+
+
+def run(ckpt: str, dtype: str = "float32", max_tokens: int = 32, n: int = 2, seed: int = 0,
+        device: str | None = None) -> dict:
+    from vllm import SamplingParams
+
+    from rollouts.engine import make_llm
+
+    start = time.perf_counter()
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    processor = Processor.from_pretrained(ckpt)
+    llm = make_llm(ckpt, dtype=dtype, seed=seed)
+    model = MiniCPMV.from_pretrained(ckpt, dtype=torch_dtype, device=device).eval()
+    params = SamplingParams(n=n, max_tokens=max_tokens, temperature=1.0, logprobs=0, seed=seed)
+    diffs, prompt_mismatch, n_image_prompts, modes = [], [], 0, ["short", "long"]
+    for mode in modes:
+        inputs = [processor(messages, mode) for messages in doctor_prompts()]
+        n_image_prompts += sum(bool(p.images) for p in inputs)
+        requests = [{"prompt": p.text, "multi_modal_data": {"image": p.images}} if p.images else {"prompt": p.text}
+                    for p in inputs]
+        outputs = llm.generate(requests, params, use_tqdm=False)
+        for p, out in zip(inputs, outputs):
+            if list(out.prompt_token_ids) != p.input_ids:
+                prompt_mismatch.append({"mode": mode, "prompt": p.text[:80]})
+            for sample in out.outputs:
+                tokens = list(sample.token_ids)
+                if not tokens:
+                    continue
+                vllm_lp = torch.tensor([lp[t].logprob for lp, t in zip(sample.logprobs, tokens)])
+                batch = collate([p], [tokens], pad_id=processor.tokenizer.pad_token_id)
+                batch = {k: _to(v, device) for k, v in batch.items()}
+                with torch.no_grad():
+                    ours = model(**batch).logprobs[batch["target_mask"]].cpu()
+                diffs.append((ours - vllm_lp).abs())
+    diff = torch.cat(diffs) if diffs else torch.zeros(0)
+    import vllm
+
+    return {
+        "checkpoint": str(Path(ckpt).resolve()),
+        "max_abs_logprob_diff": float(diff.max()) if diff.numel() else None,
+        "mean_abs_logprob_diff": float(diff.mean()) if diff.numel() else None,
+        "n_tokens": int(diff.numel()),
+        "n_image_prompts": n_image_prompts,
+        "n_text_prompts": len(modes) * len(TEXT_QUESTIONS),
+        "modes": modes,
+        "prompt_ids_match": not prompt_mismatch,
+        "prompt_mismatches": prompt_mismatch,
+        "dtype": dtype,
+        "device": device,
+        "vllm_version": vllm.__version__,
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+
+
+def _to(value, device):
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, list):
+        return [_to(v, device) for v in value]
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rl-doctor", description=__doc__.splitlines()[0])
+    parser.add_argument("ckpt_dir")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--n", type=int, default=2, help="samples per prompt")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tol", type=float, default=None,
+                        help="fail (exit 1) above this max abs diff (default 1e-4 in fp32, 0.1 otherwise)")
+    args = parser.parse_args(argv)
+    report = run(args.ckpt_dir, args.dtype, args.max_tokens, args.n, args.seed)
+    tol = args.tol if args.tol is not None else (1e-4 if args.dtype == "float32" else 0.1)
+    ok = report["prompt_ids_match"] and report["max_abs_logprob_diff"] is not None and \
+        report["max_abs_logprob_diff"] <= tol
+    report["tolerance"], report["ok"] = tol, ok
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"checkpoint {report['checkpoint']} ({args.dtype}, vLLM {report['vllm_version']})")
+        print(f"  prompt token ids identical: {report['prompt_ids_match']}")
+        print(f"  {report['n_tokens']} sampled tokens, {report['n_image_prompts']} image prompts, modes {report['modes']}")
+        print(f"  |logprob(vLLM) - logprob(model/)|: max {report['max_abs_logprob_diff']:.3g}, "
+              f"mean {report['mean_abs_logprob_diff']:.3g} (tolerance {tol:g})")
+        print("  OK" if ok else "  MISMATCH: rollouts and the learner compute different functions")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
