@@ -1,0 +1,210 @@
+"""A pool of Ray actors, each a `RolloutWorker`, that keeps every engine busy and loses no prompt.
+
+Scheduling: requests are spread by expected cost (n x expected completion tokens of their mode, learned from what
+the pool has seen) with longest-first greedy assignment, so long-mode groups do not pile up on one worker; each
+worker's share is cut into chunks that stream back as they finish.
+
+Fault tolerance: when a worker dies, a new actor replaces it, receives the current weights (the last sync is kept),
+and the dead worker's unfinished chunks are re-submitted to it. Each request is returned exactly once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+import ray
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+
+from .types import RolloutRequest, RolloutResult, SamplingConfig, default_mode_sampling
+from .worker import RolloutWorker
+
+log = logging.getLogger(__name__)
+WORKER_LOST = (RayActorError, ActorDiedError, ActorUnavailableError)
+
+
+def longest_first(costs: list[float], loads: list[float]) -> list[int]:
+    """Greedy longest-processing-time-first assignment: item i (in any order) -> worker index. Items are taken
+    from the most to the least expensive, each to the worker with the least total so far (ties: lowest index)."""
+    loads = list(loads)
+    owner = [0] * len(costs)
+    for i in sorted(range(len(costs)), key=lambda i: -costs[i]):
+        k = min(range(len(loads)), key=loads.__getitem__)
+        owner[i] = k
+        loads[k] += costs[i]
+    return owner
+
+
+@dataclass
+class _Chunk:
+    chunk_id: int
+    requests: list[RolloutRequest]
+    cost: float
+
+
+@dataclass
+class _Slot:
+    actor: object
+    worker_id: int
+    generation: int = 0
+    outstanding: float = 0.0
+    pending: dict[int, _Chunk] = field(default_factory=dict)
+    tokens_done: int = 0
+    restarts: int = 0
+
+
+class RolloutPool:
+    def __init__(self, ckpt: str, num_workers: int = 2, chunk_size: int = 4,
+                 mode_sampling: dict[str, SamplingConfig] | None = None, cpus_per_worker: float = 1,
+                 gpus_per_worker: float = 0, **worker_kwargs):
+        if not ray.is_initialized():
+            ray.init(include_dashboard=False, log_to_driver=False)
+        self.ckpt = str(ckpt)
+        self.chunk_size = chunk_size
+        self.mode_sampling = mode_sampling or default_mode_sampling()
+        self.worker_kwargs = dict(worker_kwargs, mode_sampling=self.mode_sampling)
+        self.actor_cls = ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=0)(
+            RolloutWorker)
+        # Expected completion tokens per sample, per mode: start at half the budget, then a running mean.
+        self.expected_tokens = {m: s.max_new_tokens / 2 for m, s in self.mode_sampling.items()}
+        self._sync: tuple[str, int, object] | None = None  # ("full" | "path" | "lora", version, payload)
+        self._chunk_ids = itertools.count()
+        self.slots = [_Slot(actor=None, worker_id=i) for i in range(num_workers)]
+        for slot in self.slots:
+            slot.actor = self._start(slot.worker_id)
+        ray.get([s.actor.version.remote() for s in self.slots])  # wait until every engine is up
+
+    # ---- workers ----
+    def _start(self, worker_id: int):
+        return self.actor_cls.remote(self.ckpt, worker_id=worker_id, **self.worker_kwargs)
+
+    def _replace(self, slot: _Slot) -> None:
+        log.warning("rollout worker %d died; starting a replacement", slot.worker_id)
+        try:
+            ray.kill(slot.actor)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+        slot.actor = self._start(slot.worker_id)
+        slot.generation += 1
+        slot.restarts += 1
+        if self._sync is not None:
+            ray.get(self._apply_sync(slot.actor, *self._sync))
+
+    @staticmethod
+    def _apply_sync(actor, kind: str, version: int, payload):
+        if kind == "full":
+            return actor.load_weights.remote(version, weights=payload)
+        if kind == "path":
+            return actor.load_weights.remote(version, path=payload)
+        return actor.load_lora.remote(version, payload)
+
+    def pids(self) -> list[int]:
+        return ray.get([s.actor.pid.remote() for s in self.slots])
+
+    def versions(self) -> list[int]:
+        return ray.get([s.actor.version.remote() for s in self.slots])
+
+    def load(self) -> list[dict]:
+        """Per worker: expected tokens still queued, tokens generated so far, restarts."""
+        return [{"worker_id": s.worker_id, "outstanding_tokens": s.outstanding, "tokens_done": s.tokens_done,
+                 "pending_chunks": len(s.pending), "restarts": s.restarts} for s in self.slots]
+
+    # ---- weight sync ----
+    def sync_weights(self, version: int, weights: Iterable | None = None, path: str | None = None) -> float:
+        """Full weights to every worker: in-memory (name, tensor) pairs (put once in the object store) or a
+        safetensors directory. Returns seconds. Every worker must report the new version."""
+        start = time.perf_counter()
+        if (weights is None) == (path is None):
+            raise ValueError("give exactly one of weights= or path=")
+        self._sync = ("path", version, str(path)) if path is not None else ("full", version, ray.put(list(weights)))
+        self._broadcast(version)
+        return time.perf_counter() - start
+
+    def sync_lora(self, version: int, adapter_path: str) -> float:
+        start = time.perf_counter()
+        self._sync = ("lora", version, str(adapter_path))
+        self._broadcast(version)
+        return time.perf_counter() - start
+
+    def _broadcast(self, version: int) -> None:
+        for slot in self.slots:
+            try:
+                ray.get(self._apply_sync(slot.actor, *self._sync))
+            except WORKER_LOST:
+                self._replace(slot)  # the replacement receives the sync it missed
+        stale = [v for v in self.versions() if v != version]
+        if stale:
+            raise RuntimeError(f"workers still report policy versions {stale} after syncing version {version}")
+
+    # ---- sampling ----
+    def cost(self, request: RolloutRequest) -> float:
+        return max(request.n, 1) * self.expected_tokens.get(request.mode, 1.0)
+
+    def schedule(self, requests: list[RolloutRequest]) -> list[list[_Chunk]]:
+        """Longest-first greedy: each request goes to the worker with the least expected work so far."""
+        shares: list[list[RolloutRequest]] = [[] for _ in self.slots]
+        owners = longest_first([self.cost(r) for r in requests], [s.outstanding for s in self.slots])
+        for request, k in zip(requests, owners):
+            shares[k].append(request)
+        return [[_Chunk(next(self._chunk_ids), share[i:i + self.chunk_size],
+                        sum(map(self.cost, share[i:i + self.chunk_size])))
+                 for i in range(0, len(share), self.chunk_size)] for share in shares]
+
+    def stream(self, requests: list[RolloutRequest]) -> Iterator[RolloutResult]:
+        """Results as they finish (any order), each request exactly once."""
+        ids = [r.request_id for r in requests]
+        if len(set(ids)) != len(ids):
+            raise ValueError("request_id values must be unique within a batch")
+        inflight: dict[ray.ObjectRef, tuple[_Slot, int, _Chunk]] = {}
+
+        def submit(slot: _Slot, chunk: _Chunk) -> None:
+            slot.pending[chunk.chunk_id] = chunk
+            slot.outstanding += chunk.cost
+            inflight[slot.actor.generate.remote(chunk.requests)] = (slot, slot.generation, chunk)
+
+        for slot, chunks in zip(self.slots, self.schedule(requests)):
+            for chunk in chunks:
+                submit(slot, chunk)
+        returned: set[str] = set()
+        while inflight:
+            [ref], _ = ray.wait(list(inflight), num_returns=1)
+            slot, generation, chunk = inflight.pop(ref)
+            try:
+                results = ray.get(ref)
+            except WORKER_LOST:
+                if slot.generation == generation:  # first failure seen from this actor: replace it once
+                    self._replace(slot)
+                if chunk.chunk_id in slot.pending:
+                    slot.outstanding -= chunk.cost
+                    del slot.pending[chunk.chunk_id]
+                    submit(slot, chunk)  # to the replacement
+                continue
+            slot.pending.pop(chunk.chunk_id, None)
+            slot.outstanding -= chunk.cost
+            for result in results:
+                if result.request.request_id in returned:
+                    continue
+                returned.add(result.request.request_id)
+                self._observe(result)
+                slot.tokens_done += sum(len(s.completion_token_ids) for s in result.samples)
+                yield result
+
+    def generate(self, requests: list[RolloutRequest]) -> list[RolloutResult]:
+        by_id = {r.request.request_id: r for r in self.stream(requests)}
+        return [by_id[r.request_id] for r in requests]
+
+    def _observe(self, result: RolloutResult, momentum: float = 0.8) -> None:
+        if result.samples:
+            mean = sum(len(s.completion_token_ids) for s in result.samples) / len(result.samples)
+            mode = result.request.mode
+            self.expected_tokens[mode] = momentum * self.expected_tokens[mode] + (1 - momentum) * max(mean, 1.0)
+
+    def shutdown(self) -> None:
+        for slot in self.slots:
+            try:
+                ray.kill(slot.actor)
+            except Exception:  # noqa: BLE001
+                pass

@@ -1,0 +1,112 @@
+"""What goes into the rollout layer and what comes out of it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from model.processor import MODES, PromptInputs
+
+THINK_END = "</think>"
+
+
+def split_answer(text: str, mode: str) -> tuple[str, str]:
+    """(thinking, final answer) of a completion. Long mode (and auto mode when the model thought): the answer is
+    the text after the last `</think>`, and "" when the think block never closed (a truncated trace). Short mode:
+    the whole completion is the answer."""
+    if mode == "short" or (mode == "auto" and THINK_END not in text):
+        return "", text.strip()
+    if THINK_END not in text:
+        return text, ""
+    thinking, _, answer = text.rpartition(THINK_END)
+    return thinking, answer.strip()
+
+
+@dataclass
+class SamplingConfig:
+    """Sampling of one mode. Defaults follow the paper where it speaks (temperature 1.0)."""
+    max_new_tokens: int = 1024
+    """Completion budget; the paper uses 8192 for its long mode."""
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    """0 disables top-k."""
+    stop: list[str] = field(default_factory=list)
+
+    def validate(self, where: str = "sampling") -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"{where}.max_new_tokens={self.max_new_tokens}: must be >= 1")
+        if self.temperature < 0:
+            raise ValueError(f"{where}.temperature={self.temperature}: must be >= 0")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"{where}.top_p={self.top_p}: must be in (0, 1]")
+
+    def to_vllm(self, n: int, seed: int | None = None):
+        from vllm import SamplingParams
+
+        return SamplingParams(n=n, max_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p,
+                              top_k=self.top_k if self.top_k > 0 else 0, stop=list(self.stop) or None,
+                              logprobs=0, seed=seed)
+
+
+def default_mode_sampling() -> dict[str, SamplingConfig]:
+    return {"short": SamplingConfig(max_new_tokens=1024), "long": SamplingConfig(max_new_tokens=8192),
+            "auto": SamplingConfig(max_new_tokens=8192)}
+
+
+@dataclass
+class RolloutRequest:
+    """One prompt to sample a group of completions for."""
+    request_id: str
+    messages: list[dict]
+    """Chat messages; content parts may hold images (PIL, path or bytes) and videos."""
+    mode: str = "auto"
+    """short | long | auto: applied through the chat template's thinking switch; all n samples share it."""
+    n: int = 8
+    """Group size (the paper: 8)."""
+    sampling: SamplingConfig | None = None
+    """Overrides the pool's per-mode sampling for this request."""
+    meta: dict[str, Any] = field(default_factory=dict)
+    """Passed through untouched (reference answer, reward name, data row...)."""
+
+    def check(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"request {self.request_id}: mode={self.mode!r}, expected one of {MODES}")
+        if not isinstance(self.n, int) or self.n < 1:
+            raise ValueError(f"request {self.request_id}: n={self.n!r}, must be an integer >= 1")
+
+
+@dataclass
+class RolloutSample:
+    """One sampled completion with everything the learner needs."""
+    request_id: str
+    index: int
+    mode: str
+    prompt_token_ids: list[int]
+    completion_token_ids: list[int]
+    logprobs: list[float]
+    """Per completion token: the sampling engine's log-probability (raw logits, before temperature)."""
+    text: str
+    answer: str
+    """The final-answer part: after `</think>` in long mode, the whole text in short mode."""
+    finish_reason: str | None
+    truncated: bool
+    """The completion hit max_new_tokens (no EOS, no stop string)."""
+    policy_version: int
+
+
+@dataclass
+class RolloutResult:
+    """The group of samples of one request, or the error that stopped it (the rest of the batch goes on)."""
+    request: RolloutRequest
+    samples: list[RolloutSample] = field(default_factory=list)
+    prompt: PromptInputs | None = None
+    """The processed prompt (token ids, image slices, bounds): what the learner feeds `MiniCPMV.forward`."""
+    error: str | None = None
+    worker_id: int | None = None
+    policy_version: int | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None

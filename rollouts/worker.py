@@ -1,0 +1,154 @@
+"""A rollout worker: one vLLM engine that samples groups of short/long completions and takes new weights.
+
+`RolloutWorker` is a plain class (usable in-process); `rollouts.pool` runs it as a Ray actor. Each request is
+prepared alone (processor, checks): a bad image, an over-long prompt or n < 1 fails that request with an error in
+its result while the rest of the batch is sampled.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Iterable
+
+from .engine import cpu_defaults, make_llm
+
+cpu_defaults()
+
+import torch  # noqa: E402
+
+from model.processor import PromptInputs, Processor  # noqa: E402
+
+from .types import RolloutRequest, RolloutResult, RolloutSample, SamplingConfig, default_mode_sampling, split_answer  # noqa: E402,E501
+
+
+class RolloutWorker:
+    """dtype "auto" follows vLLM: bf16 for a checkpoint stored in fp32 or bf16. Log-probability agreement with
+    the learner at 1e-4 needs the same dtype on both sides (float32 for the tiny checkpoint)."""
+
+    def __init__(self, ckpt: str, worker_id: int = 0, mode_sampling: dict[str, SamplingConfig] | None = None,
+                 seed: int = 0, max_model_len: int = 4096, dtype: str = "auto", enable_lora: bool = False,
+                 max_lora_rank: int = 16, max_images: int = 4, **engine_kwargs):
+        self.worker_id = worker_id
+        self.ckpt = str(ckpt)
+        self.mode_sampling = mode_sampling or default_mode_sampling()
+        self.max_model_len = max_model_len
+        self.seed = seed
+        lora = {"enable_lora": True, "max_lora_rank": max_lora_rank, "max_loras": 1} if enable_lora else {}
+        self.llm = make_llm(ckpt, dtype=dtype, seed=seed + worker_id, max_model_len=max_model_len,
+                            max_images=max_images, **lora, **engine_kwargs)
+        self.processor = Processor.from_pretrained(ckpt)
+        self.policy_version = 0
+        self.lora_request = None
+
+    # ---- introspection (the pool uses these) ----
+    def pid(self) -> int:
+        return os.getpid()
+
+    def version(self) -> int:
+        return self.policy_version
+
+    # ---- sampling ----
+    def prepare(self, request: RolloutRequest) -> PromptInputs:
+        request.check()
+        prompt = self.processor(request.messages, request.mode)
+        if len(prompt.input_ids) >= self.max_model_len:
+            raise ValueError(f"request {request.request_id}: the prompt has {len(prompt.input_ids)} tokens "
+                             f"(text + image tokens), the engine's context is max_model_len={self.max_model_len}")
+        return prompt
+
+    def sampling_for(self, request: RolloutRequest, prompt: PromptInputs):
+        cfg = request.sampling or self.mode_sampling[request.mode]
+        cfg.validate(f"request {request.request_id}.sampling")
+        budget = min(cfg.max_new_tokens, self.max_model_len - len(prompt.input_ids))
+        capped = SamplingConfig(budget, cfg.temperature, cfg.top_p, cfg.top_k, list(cfg.stop))
+        return capped.to_vllm(request.n)
+
+    def generate(self, requests: list[RolloutRequest]) -> list[RolloutResult]:
+        """Sample every request; results in request order."""
+        start = time.perf_counter()
+        results = [RolloutResult(request=r, worker_id=self.worker_id, policy_version=self.policy_version)
+                   for r in requests]
+        ready = []
+        for result in results:
+            try:
+                result.prompt = self.prepare(result.request)
+                ready.append((result, self.sampling_for(result.request, result.prompt)))
+            except Exception as e:  # noqa: BLE001 - the request fails alone, with its reason
+                result.error = f"{type(e).__name__}: {e}"
+        prepared = time.perf_counter()
+        if ready:
+            try:
+                self._sample(ready)
+            except Exception:  # noqa: BLE001 - isolate the request vLLM rejected, then go on
+                self._abort_unfinished()
+                for item in ready:
+                    try:
+                        self._sample([item])
+                    except Exception as e:  # noqa: BLE001
+                        self._abort_unfinished()
+                        item[0].error = f"{type(e).__name__}: {e}"
+        done = time.perf_counter()
+        for result in results:
+            result.timings = {"prepare_s": prepared - start, "generate_s": done - prepared}
+        return results
+
+    def _sample(self, items: list[tuple[RolloutResult, object]]) -> None:
+        prompts = [{"prompt": r.prompt.text, "multi_modal_data": {"image": r.prompt.images}} if r.prompt.images
+                   else {"prompt": r.prompt.text} for r, _ in items]
+        outputs = self.llm.generate(prompts, [p for _, p in items], lora_request=self.lora_request, use_tqdm=False)
+        for (result, params), out in zip(items, outputs):
+            if list(out.prompt_token_ids) != result.prompt.input_ids:
+                raise RuntimeError(f"request {result.request.request_id}: vLLM built different prompt token ids "
+                                   "than model.processor (run rl-doctor on this checkpoint)")
+            result.samples = [self._sample_of(result, k, o, params.max_tokens) for k, o in enumerate(out.outputs)]
+
+    def _abort_unfinished(self) -> None:
+        """A generate call that raised leaves its requests in the engine; the next call would run them again."""
+        engine = self.llm.llm_engine
+        ids = list(engine.output_processor.request_states)
+        if ids:
+            engine.abort_request(ids, internal=True)
+
+    def _sample_of(self, result: RolloutResult, index: int, out, max_tokens: int) -> RolloutSample:
+        tokens = list(out.token_ids)
+        logprobs = [lp[t].logprob for lp, t in zip(out.logprobs or [], tokens)]
+        _, answer = split_answer(out.text, result.request.mode)
+        return RolloutSample(
+            request_id=result.request.request_id, index=index, mode=result.request.mode,
+            prompt_token_ids=list(result.prompt.input_ids), completion_token_ids=tokens, logprobs=logprobs,
+            text=out.text, answer=answer, finish_reason=out.finish_reason,
+            truncated=out.finish_reason == "length", policy_version=self.policy_version)
+
+    # ---- weight sync ----
+    def load_weights(self, version: int, weights: Iterable[tuple[str, torch.Tensor]] | None = None,
+                     path: str | None = None) -> int:
+        """Full weights, as in-memory (name, tensor) pairs in the checkpoint's names, or a directory of
+        safetensors. Drops the prefix cache (KV computed by the old weights) and any LoRA adapter."""
+        if (weights is None) == (path is None):
+            raise ValueError("give exactly one of weights= or path=")
+        kwargs = {"weights_path": str(path)} if path is not None else {"weights_iterator": iter(list(weights))}
+        self.llm.collective_rpc("reload_weights", kwargs=kwargs)
+        self._drop_caches()
+        self.lora_request = None
+        self.policy_version = version
+        return version
+
+    def _drop_caches(self) -> None:
+        """Everything computed by the old weights goes: KV blocks of the prefix cache and vision-encoder outputs
+        (the engine's scheduler-side bookkeeping and the runner-side storage together: resetting only one side,
+        as reload_weights does, leaves the engine asking for cache entries that no longer exist), and the
+        multimodal input caches of both the front end and the runner, which reload_weights also desyncs."""
+        self.llm.reset_prefix_cache()
+        self.llm.llm_engine.reset_encoder_cache()
+        self.llm.reset_mm_cache()
+
+    def load_lora(self, version: int, adapter_path: str) -> int:
+        """A PEFT adapter directory on top of the base weights; a new adapter id per version, so vLLM never
+        serves a cached older adapter under the same id."""
+        from vllm.lora.request import LoRARequest
+
+        self.lora_request = LoRARequest(f"policy-v{version}", version + 1, str(adapter_path))
+        self._drop_caches()
+        self.policy_version = version
+        return version
