@@ -7,20 +7,6 @@ from typing import Any
 
 from model.processor import MODES, PromptInputs
 
-THINK_END = "</think>"
-
-
-def split_answer(text: str, mode: str) -> tuple[str, str]:
-    """(thinking, final answer) of a completion. Long mode (and auto mode when the model thought): the answer is
-    the text after the last `</think>`, and "" when the think block never closed (a truncated trace). Short mode:
-    the whole completion is the answer."""
-    if mode == "short" or (mode == "auto" and THINK_END not in text):
-        return "", text.strip()
-    if THINK_END not in text:
-        return text, ""
-    thinking, _, answer = text.rpartition(THINK_END)
-    return thinking, answer.strip()
-
 
 @dataclass
 class SamplingConfig:

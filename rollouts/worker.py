@@ -19,7 +19,9 @@ import torch  # noqa: E402
 
 from model.processor import PromptInputs, Processor  # noqa: E402
 
-from .types import RolloutRequest, RolloutResult, RolloutSample, SamplingConfig, default_mode_sampling, split_answer  # noqa: E402,E501
+from rewards.api import split_completion  # noqa: E402
+
+from .types import RolloutRequest, RolloutResult, RolloutSample, SamplingConfig, default_mode_sampling  # noqa: E402
 
 
 class RolloutWorker:
@@ -113,7 +115,7 @@ class RolloutWorker:
     def _sample_of(self, result: RolloutResult, index: int, out, max_tokens: int) -> RolloutSample:
         tokens = list(out.token_ids)
         logprobs = [lp[t].logprob for lp, t in zip(out.logprobs or [], tokens)]
-        _, answer = split_answer(out.text, result.request.mode)
+        _, answer = split_completion(out.text, result.request.mode)
         return RolloutSample(
             request_id=result.request.request_id, index=index, mode=result.request.mode,
             prompt_token_ids=list(result.prompt.input_ids), completion_token_ids=tokens, logprobs=logprobs,

@@ -1,19 +1,7 @@
 import pytest
 
 from rollouts.pool import longest_first
-from rollouts.types import RolloutRequest, SamplingConfig, split_answer
-
-
-@pytest.mark.parametrize("text, mode, expected", [
-    ("The answer is 4", "short", ("", "The answer is 4")),
-    ("2+2 is 4.\n</think>\n\n4", "long", ("2+2 is 4.\n", "4")),
-    ("still thinking about it", "long", ("still thinking about it", "")),  # truncated trace: no answer
-    ("a</think>b</think> final ", "long", ("a</think>b", "final")),      # the last close wins
-    ("<think>\nhm\n</think>\n\n7", "auto", ("<think>\nhm\n", "7")),       # auto mode that chose to think
-    ("7", "auto", ("", "7")),
-])
-def test_split_answer(text, mode, expected):
-    assert split_answer(text, mode) == expected
+from rollouts.types import RolloutRequest, SamplingConfig
 
 
 def test_request_and_sampling_checks():

@@ -1,0 +1,56 @@
+"""`acc`: R_acc of the recipe: each row's accuracy verifier, chosen by the row's metadata.
+
+`meta["verifier"]` names it (`math`, `choice`, `number`, `exact`, `regex`, `prob`, or an entry point in `allowed`);
+a row that names none uses `choice` when it has `meta["options"]`, else `default`. The paper: rule-based verifiers
+for short answers (numbers, choices, math), RLPR's `prob` for free-form answers. Data may only name verifiers in
+`allowed`, never a code path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .api import RewardFn, RewardInput, get_reward, register_reward
+
+
+@dataclass(frozen=True)
+class AccConfig:
+    """Options of the `acc` router."""
+
+    key: str = "verifier"
+    """The meta key that names a row's verifier."""
+    default: str = "math"
+    """The verifier of rows that name none and have no `options`."""
+    allowed: tuple[str, ...] = ("math", "choice", "number", "exact", "regex", "prob")
+    """Verifiers a row may name (built-in or entry-point names; paths are refused)."""
+    options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Options per verifier, e.g. {"math": {"rel_tol": 0.001}}."""
+
+
+_CACHE: dict[str, RewardFn] = {}
+
+
+def verifier_name(sample: RewardInput, config: AccConfig = AccConfig()) -> str:
+    """The verifier a row asks for."""
+    name = sample.meta.get(config.key)
+    if name is None:
+        name = "choice" if sample.meta.get("options") else config.default
+    name = str(name)
+    if name not in config.allowed or ":" in name or name == "acc":
+        raise ValueError(f"row asks for verifier {name!r}, not one of {list(config.allowed)}")
+    return name
+
+
+@register_reward("acc", config=AccConfig)
+def acc_reward(sample: RewardInput, config: AccConfig = AccConfig()) -> float | None:
+    """The score of the row's own verifier."""
+    name = verifier_name(sample, config)
+    options = dict(config.options.get(name, {}))
+    key = f"{name}|{sorted(options.items())!r}"
+    if key not in _CACHE:
+        _CACHE[key] = get_reward(name, **options)
+    reward = _CACHE[key]
+    if reward.batched or reward.is_async:
+        raise ValueError(f"acc routes to per-row verifiers only; {name!r} is batched or async")
+    return reward.fn(sample)

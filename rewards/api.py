@@ -1,0 +1,265 @@
+"""The reward contract: what a reward receives, what it returns, and how one is found by name.
+
+A reward is a plain callable `fn(sample: RewardInput) -> float | None` (or a small class with `__call__`).
+None means "cannot score": the row is excluded from its group's baseline and counted in the metrics.
+Batched form: `fn(samples: list[RewardInput]) -> list[float | None]`, declared with `batched=True`.
+Async form: an `async def` of either shape (found by `inspect.iscoroutinefunction`).
+
+Rewards are found by `get_reward(spec)`, where spec is
+  - a built-in name (`math`, `choice`, `number`, `exact`, `regex`, `format`, `repetition`, `overlong`, `prob`,
+    `reward_model`, `acc`),
+  - an entry-point name in the group `minicpmv_rl.rewards` (a package's `[project.entry-points."minicpmv_rl.rewards"]`),
+  - a `module:function` path (`my_pkg.rewards:score`) or a file path (`path/to/file.py:score`).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.metadata
+import importlib.util
+import inspect
+import math
+import numbers
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Protocol, Union, runtime_checkable
+
+MODES = ("long", "short", "auto")
+THINK_OPEN = "<think>"
+THINK_CLOSE = "</think>"
+ENTRY_POINT_GROUP = "minicpmv_rl.rewards"
+
+Score = Union[float, None]
+
+
+def split_completion(completion: str, mode: str = "auto") -> tuple[str | None, str]:
+    """(thinking, final answer) of a completion.
+
+    long: thinking = text before the last `</think>` (less an opening `<think>` if the completion holds one),
+    answer = text after it; with no `</think>` (a truncated reasoning) the answer is "" and all text is thinking.
+    short: no thinking, the whole completion is the answer. auto: long if `</think>` occurs, else short.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode == "auto":
+        mode = "long" if THINK_CLOSE in completion else "short"
+    if mode == "short":
+        return None, completion
+    head, sep, tail = completion.rpartition(THINK_CLOSE)
+    if not sep:
+        head, tail = completion, ""
+    stripped = head.lstrip()
+    if stripped.startswith(THINK_OPEN):
+        head = stripped[len(THINK_OPEN):]
+    return head, tail
+
+
+@dataclass(frozen=True)
+class RewardInput:
+    """One row to score. Build it with `RewardInput.make(...)`, which splits the completion by mode."""
+
+    completion: str
+    """The full completion text as generated (reasoning, `</think>` and answer in long mode)."""
+    answer_text: str
+    """The final-answer part: after the last `</think>` in long mode, the whole completion in short mode."""
+    reference: Any = None
+    """The reference answer (usually a string); None for reference-free rewards."""
+    mode: str = "auto"
+    """`long`, `short` or `auto` (the model chose: long if the completion holds `</think>`)."""
+    meta: Mapping[str, Any] = field(default_factory=dict)
+    """Per-row metadata: options of a choice question, token counts, log-probs for `prob`, a group id..."""
+    thinking: str | None = None
+    """The reasoning part (None in short mode)."""
+
+    @classmethod
+    def make(cls, completion: str, reference: Any = None, mode: str = "auto",
+             meta: Mapping[str, Any] | None = None) -> "RewardInput":
+        thinking, answer = split_completion(completion, mode)
+        return cls(completion=completion, answer_text=answer, reference=reference, mode=mode,
+                   meta=dict(meta or {}), thinking=thinking)
+
+    @property
+    def resolved_mode(self) -> str:
+        """`long` or `short`: `auto` resolved by the presence of `</think>`."""
+        if self.mode != "auto":
+            return self.mode
+        return "long" if THINK_CLOSE in self.completion else "short"
+
+
+@runtime_checkable
+class Reward(Protocol):
+    """A per-row reward. Batched rewards take and return lists instead."""
+
+    def __call__(self, sample: RewardInput) -> Score: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of one reward call on one row."""
+
+    score: float | None
+    """The reward, or None (cannot score, or failed: then `error` says why)."""
+    error: str | None = None
+    """None, or a one-line message: the exception, a timeout, a dead worker, a bad return value."""
+    seconds: float = 0.0
+    """Wall-clock seconds of the call (a batched call's time is shared evenly among its rows)."""
+
+
+@dataclass(frozen=True)
+class RewardFn:
+    """A resolved reward: the callable and how to call it."""
+
+    name: str
+    """The spec it was resolved from (a name, an entry point or a path)."""
+    fn: Callable[..., Any]
+    """The callable, with options already bound."""
+    batched: bool = False
+    """Takes a list of samples and returns a list of scores."""
+    is_async: bool = False
+    """A coroutine function."""
+    sandbox: bool = True
+    """Run in the sandbox's workers (time and memory bounds); False: in-process (trusted, e.g. a GPU scorer)."""
+    options: Mapping[str, Any] = field(default_factory=dict)
+    """The options it was built with."""
+    source: str | None = None
+    """The spec string it was resolved from (None for a callable): a worker rebuilds it from (source, options)."""
+
+
+_REGISTRY: dict[str, Callable[..., Any]] = {}
+_BUILTIN_MODULES = ("rewards.math", "rewards.choice", "rewards.text", "rewards.format", "rewards.repetition",
+                    "rewards.overlong", "rewards.prob", "rewards.reward_model", "rewards.acc")
+
+
+def register_reward(name: str | None = None, *, batched: bool = False, sandbox: bool = True,
+                    config: type | None = None) -> Callable[[Callable], Callable]:
+    """Decorator: mark a callable as a reward and, when `name` is given, register it under that name.
+
+    batched: the callable takes a list of samples and returns a list. sandbox: run it in the sandbox's workers
+    (the default; set False only for trusted in-process scorers). config: a dataclass whose fields are the reward's
+    options; `get_reward(name, **options)` then calls `fn(sample, config=Config(**options))`.
+    """
+
+    def deco(fn: Callable) -> Callable:
+        fn.__reward__ = {"batched": batched, "sandbox": sandbox, "config": config}  # type: ignore[attr-defined]
+        if name is not None:
+            old = _REGISTRY.get(name)
+            if old is not None and (old.__module__, old.__qualname__) != (fn.__module__, fn.__qualname__):
+                where = f"{old.__module__}.{old.__qualname__}"
+                raise ValueError(f"a reward named {name!r} is already registered ({where})")
+            _REGISTRY[name] = fn
+        return fn
+
+    return deco
+
+
+def _load_builtins() -> None:
+    for module in _BUILTIN_MODULES:
+        importlib.import_module(module)
+
+
+def builtin_names() -> list[str]:
+    _load_builtins()
+    return sorted(_REGISTRY)
+
+
+def _load_path(spec: str) -> Callable:
+    module_part, _, attr = spec.rpartition(":")
+    if not module_part or not attr:
+        raise ValueError(f"reward path must look like 'module:function' or 'file.py:function', got {spec!r}")
+    if module_part.endswith(".py") or os.sep in module_part or "/" in module_part:
+        path = os.path.abspath(module_part)
+        if not os.path.isfile(path):
+            raise ValueError(f"reward file not found: {module_part}")
+        mod_name = "_reward_plugin_" + str(abs(hash(path)))
+        module = sys.modules.get(mod_name)
+        if module is None:
+            file_spec = importlib.util.spec_from_file_location(mod_name, path)
+            module = importlib.util.module_from_spec(file_spec)  # type: ignore[arg-type]
+            sys.modules[mod_name] = module
+            try:
+                file_spec.loader.exec_module(module)  # type: ignore[union-attr]
+            except BaseException:
+                del sys.modules[mod_name]
+                raise
+    else:
+        module = importlib.import_module(module_part)
+    obj: Any = module
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _entry_point(name: str) -> Callable | None:
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == name:
+            return ep.load()
+    return None
+
+
+def normalize_spec(spec: str) -> str:
+    """The spec with a file path made absolute, so that a worker process in another directory finds it."""
+    module_part, sep, attr = spec.rpartition(":")
+    if sep and (module_part.endswith(".py") or "/" in module_part or os.sep in module_part):
+        return os.path.abspath(module_part) + ":" + attr
+    return spec
+
+
+def _lookup(name: str) -> Any:
+    _load_builtins()
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if ":" in name:
+        return _load_path(name)
+    found = _entry_point(name)
+    if found is None:
+        raise KeyError(f"unknown reward {name!r}: not a built-in ({', '.join(builtin_names())}), not an entry "
+                       f"point of the group {ENTRY_POINT_GROUP!r}, and not a 'module:function' path")
+    return found
+
+
+def get_reward(spec: str | Callable | RewardFn, **options: Any) -> RewardFn:
+    """Resolve a reward: a built-in name, an entry-point name, a `module:function` or `file.py:function` path,
+    or a callable. `options` are bound to it: a registered config's fields (`fn(sample, config=Config(**options))`),
+    a class's constructor arguments, or a plugin function's keyword arguments."""
+    if isinstance(spec, RewardFn):
+        if options:
+            raise ValueError("options cannot be added to an already resolved reward")
+        return spec
+    if isinstance(spec, str):
+        name = normalize_spec(spec)
+        obj = _lookup(name)
+    elif callable(spec):
+        name, obj = getattr(spec, "__qualname__", type(spec).__name__), spec
+    else:
+        raise TypeError(f"a reward spec is a name, a path or a callable, got {type(spec).__name__}")
+    info = dict(getattr(obj, "__reward__", None) or {})
+    if inspect.isclass(obj):  # a small class: its constructor takes the options
+        fn = obj(**options)
+    elif options:
+        config = info.get("config")
+        fn = functools.partial(obj, config=config(**options)) if config else functools.partial(obj, **options)
+    else:
+        fn = obj
+    call = fn.func if isinstance(fn, functools.partial) else fn
+    if not (inspect.isfunction(call) or inspect.ismethod(call)):
+        call = getattr(call, "__call__", call)
+    return RewardFn(name=name, fn=fn, batched=bool(info.get("batched", False)),
+                    is_async=inspect.iscoroutinefunction(call), sandbox=bool(info.get("sandbox", True)),
+                    options=dict(options), source=name if isinstance(spec, str) else None)
+
+
+def check_score(value: Any) -> float | None:
+    """A reward's return value as a float or None; raises for anything else (a string, NaN, infinity)."""
+    if value is None:
+        return None
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # a 0-d tensor or array
+        value = value.item()
+    if not isinstance(value, numbers.Real):
+        raise TypeError(f"reward returned {type(value).__name__}, expected a float or None")
+    out = float(value)
+    if not math.isfinite(out):
+        raise ValueError(f"reward returned a non-finite score ({out})")
+    return out
+
