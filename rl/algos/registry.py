@@ -1,0 +1,51 @@
+"""Name -> function registries for the RL math (verl `core_algos` pattern).
+
+Four tables, one per kind of function; a config names an entry (`advantage: grpo`, `policy_loss: ppo_clip`,
+`loss_agg: token-mean`, `kl: k3`) and the learner looks it up here. Registering a name twice is an error (two
+modules silently shadowing each other is exactly the kind of mistake these tables exist to prevent).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, TypeVar
+
+F = TypeVar("F", bound=Callable)
+
+ADVANTAGE_ESTIMATORS: dict[str, Callable] = {}
+POLICY_LOSSES: dict[str, Callable] = {}
+LOSS_AGGS: dict[str, Callable] = {}
+KL_ESTIMATORS: dict[str, Callable] = {}
+
+
+def _registrar(table: dict[str, Callable], kind: str) -> Callable[[str], Callable[[F], F]]:
+    def register(name: str) -> Callable[[F], F]:
+        def decorator(fn: F) -> F:
+            if name in table and table[name] is not fn:
+                raise ValueError(f"{kind} {name!r} is already registered (by {table[name].__module__}."
+                                 f"{table[name].__qualname__})")
+            table[name] = fn
+            return fn
+        return decorator
+    register.__doc__ = f"Decorator: register a {kind} under `name`."
+    return register
+
+
+def _getter(table: dict[str, Callable], kind: str) -> Callable[[str], Callable]:
+    def get(name: str) -> Callable:
+        try:
+            return table[name]
+        except KeyError:
+            raise KeyError(f"unknown {kind} {name!r}; registered: {sorted(table)}") from None
+    get.__doc__ = f"The {kind} registered under `name` (KeyError listing the known names otherwise)."
+    return get
+
+
+register_advantage = _registrar(ADVANTAGE_ESTIMATORS, "advantage estimator")
+register_policy_loss = _registrar(POLICY_LOSSES, "policy loss")
+register_loss_agg = _registrar(LOSS_AGGS, "loss aggregation")
+register_kl = _registrar(KL_ESTIMATORS, "KL estimator")
+
+get_advantage = _getter(ADVANTAGE_ESTIMATORS, "advantage estimator")
+get_policy_loss = _getter(POLICY_LOSSES, "policy loss")
+get_loss_agg = _getter(LOSS_AGGS, "loss aggregation")
+get_kl = _getter(KL_ESTIMATORS, "KL estimator")
