@@ -26,16 +26,24 @@ IMAGE_PROCESSOR_AUTO_MAP = {
     "AutoImageProcessor": "image_processing_minicpmv.MiniCPMVImageProcessor",
     "AutoProcessor": "processing_minicpmv.MiniCPMVProcessor",
 }
-TINY_LLM = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-                num_key_value_heads=2, head_dim=32, max_position_embeddings=4096, initializer_range=0.1)
-TINY_VISION = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-                   image_size=980, patch_size=14)
+# Presets: (LLM fields, vision fields). "tiny" is the test fixture; "qwen3-0.6b" has the LLM shapes of Qwen3-0.6B
+# (with this project's small vocabulary) and a 4-layer slice of the released vision encoder, for benchmarks.
+PRESETS = {
+    "tiny": (dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, head_dim=32, max_position_embeddings=4096, initializer_range=0.1),
+             dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2)),
+    "qwen3-0.6b": (dict(hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
+                        num_key_value_heads=8, head_dim=128, max_position_embeddings=40960, initializer_range=0.02),
+                   dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=4, num_attention_heads=16)),
+}
 
 
-def tiny_config(vocab_size: int, bos: int, eos: int, pad: int, **overrides) -> MiniCPMVConfig:
-    fields = dict(TINY_LLM, vocab_size=vocab_size, bos_token_id=bos, eos_token_id=eos, pad_token_id=pad,
+def tiny_config(vocab_size: int, bos: int, eos: int, pad: int, preset: str = "tiny", **overrides) -> MiniCPMVConfig:
+    llm, vision = PRESETS[preset]
+    fields = dict(llm, vocab_size=vocab_size, bos_token_id=bos, eos_token_id=eos, pad_token_id=pad,
                   rope_theta=1e6, rms_norm_eps=1e-6, tie_word_embeddings=False, drop_vision_last_layer=False,
-                  query_num=64, image_size=448, patch_size=14, vision_config=dict(TINY_VISION),
+                  query_num=64, image_size=448, patch_size=14,
+                  vision_config=dict(vision, image_size=980, patch_size=14),
                   slice_config={"max_slice_nums": 9, "patch_size": 14}, torch_dtype="float32")
     fields.update(overrides)
     return MiniCPMVConfig(**fields)
@@ -57,11 +65,12 @@ def write_processor_files(out: Path, config: MiniCPMVConfig) -> None:
     (out / "processor_config.json").write_text(json.dumps(processor, indent=2) + "\n")
 
 
-def build_tiny_checkpoint(out_dir: str | Path, seed: int = 0) -> Path:
+def build_tiny_checkpoint(out_dir: str | Path, seed: int = 0, preset: str = "tiny") -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = save_tokenizer(out)
-    config = tiny_config(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    config = tiny_config(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id,
+                         preset=preset)
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     model = MiniCPMV(config)
@@ -76,11 +85,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="rl-tiny-model", description=__doc__.splitlines()[0])
     parser.add_argument("out_dir")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS),
+                        help="tiny: the test fixture; qwen3-0.6b: Qwen3-0.6B LLM shapes, for benchmarks")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    out = build_tiny_checkpoint(args.out_dir, args.seed)
+    out = build_tiny_checkpoint(args.out_dir, args.seed, args.preset)
     n = sum(p.numel() for p in MiniCPMV.from_pretrained(out).parameters())
-    print(f"wrote a tiny MiniCPM-V 4.5 ({n / 1e6:.2f}M parameters) to {out} in {time.perf_counter() - start:.1f}s")
+    print(f"wrote a random-weight MiniCPM-V 4.5 (preset {args.preset}, {n / 1e6:.2f}M parameters) to {out} "
+          f"in {time.perf_counter() - start:.1f}s")
 
 
 if __name__ == "__main__":

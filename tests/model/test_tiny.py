@@ -42,5 +42,5 @@ def test_tokenizer_has_the_release_tokens(processor):
 def test_cli(tmp_path):
     out = subprocess.run([sys.executable, "-m", "model.tiny", str(tmp_path / "cli"), "--seed", "1"],
                          capture_output=True, text=True, check=True)
-    assert "tiny MiniCPM-V 4.5" in out.stdout
+    assert "random-weight MiniCPM-V 4.5 (preset tiny" in out.stdout
     assert (tmp_path / "cli" / "model.safetensors").is_file()
