@@ -29,6 +29,7 @@ cpu_defaults()
 import torch  # noqa: E402
 
 from model import MiniCPMV  # noqa: E402
+from model.lora import LLM_LORA_TARGETS  # noqa: E402
 from model.processor import Processor  # noqa: E402
 from model.synthetic import shapes_image  # noqa: E402
 from rollouts.types import RolloutRequest, SamplingConfig  # noqa: E402
@@ -103,13 +104,15 @@ def bench_pool(ckpt, requests, n, max_tokens, dtype, workers):
     seconds = time.perf_counter() - start
     tokens = sum(len(s.completion_token_ids) for r in results for s in r.samples)
     model = MiniCPMV.from_pretrained(ckpt, dtype=getattr(torch, dtype))
-    sync_full = pool.sync_weights(1, weights=model.state_dict().items())
+    sync_full = {transport: min(pool.sync_weights(v, weights=model.state_dict().items(), transport=transport)
+                                for v in (1, 2))
+                 for transport in ("auto", "shm", "object_store")}
     pool.shutdown()
     # LoRA sync needs LoRA-enabled engines, which generate more slowly: a separate one-worker pool.
     pool = RolloutPool(ckpt, num_workers=1, enable_lora=True, max_lora_rank=16, **options)
     with tempfile.TemporaryDirectory() as tmp:
         peft_model = get_peft_model(model, LoraConfig(
-            r=16, lora_alpha=32, target_modules=r".*llm\.model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"))
+            r=16, lora_alpha=32, target_modules=LLM_LORA_TARGETS))
         peft_model.save_pretrained(tmp)
         sync_lora = pool.sync_lora(2, tmp)
         start_first = time.perf_counter()
@@ -157,8 +160,9 @@ def main() -> None:
     report = {
         "tokens_per_s_pool": tps_pool, "tokens_per_s_vllm": tps_vllm, "tokens_per_s_hf": tps_hf,
         "pool_over_vllm": tps_pool / tps_vllm, "vllm_over_hf": tps_vllm / tps_hf,
-        "sync_full_s": sync_full, "sync_lora_s": sync_lora, "generate_step_s_pool": s_pool,
-        "sync_full_over_generate": sync_full / s_pool, "lora_first_use_load_s": lora_load,
+        "sync_full_s": sync_full["auto"], "sync_full_s_shm": sync_full["shm"],
+        "sync_full_s_object_store": sync_full["object_store"], "sync_lora_s": sync_lora,
+        "generate_step_s_pool": s_pool, "sync_full_over_generate": sync_full["auto"] / s_pool, "lora_first_use_load_s": lora_load,
         "tokens_pool": tok_pool, "tokens_vllm": tok_vllm, "tokens_hf": tok_hf,
         "generate_s_vllm": s_vllm, "generate_s_hf": s_hf,
         "model_params": n_params, "prompts": args.prompts, "n": args.n, "max_tokens": args.max_tokens,

@@ -62,6 +62,17 @@ def _open(file: Path):
         raise CheckpointError(f"{file}: not a readable safetensors file ({e})") from e
 
 
+def iter_safetensors(path: str | os.PathLike):
+    """(name, tensor) pairs of a checkpoint directory, shard by shard (memory-mapped)."""
+    by_file: dict[Path, list[str]] = {}
+    for name, file in shard_files(path).items():
+        by_file.setdefault(file, []).append(name)
+    for file, names in by_file.items():
+        with _open(file) as f:
+            for name in names:
+                yield name, f.get_tensor(name)
+
+
 def load_state_dict(path: str | os.PathLike, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Read every tensor, checking names and shapes against `expected` (a model's state_dict)."""
     files = shard_files(path)

@@ -12,11 +12,16 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 import ray
+import torch
+from huggingface_hub import save_torch_state_dict
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
 from .types import RolloutRequest, RolloutResult, SamplingConfig, default_mode_sampling
@@ -36,6 +41,23 @@ def longest_first(costs: list[float], loads: list[float]) -> list[int]:
         owner[i] = k
         loads[k] += costs[i]
     return owner
+
+
+def to_shared(weights: Iterable) -> list[tuple[str, str, object]]:
+    """(name, dtype, numpy array) triples: Ray stores numpy arrays once in shared memory and every worker on the
+    node reads them without a copy (pickled torch tensors would be copied into each worker). bf16 travels as int16."""
+    out = []
+    for name, tensor in weights:
+        tensor = tensor.detach().contiguous().cpu()
+        raw = tensor.view(torch.int16) if tensor.dtype == torch.bfloat16 else tensor
+        out.append((name, str(tensor.dtype).removeprefix("torch."), raw.numpy()))
+    return out
+
+
+def from_shared(triples) -> Iterator[tuple[str, torch.Tensor]]:
+    for name, dtype, array in triples:
+        tensor = torch.from_numpy(array)
+        yield name, tensor.view(torch.bfloat16) if dtype == "bfloat16" else tensor
 
 
 @dataclass
@@ -71,6 +93,7 @@ class RolloutPool:
         # Expected completion tokens per sample, per mode: start at half the budget, then a running mean.
         self.expected_tokens = {m: s.max_new_tokens / 2 for m, s in self.mode_sampling.items()}
         self._sync: tuple[str, int, object] | None = None  # ("full" | "path" | "lora", version, payload)
+        self._shm_dir: str | None = None  # the shared-memory copy of the latest in-memory sync
         self._chunk_ids = itertools.count()
         self.slots = [_Slot(actor=None, worker_id=i) for i in range(num_workers)]
         for slot in self.slots:
@@ -96,7 +119,7 @@ class RolloutPool:
     @staticmethod
     def _apply_sync(actor, kind: str, version: int, payload):
         if kind == "full":
-            return actor.load_weights.remote(version, weights=payload)
+            return actor.load_shared_weights.remote(version, payload)
         if kind == "path":
             return actor.load_weights.remote(version, path=payload)
         return actor.load_lora.remote(version, payload)
@@ -113,14 +136,34 @@ class RolloutPool:
                  "pending_chunks": len(s.pending), "restarts": s.restarts} for s in self.slots]
 
     # ---- weight sync ----
-    def sync_weights(self, version: int, weights: Iterable | None = None, path: str | None = None) -> float:
-        """Full weights to every worker: in-memory (name, tensor) pairs (put once in the object store) or a
-        safetensors directory. Returns seconds. Every worker must report the new version."""
+    def sync_weights(self, version: int, weights: Iterable | None = None, path: str | None = None,
+                     transport: str = "auto") -> float:
+        """Full weights to every worker: (name, tensor) pairs in the checkpoint's names, or a safetensors
+        directory. Returns seconds; afterwards every worker must report `version`.
+
+        transport for in-memory weights: "shm" writes them once as safetensors to shared memory (/dev/shm) and
+        every worker reloads from there (one node); "object_store" sends numpy views through Ray's object
+        store (works across nodes); "auto" picks "shm" on a one-node cluster. BENCHMARKS.md times both. The latest payload is kept for replacement workers."""
         start = time.perf_counter()
         if (weights is None) == (path is None):
             raise ValueError("give exactly one of weights= or path=")
-        self._sync = ("path", version, str(path)) if path is not None else ("full", version, ray.put(list(weights)))
+        if transport == "auto":
+            transport = "shm" if len(ray.nodes()) == 1 else "object_store"
+        previous = self._shm_dir
+        if path is not None:
+            self._sync, self._shm_dir = ("path", version, str(path)), None
+        elif transport == "shm":
+            self._shm_dir = tempfile.mkdtemp(prefix=f"minicpmv-rl-v{version}-",
+                                             dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+            save_torch_state_dict({n: t.detach().contiguous().cpu() for n, t in weights}, self._shm_dir)
+            self._sync = ("path", version, self._shm_dir)
+        elif transport == "object_store":
+            self._sync, self._shm_dir = ("full", version, ray.put(to_shared(weights))), None
+        else:
+            raise ValueError(f"transport={transport!r}: expected auto, shm or object_store")
         self._broadcast(version)
+        if previous:
+            shutil.rmtree(previous, ignore_errors=True)
         return time.perf_counter() - start
 
     def sync_lora(self, version: int, adapter_path: str) -> float:
@@ -203,6 +246,8 @@ class RolloutPool:
             self.expected_tokens[mode] = momentum * self.expected_tokens[mode] + (1 - momentum) * max(mean, 1.0)
 
     def shutdown(self) -> None:
+        if self._shm_dir:
+            shutil.rmtree(self._shm_dir, ignore_errors=True)
         for slot in self.slots:
             try:
                 ray.kill(slot.actor)

@@ -17,6 +17,7 @@ cpu_defaults()
 
 import torch  # noqa: E402
 
+from model.checkpoint import iter_safetensors  # noqa: E402
 from model.processor import PromptInputs, Processor  # noqa: E402
 
 from rewards.api import split_completion  # noqa: E402
@@ -129,8 +130,10 @@ class RolloutWorker:
         safetensors. Drops the prefix cache (KV computed by the old weights) and any LoRA adapter."""
         if (weights is None) == (path is None):
             raise ValueError("give exactly one of weights= or path=")
-        kwargs = {"weights_path": str(path)} if path is not None else {"weights_iterator": iter(list(weights))}
-        self.llm.collective_rpc("reload_weights", kwargs=kwargs)
+        # A directory is read here, not by vLLM: vLLM's reload from a path repoints the engine's model directory
+        # at it, and the engine then looks there for the tokenizer and processor.
+        pairs = iter(list(weights)) if weights is not None else iter_safetensors(path)
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": pairs})
         self._drop_caches()
         self.lora_request = None
         self.policy_version = version
@@ -144,6 +147,12 @@ class RolloutWorker:
         self.llm.reset_prefix_cache()
         self.llm.llm_engine.reset_encoder_cache()
         self.llm.reset_mm_cache()
+
+    def load_shared_weights(self, version: int, triples) -> int:
+        """Full weights sent by the pool as shared-memory numpy arrays (see `rollouts.pool.to_shared`)."""
+        from .pool import from_shared
+
+        return self.load_weights(version, weights=from_shared(triples))
 
     def load_lora(self, version: int, adapter_path: str) -> int:
         """A PEFT adapter directory on top of the base weights; a new adapter id per version, so vLLM never

@@ -57,7 +57,7 @@ def test_killed_worker_is_replaced_and_its_prompts_resubmitted(pool, tiny_ckpt):
     got += list(stream)
     ids = [r.request.request_id for r in got]
     assert sorted(ids) == sorted(r.request_id for r in reqs)  # none lost, none twice
-    assert all(r.ok and len(r.samples) == 2 for r in got)
+    assert all(r.ok and len(r.samples) == 2 for r in got), [r.error for r in got if not r.ok]
     assert pool.load()[0]["restarts"] == 1 and pool.pids()[0] != old_pids[0]
     assert pool.versions() == [2, 2]  # the replacement received the current weights
     from_replacement = [r for r in got if r.worker_id == 0 and r.policy_version == 2]

@@ -5,6 +5,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from model import MiniCPMV
+from model.lora import LLM_LORA_TARGETS, merged_weights
 from model.synthetic import shapes_image
 from rollouts.types import RolloutRequest
 from rollouts.worker import RolloutWorker
@@ -12,7 +13,6 @@ from rollouts.worker import RolloutWorker
 from tests.rollouts.helpers import SAMPLING, learner_diff, perturbed, requests
 
 pytestmark = pytest.mark.vllm
-LLM_LINEARS = r".*llm\.model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_lora_sync_matches_the_peft_model_and_never_serves_an_old_adapter(worker
     for version, seed in ((4, 0), (5, 1)):
         torch.manual_seed(seed)
         peft_model = get_peft_model(MiniCPMV.from_pretrained(tiny_ckpt),
-                                    LoraConfig(r=8, lora_alpha=16, target_modules=LLM_LINEARS,
+                                    LoraConfig(r=8, lora_alpha=16, target_modules=LLM_LORA_TARGETS,
                                                init_lora_weights=False)).eval()
         peft_model.save_pretrained(tmp_path / f"lora{version}")
         worker.load_lora(version, str(tmp_path / f"lora{version}"))
@@ -86,3 +86,16 @@ def test_lora_sync_matches_the_peft_model_and_never_serves_an_old_adapter(worker
         assert learner_diff(peft_model, results).max() <= 1e-4
         with peft_model.disable_adapter():
             assert learner_diff(peft_model, results).max() > 1e-2
+
+
+def test_merged_lora_sync_matches_the_peft_model(worker, tiny_ckpt):
+    torch.manual_seed(3)
+    peft_model = get_peft_model(MiniCPMV.from_pretrained(tiny_ckpt),
+                                LoraConfig(r=8, lora_alpha=16, target_modules=LLM_LORA_TARGETS,
+                                           init_lora_weights=False)).eval()
+    merged = merged_weights(peft_model)
+    assert {n for n, _ in merged} == set(MiniCPMV.from_pretrained(tiny_ckpt).state_dict())
+    worker.load_weights(6, weights=merged)
+    results = worker.generate(requests(3, prefix="m"))
+    assert learner_diff(peft_model, results).max() <= 1e-4
+    assert any(p.requires_grad for p in peft_model.parameters())  # the adapter is still there to train
