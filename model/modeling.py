@@ -26,6 +26,8 @@ class MiniCPMVOutput:
     """[B, T] fp32: logprobs[b, t] = log p(input_ids[b, t] | input_ids[b, :t]) where target_mask[b, t], else 0."""
     logits: torch.Tensor | None = None
     """[B, T, V]: logits[b, t] predicts input_ids[b, t + 1] (only with return_logits=True)."""
+    entropy: torch.Tensor | None = None
+    """[B, T] fp32, no gradient: entropy of the distribution each target token was drawn from (return_entropy)."""
 
 
 def llm_config(config: MiniCPMVConfig, attn_implementation: str) -> Qwen3Config:
@@ -100,7 +102,8 @@ class MiniCPMV(nn.Module):
                 position_ids: torch.Tensor | None = None, pixel_values: list[torch.Tensor] | None = None,
                 tgt_sizes: torch.Tensor | None = None, image_bound: list[torch.Tensor] | None = None,
                 temporal_ids: list[list[int]] | None = None, target_mask: torch.Tensor | None = None,
-                return_logits: bool = False, temperature: float = 1.0) -> MiniCPMVOutput:
+                return_logits: bool = False, return_entropy: bool = False,
+                temperature: float = 1.0) -> MiniCPMVOutput:
         """input_ids [B, T]. Padded batch: attention_mask [B, T] (left or right padding; positions restart at 0
         after the padding, as in vLLM). Packed batch: attention_mask None and position_ids [B, T] that restart at 0
         at each sequence start: no attention across sequences. target_mask [B, T] bool: which tokens to score
@@ -113,7 +116,7 @@ class MiniCPMV(nn.Module):
         embeds = self.embed(input_ids, pixel_values, tgt_sizes, image_bound, temporal_ids)
         hidden = self.llm.model(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids,
                                 use_cache=False).last_hidden_state
-        logprobs = None
+        logprobs = entropy = None
         if target_mask is not None:
             target_mask = target_mask.bool().clone()
             target_mask[:, 0] = False
@@ -122,7 +125,13 @@ class MiniCPMV(nn.Module):
             lp = torch.log_softmax(logits, dim=-1).gather(-1, input_ids[:, 1:][src].unsqueeze(-1)).squeeze(-1)
             logprobs = torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
             logprobs[:, 1:][src] = lp
-        return MiniCPMVOutput(logprobs=logprobs, logits=self.llm.lm_head(hidden) if return_logits else None)
+            if return_entropy:
+                from rl.algos import entropy_from_logits
+
+                entropy = torch.zeros_like(logprobs)
+                entropy[:, 1:][src] = entropy_from_logits(logits.detach())
+        return MiniCPMVOutput(logprobs=logprobs, logits=self.llm.lm_head(hidden) if return_logits else None,
+                              entropy=entropy)
 
     # ---- checkpoints ----
     @classmethod
