@@ -48,7 +48,9 @@ def test_gradient_does_not_depend_on_micro_batching_or_packing(tiny_ckpt, sample
     one = gradients(tiny_ckpt, samples, loss_agg=agg, micro_batch_tokens=100_000, **extra)  # one packed row
     for other in (gradients(tiny_ckpt, samples, loss_agg=agg, micro_batch_tokens=200, **extra),  # many rows
                   gradients(tiny_ckpt, samples, loss_agg=agg, packing=False, padded_batch_size=2, **extra),
-                  gradients(tiny_ckpt, samples, loss_agg=agg, packing=False, padded_batch_size=5, **extra)):
+                  gradients(tiny_ckpt, samples, loss_agg=agg, packing=False, padded_batch_size=5, **extra),
+                  gradients(tiny_ckpt, samples, loss_agg=agg, micro_batch_tokens=200, gradient_checkpointing=True,
+                            **extra)):
         for name, grad in one.items():
             torch.testing.assert_close(other[name], grad, rtol=1e-4, atol=1e-6, msg=name)
     assert any(g.abs().sum() > 0 for g in one.values())
