@@ -54,6 +54,9 @@ class RolloutRequest:
     """Overrides the pool's per-mode sampling for this request."""
     meta: dict[str, Any] = field(default_factory=dict)
     """Passed through untouched (reference answer, reward name, data row...)."""
+    seed: int | None = None
+    """Sampling seed: the same seed gives the same samples on any worker, whatever ran before (resume is exact).
+    vLLM seeds sample k with seed + k, so space the seeds of different requests by at least n."""
 
     def check(self) -> None:
         if self.mode not in MODES:

@@ -65,7 +65,7 @@ class RolloutWorker:
         cfg.validate(f"request {request.request_id}.sampling")
         budget = min(cfg.max_new_tokens, self.max_model_len - len(prompt.input_ids))
         capped = SamplingConfig(budget, cfg.temperature, cfg.top_p, cfg.top_k, list(cfg.stop))
-        return capped.to_vllm(request.n)
+        return capped.to_vllm(request.n, seed=request.seed)
 
     def generate(self, requests: list[RolloutRequest]) -> list[RolloutResult]:
         """Sample every request; results in request order."""
