@@ -27,8 +27,7 @@ test: venv
 	$(PY) -m pytest tests
 
 demo: venv
-	$(VENV)/bin/rl-tiny-model runs/tiny-model --seed 0
-	$(PY) -m model.demo runs/tiny-model
+	$(VENV)/bin/rl-train --config configs/tiny_cpu.yaml
 
 clean:
 	rm -rf $(VENV) runs

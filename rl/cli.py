@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     if history:
         last = history[-1]
         shown = {k: round(v, 4) for k, v in last.items() if k.startswith(("reward/", "accuracy/")) and
-                 k.count("/") <= 2 and isinstance(v, float)}
+                 (k.endswith("/mean") or k.startswith("accuracy/")) and isinstance(v, float)}
         print(f"rl-train: {cfg.run.steps} steps done; run directory {cfg.run.dir}; last step {shown}")
     return 0
 

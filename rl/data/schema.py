@@ -1,0 +1,397 @@
+"""The row schema of training data, and its check: every problem names the file, the 1-based row and the field.
+
+A row (one JSONL line, or one Parquet row):
+
+    {"id": "q17",                                    # optional; default "FILE:ROW"
+     "question": "How many red circles?",            # or "messages": [...] (exactly one of the two)
+     "images": ["img/17.png", "file:///data/x.png"], # optional: paths, file:// URLs or bytes
+     "answer": "3",                                  # required: the reference (a string or a number)
+     "reward": "number",                             # optional: the verifier; default from the config
+     "mode": "short",                                # optional: short | long | auto; default: the hybrid schedule
+     "meta": {"options": ["cat", "dog"]}}            # optional: given to the reward (e.g. choice options)
+
+With `question`, the images are placed before the text in one user message (MiniCPM-V's own layout). With
+`messages`, images are embedded in the content parts (`{"type": "image", "image": PATH}`), or the parts are bare
+placeholders (`{"type": "image"}`) filled from `images` in order, or, with no image part at all, `images` go
+before the text of the first user message. Relative image paths are resolved against the data file's folder.
+Only local files: a URL with any scheme but `file://` (to this machine) is refused, since nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+from urllib.parse import unquote, urlparse
+
+import PIL.Image
+
+from model.processor import InputError, load_image
+
+MODES: tuple[str, ...] = ("short", "long", "auto")
+ROLES: tuple[str, ...] = ("system", "user", "assistant")
+# The verifiers a row may name: those the `acc` reward routes to (rewards/acc.py, AccConfig.allowed).
+ROW_REWARDS: tuple[str, ...] = ("math", "choice", "number", "exact", "regex", "prob")
+
+
+class RowError(ValueError):
+    """A bad row: `FILE: row N: field 'X': problem` (field and row are omitted where they do not apply)."""
+
+    def __init__(self, source: str, row: int | None, field_name: str | None, problem: str):
+        self.source, self.row, self.field, self.problem = source, row, field_name, problem
+        where = [source] + ([f"row {row}"] if row is not None else []) + (
+            [f"field {field_name!r}"] if field_name is not None else [])
+        super().__init__(": ".join(where + [problem]))
+
+    def __reduce__(self):  # picklable (Ray, multiprocessing) despite the custom __init__
+        return (RowError, (self.source, self.row, self.field, self.problem))
+
+
+@dataclass
+class RowSchema:
+    """The fields a data row may have (the file format); `Row` is what a valid one becomes."""
+
+    answer: Any
+    """Required: the reference answer, a string or a number (a list of strings for `exact`)."""
+    question: str | None = None
+    """The prompt text; give exactly one of `question` and `messages`."""
+    messages: list[dict] | None = None
+    """Chat messages (role, content: a string or text/image parts); give exactly one of these and `question`."""
+    images: list[Any] | None = None
+    """Images: paths (relative to the data file), file:// URLs or bytes; placed before the question's text."""
+    id: str | None = None
+    """A unique id; default `FILE:ROW`."""
+    reward: str | None = None
+    """The verifier that checks the answer (math, choice, number, exact, regex, prob); default from the config."""
+    mode: str | None = None
+    """short | long | auto: fixes the row's mode; absent: the hybrid schedule decides."""
+    meta: dict | None = None
+    """Extra fields for the reward (choice `options`, regex `pattern`, ...)."""
+
+
+FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(RowSchema))
+
+
+@dataclass
+class Row:
+    """A validated row: ready to become a rollout request."""
+
+    id: str
+    """Unique over the loaded files."""
+    messages: list[dict]
+    """Chat messages; image parts hold an absolute path or bytes."""
+    answer: str | list[str]
+    """The reference answer (numbers as their decimal string)."""
+    reward: str
+    """The verifier's name."""
+    mode: str | None = None
+    """The mode the data fixes, or None (the hybrid schedule decides)."""
+    meta: dict = field(default_factory=dict)
+    """Given to the reward as `RewardInput.meta`."""
+    source: str = ""
+    """The data file."""
+    row: int = 0
+    """The 1-based row (JSONL: line) number in `source`."""
+    image_fields: list[str] = field(default_factory=list)
+    """The field each image part came from (`images[0]`, `messages[0].content[1].image`), in order."""
+
+    @property
+    def where(self) -> str:
+        return f"{self.source}: row {self.row}"
+
+    def images(self) -> list[tuple[str, Any]]:
+        """(field, image) of every image part, in order: the field as a row error names it."""
+        parts = [part for message in self.messages if isinstance(message.get("content"), list)
+                 for part in message["content"] if part.get("type") == "image"]
+        names = self.image_fields if len(self.image_fields) == len(parts) else [
+            f"image {k}" for k in range(len(parts))]
+        return [(name, part["image"]) for name, part in zip(names, parts)]
+
+    def check_images(self) -> None:
+        """Decode every image; a RowError naming the file, row and field for the first that fails."""
+        for name, image in self.images():
+            try:
+                load_image(image, name)
+            except InputError as e:
+                raise RowError(self.source, self.row, name, _strip_where(str(e), name)) from None
+
+
+@dataclass
+class SchemaOptions:
+    """What the check needs to know beyond the row itself."""
+
+    default_reward: str = "math"
+    """The verifier of rows that name none."""
+    allowed_rewards: tuple[str, ...] | None = ROW_REWARDS
+    """Reward names a row may give; None: any spec `rewards.get_reward` resolves (names, `module:function`)."""
+    check_images: str = "load"
+    """load: decode every image now; lazy: check they exist and are non-empty now, decode when first drawn."""
+    drop_none: bool = False
+    """Treat None values in `meta` and in content parts as absent (Parquet fills missing struct keys with None)."""
+
+
+_resolved_rewards: dict[str, str | None] = {}
+
+
+def reward_problem(name: Any, allowed: tuple[str, ...] | None) -> str | None:
+    """Why `name` cannot be a row's reward, or None when it can."""
+    if not isinstance(name, str) or not name.strip():
+        return f"expected a reward name, got {name!r}"
+    if allowed is not None and name not in allowed:
+        return f"{name!r} is not a reward rows may name (allowed: {', '.join(allowed)})"
+    if name not in _resolved_rewards:
+        from rewards import get_reward
+
+        try:
+            get_reward(name)
+            _resolved_rewards[name] = None
+        except Exception as e:  # noqa: BLE001 - any failure to resolve is the row's problem
+            _resolved_rewards[name] = f"{name!r} does not resolve to a reward ({type(e).__name__}: {e})"
+    return _resolved_rewards[name]
+
+
+def _strip_where(message: str, where: str) -> str:
+    return message[len(where) + 2:] if message.startswith(where + ": ") else message
+
+
+def _answer(value: Any) -> str | list[str]:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a string or a number, got {value!r}")
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"expected a finite number, got {value!r}")
+        return repr(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, str):
+        if not value.strip():
+            raise ValueError("empty")
+        return value
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) and v.strip() for v in value):
+        return list(value)
+    raise ValueError(f"expected a string or a number, got {type(value).__name__}")
+
+
+def _check_answer_for_reward(answer: str | list[str], reward: str, meta: dict) -> str | None:
+    """A reference the row's verifier could never match (problem text), or None."""
+    if isinstance(answer, list) and reward != "exact":
+        return f"a list of answers is only for reward 'exact', not {reward!r}"
+    if reward == "number":
+        from rewards.text import parse_number
+
+        if not parse_number(str(answer)):
+            return f"{answer!r} is not a number (reward 'number')"
+    elif reward == "choice":
+        from rewards.choice import options_of, reference_letter
+
+        try:
+            reference_letter(answer, options_of(meta))
+        except ValueError:
+            return f"{answer!r} names no single option (reward 'choice'; options: {meta.get('options')!r})"
+    elif reward == "regex":
+        try:
+            re.compile(str(meta.get("pattern", answer)))
+        except re.error as e:
+            return f"the regex pattern does not compile ({e}) (reward 'regex')"
+    return None
+
+
+def _image_value(value: Any, base: Path, check: str, where: str) -> Any:
+    """An image as an absolute path string or bytes, checked; ValueError(problem) if bad."""
+    if isinstance(value, dict) and ("bytes" in value or "path" in value):  # a `datasets` Image feature cell
+        value = value.get("bytes") or value.get("path")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        image: Any = bytes(value)
+        if not image:
+            raise ValueError("empty bytes")
+    elif isinstance(value, PIL.Image.Image):
+        image = value
+    elif isinstance(value, (str, os.PathLike)):
+        text = os.fspath(value)
+        if not text.strip():
+            raise ValueError("empty path")
+        url = urlparse(text)
+        if url.scheme == "file":
+            if url.netloc not in ("", "localhost"):
+                raise ValueError(f"file URL on another host ({url.netloc!r}); only local files: {text!r}")
+            text = unquote(url.path)
+        elif len(url.scheme) > 1:  # one letter: a Windows drive
+            raise ValueError(f"only local files (a path or a file:// URL); {url.scheme}:// is not fetched: {text!r}")
+        path = Path(text).expanduser()
+        path = path if path.is_absolute() else base / path
+        if not path.is_file():
+            raise ValueError(f"file not found: {path}")
+        if path.stat().st_size == 0:
+            raise ValueError(f"file is empty (0 bytes): {path}")
+        image = str(path)
+    else:
+        raise ValueError(f"expected a path, a file:// URL or bytes, got {type(value).__name__}")
+    if check == "load" or isinstance(image, (bytes, PIL.Image.Image)):
+        try:
+            load_image(image, where)
+        except InputError as e:
+            raise ValueError(_strip_where(str(e), where)) from None
+    return image
+
+
+def _content(content: Any, i: int, drop_none: bool) -> str | list[dict]:
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list) or not content:
+        raise RowError("", None, f"messages[{i}].content", "expected a string or a non-empty list of parts")
+    parts = []
+    for j, part in enumerate(content):
+        if not isinstance(part, dict):
+            raise RowError("", None, f"messages[{i}].content[{j}]", f"expected an object, got {type(part).__name__}")
+        part = {k: v for k, v in part.items() if not (drop_none and v is None)}
+        kind = part.get("type")
+        if kind == "text":
+            if not isinstance(part.get("text"), str):
+                raise RowError("", None, f"messages[{i}].content[{j}].text", "expected a string")
+        elif kind != "image":
+            raise RowError("", None, f"messages[{i}].content[{j}].type", f"{kind!r}: expected 'text' or 'image'")
+        parts.append(part)
+    return parts
+
+
+def _messages(raw: Any, drop_none: bool) -> list[dict]:
+    if not isinstance(raw, list) or not raw:
+        raise RowError("", None, "messages", "expected a non-empty list of {role, content} objects")
+    out = []
+    for i, message in enumerate(raw):
+        if not isinstance(message, dict):
+            raise RowError("", None, f"messages[{i}]", f"expected an object, got {type(message).__name__}")
+        if message.get("role") not in ROLES:
+            raise RowError("", None, f"messages[{i}].role", f"{message.get('role')!r}: expected one of {ROLES}")
+        if message.get("content") is None:
+            raise RowError("", None, f"messages[{i}].content", "missing")
+        out.append({"role": message["role"], "content": _content(message["content"], i, drop_none)})
+    if out[-1]["role"] != "user":
+        raise RowError("", None, f"messages[{len(out) - 1}].role",
+                       f"the last message is the prompt's, so it must be 'user', not {out[-1]['role']!r}")
+    return out
+
+
+def parse_row(raw: Any, source: str, row: int, base: Path, options: SchemaOptions = SchemaOptions()) -> Row:
+    """Check one raw row and build its `Row`; a RowError naming `source`, `row` and the field otherwise."""
+    try:
+        return _parse(raw, source, row, base, options)
+    except RowError as e:
+        if e.source == "":  # raised by a helper that does not know the file
+            raise RowError(source, row, e.field, e.problem) from None
+        raise
+
+
+def _parse(raw: Any, source: str, row: int, base: Path, opt: SchemaOptions) -> Row:
+    def bad(name: str | None, problem: str) -> RowError:
+        return RowError(source, row, name, problem)
+
+    if not isinstance(raw, dict):
+        raise bad(None, f"expected a JSON object, got {type(raw).__name__}")
+    unknown = sorted(set(raw) - set(FIELDS))
+    if unknown:
+        raise bad(unknown[0], f"unknown field (known: {', '.join(FIELDS)}; put extra data in 'meta')")
+    raw = {k: v for k, v in raw.items() if v is not None}  # null = absent (Parquet has every column in every row)
+
+    if "answer" not in raw:
+        raise bad("answer", "missing (every row needs the reference answer)")
+    try:
+        answer = _answer(raw["answer"])
+    except ValueError as e:
+        raise bad("answer", str(e)) from None
+
+    has_q, has_m = "question" in raw, "messages" in raw
+    if has_q and has_m:
+        raise bad("question", "give either 'question' or 'messages', not both")
+    if not has_q and not has_m:
+        raise bad("question", "missing: give 'question' (a string) or 'messages' (chat messages)")
+
+    mode = raw.get("mode")
+    if mode is not None and mode not in MODES:
+        raise bad("mode", f"{mode!r}: expected one of {', '.join(MODES)} (or leave it out)")
+
+    reward = raw.get("reward", opt.default_reward)
+    problem = reward_problem(reward, opt.allowed_rewards)
+    if problem:
+        raise bad("reward", problem)
+
+    meta = raw.get("meta", {})
+    if isinstance(meta, str):  # a JSON object in a string column
+        try:
+            meta = json.loads(meta)
+        except json.JSONDecodeError as e:
+            raise bad("meta", f"not valid JSON ({e.msg})") from None
+    if not isinstance(meta, dict):
+        raise bad("meta", f"expected an object, got {type(meta).__name__}")
+    if opt.drop_none:
+        meta = {k: v for k, v in meta.items() if v is not None}
+    problem = _check_answer_for_reward(answer, reward, meta)
+    if problem:
+        raise bad("answer", problem)
+
+    images = raw.get("images", [])
+    if not isinstance(images, (list, tuple)):
+        raise bad("images", f"expected a list, got {type(images).__name__}")
+
+    names: dict[int, str] = {}  # id(part) -> the field it came from
+
+    def image(value: Any, name: str) -> dict:
+        try:
+            part = {"type": "image", "image": _image_value(value, base, opt.check_images, name)}
+        except ValueError as e:
+            raise bad(name, str(e)) from None
+        names[id(part)] = name
+        return part
+
+    if has_q:
+        question = raw["question"]
+        if not isinstance(question, str) or not question.strip():
+            raise bad("question", f"expected a non-empty string, got {question!r}")
+        parts = [image(v, f"images[{k}]") for k, v in enumerate(images)]
+        messages = [{"role": "user", "content": parts + [{"type": "text", "text": question}] if parts else question}]
+    else:
+        messages = _messages(copy.deepcopy(raw["messages"]), opt.drop_none)
+        queue = list(enumerate(images))
+        placeholders = 0
+        for i, message in enumerate(messages):
+            if isinstance(message["content"], str):
+                continue
+            for j, part in enumerate(message["content"]):
+                if part["type"] != "image":
+                    continue
+                if "image" in part:
+                    message["content"][j] = image(part["image"], f"messages[{i}].content[{j}].image")
+                elif queue:
+                    placeholders += 1
+                    k, value = queue.pop(0)
+                    message["content"][j] = image(value, f"images[{k}]")
+                else:
+                    raise bad(f"messages[{i}].content[{j}].image",
+                              f"an image placeholder but 'images' has only {len(images)} images")
+        if queue and placeholders:
+            raise bad("images", f"{len(images)} images but {placeholders} image placeholders in 'messages'")
+        if queue:  # no placeholders: the images go before the first user message's text
+            first = next(m for m in messages if m["role"] == "user")
+            text = first["content"]
+            first["content"] = [image(v, f"images[{k}]") for k, v in queue] + (
+                [{"type": "text", "text": text}] if isinstance(text, str) else text)
+
+    row_id = raw.get("id", f"{Path(source).name}:{row}")
+    if not isinstance(row_id, (str, int)) or isinstance(row_id, bool) or not str(row_id).strip():
+        raise bad("id", f"expected a non-empty string or an integer, got {row_id!r}")
+    fields = [names[id(part)] for message in messages if isinstance(message["content"], list)
+              for part in message["content"] if part["type"] == "image"]
+    return Row(id=str(row_id), messages=messages, answer=answer, reward=reward, mode=mode, meta=meta,
+               source=source, row=row, image_fields=fields)
+
+
+def copy_messages(messages: Iterable[dict]) -> list[dict]:
+    """A copy of the messages a consumer may change freely (image bytes and PIL images are shared, not copied)."""
+    return [{"role": m["role"], "content": m["content"] if isinstance(m["content"], str)
+             else [dict(part) for part in m["content"]]} for m in messages]

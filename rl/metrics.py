@@ -1,0 +1,76 @@
+"""Per-mode metrics of a step, and where they go: metrics.jsonl, TensorBoard, and W&B or MLflow when asked."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+
+def mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.fmean(values) if values else None
+
+
+def mode_metrics(rows: list[dict], prefix: str = "") -> dict[str, float]:
+    """rows: one dict per sample with mode, reward (None = unscored), parts {name: score|None}, tokens, truncated.
+    Keys: reward/mean, reward/<mode>/mean, reward/<mode>/<part>, accuracy/<mode>, format/<mode>,
+    tokens/<mode>/mean, truncation/<mode>, unscored/<mode>, mode/long_share (the share of samples in long mode)."""
+    out: dict[str, float | None] = {"reward/mean": mean(r["reward"] for r in rows)}
+    if rows:
+        out["mode/long_share"] = mean(float(r["mode"] == "long") for r in rows)
+    for mode in sorted({r["mode"] for r in rows}):
+        sel = [r for r in rows if r["mode"] == mode]
+        out[f"reward/{mode}/mean"] = mean(r["reward"] for r in sel)
+        for part in sorted({p for r in sel for p in r["parts"]}):
+            out[f"reward/{mode}/{part}"] = mean(r["parts"].get(part) for r in sel)
+        if any("acc" in r["parts"] for r in sel):
+            out[f"accuracy/{mode}"] = mean(float((r["parts"].get("acc") or 0) >= 1.0) for r in sel)
+        if any("format" in r["parts"] for r in sel):
+            out[f"format/{mode}"] = mean(float((r["parts"].get("format") or 0) > 0) for r in sel)
+        out[f"tokens/{mode}/mean"] = mean(r["tokens"] for r in sel)
+        out[f"truncation/{mode}"] = mean(float(r["truncated"]) for r in sel)
+        out[f"unscored/{mode}"] = mean(float(r["reward"] is None) for r in sel)
+    return {prefix + k: v for k, v in out.items() if v is not None}
+
+
+class MetricsLogger:
+    def __init__(self, run_dir: Path, tensorboard: bool = True, wandb: bool = False, mlflow: bool = False,
+                 config: dict | None = None):
+        self.file = open(run_dir / "metrics.jsonl", "a")
+        self.tb = self.wandb = self.mlflow = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+        if wandb:
+            import wandb as wb
+
+            self.wandb = wb.init(dir=str(run_dir), config=config)
+        if mlflow:
+            import mlflow as mf
+
+            mf.start_run()
+            self.mlflow = mf
+
+    def log(self, step: int, metrics: dict) -> None:
+        self.file.write(json.dumps({"step": step, **metrics}) + "\n")
+        self.file.flush()
+        numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+        if self.tb is not None:
+            for k, v in numeric.items():
+                self.tb.add_scalar(k, v, step)
+            self.tb.flush()
+        if self.wandb is not None:
+            self.wandb.log(numeric, step=step)
+        if self.mlflow is not None:
+            self.mlflow.log_metrics({k.replace("/", "."): v for k, v in numeric.items()}, step=step)
+
+    def close(self) -> None:
+        self.file.close()
+        if self.tb is not None:
+            self.tb.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+        if self.mlflow is not None:
+            self.mlflow.end_run()

@@ -1,0 +1,246 @@
+"""The hybrid-mode GRPO loop: a short list of timed phases.
+
+    sample prompts -> assign modes (hybrid schedule) -> generate (vLLM pool) -> score (verifiers)
+    -> advantages (per group) [-> dynamic sampling: drop zero-variance groups, refill] -> update (learner)
+    -> sync weights -> log per mode -> evaluate / checkpoint
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from rewards import RewardInput, RewardRunner, score_combined
+from rollouts.pool import RolloutPool
+from rollouts.types import RolloutRequest, RolloutResult
+
+from . import config as config_io
+from .algos import compute_advantages
+from .checkpointing import checkpoint_dirs, export_checkpoint, load_checkpoint, save_checkpoint
+from .data import PromptDataset
+from .learner import Learner, TrainSample
+from .metrics import MetricsLogger, mode_metrics
+from .modes import assign_modes, long_fraction_at
+from .run_config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+class Phases:
+    """Seconds per named phase of one step."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+def ensure_model(cfg) -> Path:
+    path = Path(cfg.model.path)
+    if not (path / "config.json").is_file():
+        if not cfg.model.build_tiny_if_missing:
+            raise FileNotFoundError(f"model.path={path}: no config.json there")
+        from model.tiny import build_tiny_checkpoint
+
+        build_tiny_checkpoint(path, seed=cfg.model.tiny_seed)
+    return path
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, resume: bool = False):
+        self.cfg = cfg
+        self.dir = Path(cfg.run.dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        random.seed(cfg.run.seed)
+        torch.manual_seed(cfg.run.seed)
+        self.ckpt = ensure_model(cfg)
+        self.dataset = PromptDataset.from_config(cfg.data, seed=cfg.run.seed,
+                                                 eval_holdout=cfg.run.eval_rows if cfg.run.eval_every else 0)
+        self.learner = Learner(self.ckpt, cfg.learner)
+        self.sync_kind = cfg.sync.kind
+        lora_sync = (
+            cfg.learner.lora and cfg.sync.kind in ("auto", "adapter") and not
+            (cfg.learner.train_vision or cfg.learner.train_resampler))
+        self.pool = RolloutPool(
+            str(self.ckpt), num_workers=cfg.rollout.num_workers, chunk_size=cfg.rollout.chunk_size,
+            mode_sampling=cfg.sampling(), gpus_per_worker=cfg.rollout.gpus_per_worker, dtype=cfg.rollout.dtype,
+            max_model_len=cfg.rollout.max_model_len, enable_lora=bool(lora_sync),
+            max_lora_rank=cfg.learner.lora_rank, seed=cfg.run.seed,
+            **({"tensor_parallel_size": cfg.rollout.tensor_parallel_size} if cfg.rollout.tensor_parallel_size > 1
+               else {}))
+        self.runner = RewardRunner(cfg.runner_config())
+        self.rng = random.Random(cfg.run.seed)
+        self.step = 0
+        if resume:
+            self._resume()
+        config_io.save(cfg, self.dir / "config.yaml")
+        self.logger = MetricsLogger(self.dir, cfg.run.tensorboard, cfg.run.wandb, cfg.run.mlflow,
+                                    config_io.to_dict(cfg))
+
+    # ---- the loop ----
+    def fit(self) -> list[dict]:
+        history = []
+        bar = tqdm(total=self.cfg.run.steps, initial=self.step, desc="rl-train", disable=not self.cfg.run.progress)
+        try:
+            while self.step < self.cfg.run.steps:
+                metrics = self.train_step()
+                self.step += 1
+                if self.cfg.run.eval_every and self.step % self.cfg.run.eval_every == 0:
+                    metrics.update(self.evaluate())
+                self.logger.log(self.step, metrics)
+                history.append(metrics)
+                bar.update(1)
+                bar.set_postfix({k.split("/")[1] if k.startswith("reward/") else k: f"{metrics[k]:.3g}"
+                                 for k in ("reward/short/mean", "reward/long/mean", "loss", "time/step")
+                                 if k in metrics})
+                every = self.cfg.run.save_every
+                if (every and self.step % every == 0) or self.step == self.cfg.run.steps:
+                    self.save()
+            if self.cfg.run.export:
+                export_checkpoint(self.learner, self.ckpt, self.dir / "export")
+        finally:
+            bar.close()
+            self.close()
+        return history
+
+    def train_step(self) -> dict:
+        cfg, phases = self.cfg, Phases()
+        start = time.perf_counter()
+        kept: list[tuple[RolloutResult, list[float | None], list[dict]]] = []
+        dropped = refills = 0
+        target = cfg.rollout.prompts_per_step
+        while len(kept) < target:
+            need = target - len(kept)
+            with phases("sample"):
+                rows = self.dataset.take(need)
+            with phases("modes"):
+                modes = assign_modes([r.mode for r in rows], self.step, cfg.modes, self.rng)
+                requests = [self.dataset.to_request(r, m, cfg.rollout.n, f"s{self.step}-{refills}-{i}")
+                            for i, (r, m) in enumerate(zip(rows, modes))]
+                for i, request in enumerate(requests):  # the same samples after a resume, on any worker
+                    request.seed = self._seed(self.step, refills, i)
+            with phases("generate"):
+                results = self.pool.generate(requests)
+            with phases("score"):
+                scored = self.score(results)
+            for result, rewards, parts in scored:
+                valid = [r for r in rewards if r is not None]
+                if cfg.algo.dynamic_sampling and (len(valid) < 2 or max(valid) == min(valid)):
+                    dropped += 1
+                    continue
+                kept.append((result, rewards, parts))
+            if not cfg.algo.dynamic_sampling or refills >= cfg.algo.max_refill_rounds:
+                break
+            refills += 1
+        with phases("advantages"):
+            samples, rows_for_metrics = self.build_samples(kept)
+        with phases("update"):
+            learn = self.learner.step(samples) if samples else {}
+        with phases("sync"):
+            self.sync()
+        metrics = {f"learner/{k}": v for k, v in learn.items()}
+        for key, name in (("loss", "loss"), ("kl", "kl"), ("entropy", "entropy"), ("clip_frac", "clip_fraction")):
+            if key in learn:
+                metrics[name] = learn[key]
+        metrics.update(mode_metrics(rows_for_metrics))
+        metrics.update({f"time/{k}": v for k, v in phases.seconds.items()})
+        metrics.update({"time/step": time.perf_counter() - start, "policy_version": self.learner.version,
+                        "mode/long_fraction": long_fraction_at(cfg.modes, self.step), "groups": len(kept),
+                        "dynamic/groups_dropped": dropped, "dynamic/refill_rounds": refills,
+                        "failed_requests": sum(1 for r, _, _ in kept if not r.ok),
+                        "data/bad_rows": self.dataset.bad_rows})
+        return metrics
+
+    def _seed(self, step: int, round_: int, index: int) -> int:
+        """Seeds spaced by 1024 (> n): vLLM seeds sample k of a request with seed + k."""
+        return ((self.cfg.run.seed * 1_000_003 + step * 1_009 + round_) * 4_096 + index) * 1_024 % (2**62)
+
+    def score(self, results: list[RolloutResult]) -> list[tuple[RolloutResult, list, list]]:
+        inputs, owners = [], []
+        for k, result in enumerate(results):
+            meta = result.request.meta
+            for s in result.samples:
+                inputs.append(RewardInput.make(s.text, meta.get("answer"), s.mode, dict(
+                    meta.get("reward_meta", {}), verifier=meta.get("reward", self.cfg.data.default_reward),
+                    completion_tokens=len(s.completion_token_ids))))
+                owners.append(k)
+        combined = score_combined(inputs, owners, self.cfg.reward.combine, self.runner) if inputs else None
+        out = []
+        for k, result in enumerate(results):
+            idx = [i for i, o in enumerate(owners) if o == k]
+            totals = [combined.total[i].score for i in idx]
+            parts = [{name: outs[i].score for name, outs in combined.parts.items()} for i in idx]
+            out.append((result, totals, parts))
+        return out
+
+    def build_samples(self, kept) -> tuple[list[TrainSample], list[dict]]:
+        cfg = self.cfg
+        rewards, groups, flat = [], [], []
+        for g, (result, totals, parts) in enumerate(kept):
+            for s, total, part in zip(result.samples, totals, parts):
+                rewards.append(float("nan") if total is None else total)
+                groups.append(g)
+                flat.append((result, s, total, part))
+        if not flat:
+            return [], []
+        kwargs = {"std": cfg.algo.std, "eps": cfg.algo.eps} if cfg.algo.advantage == "grpo" else {}
+        adv = compute_advantages(cfg.algo.advantage, torch.tensor(rewards, dtype=torch.float64),
+                                 torch.tensor(groups), **kwargs).tolist()
+        samples = [TrainSample(result.prompt, s.completion_token_ids, a, s.logprobs, s.mode)
+                   for (result, s, _, _), a in zip(flat, adv)]
+        rows = [{"mode": s.mode, "reward": total, "parts": part, "tokens": len(s.completion_token_ids),
+                 "truncated": s.truncated} for result, s, total, part in flat]
+        return samples, rows
+
+    def sync(self) -> None:
+        kind, payload = self.learner.sync_payload(self.sync_kind)
+        if kind == "adapter":
+            self.pool.sync_lora(self.learner.version, payload)
+        else:
+            self.pool.sync_weights(self.learner.version, weights=payload)
+
+    def evaluate(self) -> dict:
+        """Held-out prompts in each mode, greedy-free (same sampling), scored: per-mode eval metrics."""
+        rows = self.dataset.eval_rows(self.cfg.run.eval_rows)
+        out = {}
+        for mode in ("short", "long"):
+            requests = [self.dataset.to_request(r, mode, 1, f"eval{self.step}-{mode}-{i}") for i, r in enumerate(rows)]
+            scored = self.score(self.pool.generate(requests))
+            _, metric_rows = self.build_samples(scored)
+            out.update(mode_metrics(metric_rows, prefix="eval/"))
+        return out
+
+    # ---- checkpoints ----
+    def save(self) -> Path:
+        state = {"data": self.dataset.state_dict(), "rng": self.rng.getstate(), "python_rng": random.getstate()}
+        return save_checkpoint(self.dir, self.step, self.learner, state, keep=self.cfg.run.keep_checkpoints)
+
+    def _resume(self) -> None:
+        found = checkpoint_dirs(self.dir)
+        if not found:
+            raise FileNotFoundError(f"--resume: no checkpoint under {self.dir / 'checkpoints'}")
+        state = load_checkpoint(found[-1], self.learner)
+        self.step = state["step"]
+        self.dataset.load_state_dict(state["data"])
+        self.rng.setstate(state["rng"])
+        random.setstate(state["python_rng"])
+        self.sync()
+        log.info("resumed from %s at step %d", found[-1], self.step)
+
+    def close(self) -> None:
+        for closer in (self.pool.shutdown, self.runner.close, getattr(self, "logger", None) and self.logger.close):
+            if closer:
+                try:
+                    closer()
+                except Exception:  # noqa: BLE001
+                    log.exception("while closing")
