@@ -2,6 +2,8 @@
 
     python bench/learner.py --ckpt DIR --json OUT.json [--samples 16] [--budget 4096] [--padded-batch 4]
 
+Three layouts: packed rows (`packing`), padded micro-batches of `--padded-batch` sequences in arrival order (the
+naive baseline), and length-sorted padded micro-batches of at most `--budget` tokens (`sort_by_length`).
 Half the samples are short-mode answers of 16-64 tokens, half long-mode traces of 512-2048 tokens, in a shuffled
 order (as a hybrid batch arrives). One learner step each way (after a warm-up step), same samples, same weights.
 """
@@ -61,7 +63,9 @@ def main() -> None:
     tokens = sum(len(s.prompt.input_ids) + len(s.completion_ids) for s in samples)
     results = {}
     for name, cfg in (("packed", LearnerConfig(lora=args.lora, micro_batch_tokens=args.budget, packing=True)),
-                      ("padded", LearnerConfig(lora=args.lora, packing=False, padded_batch_size=args.padded_batch))):
+                      ("padded", LearnerConfig(lora=args.lora, packing=False, sort_by_length=False,
+                                               padded_batch_size=args.padded_batch)),
+                      ("sorted", LearnerConfig(lora=args.lora, packing=False, micro_batch_tokens=args.budget))):
         cfg.entropy_metric = False
         torch.manual_seed(0)
         results[name] = timed_step(Learner(args.ckpt, cfg), samples)
@@ -71,6 +75,8 @@ def main() -> None:
         "packed_over_padded": results["padded"]["wall_s"] / results["packed"]["wall_s"],
         "padding_fraction_packed": results["packed"]["padding_fraction"],
         "padding_fraction_padded": results["padded"]["padding_fraction"],
+        "tokens_per_s_sorted": tokens / results["sorted"]["wall_s"],
+        "padding_fraction_sorted": results["sorted"]["padding_fraction"],
         "micro_batches_packed": results["packed"]["micro_batches"],
         "micro_batches_padded": results["padded"]["micro_batches"],
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,

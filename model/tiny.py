@@ -26,12 +26,16 @@ IMAGE_PROCESSOR_AUTO_MAP = {
     "AutoImageProcessor": "image_processing_minicpmv.MiniCPMVImageProcessor",
     "AutoProcessor": "processing_minicpmv.MiniCPMVProcessor",
 }
-# Presets: (LLM fields, vision fields). "tiny" is the test fixture; "qwen3-0.6b" has the LLM shapes of Qwen3-0.6B
+# Presets: (LLM fields, vision fields). "tiny" is the test fixture; "small" (~25M) is for end-to-end benchmarks;
+# "qwen3-0.6b" has the LLM shapes of Qwen3-0.6B
 # (with this project's small vocabulary) and a 4-layer slice of the released vision encoder, for benchmarks.
 PRESETS = {
     "tiny": (dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2, head_dim=32, max_position_embeddings=4096, initializer_range=0.1),
              dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2)),
+    "small": (dict(hidden_size=512, intermediate_size=1536, num_hidden_layers=8, num_attention_heads=8,
+                   num_key_value_heads=4, head_dim=64, max_position_embeddings=8192, initializer_range=0.05),
+              dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2)),
     "qwen3-0.6b": (dict(hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
                         num_key_value_heads=8, head_dim=128, max_position_embeddings=40960, initializer_range=0.02),
                    dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=4, num_attention_heads=16)),
@@ -86,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("out_dir")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS),
-                        help="tiny: the test fixture; qwen3-0.6b: Qwen3-0.6B LLM shapes, for benchmarks")
+                        help="tiny: the test fixture; small, qwen3-0.6b (Qwen3-0.6B LLM shapes): for benchmarks")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     out = build_tiny_checkpoint(args.out_dir, args.seed, args.preset)

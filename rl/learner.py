@@ -23,7 +23,7 @@ from model.processor import PromptInputs, collate
 
 from .algos import (agg_loss, approx_kl, clip_fractions, compute_policy_loss, kl_enabled, kl_penalty, masked_mean,
                     tis_weights)
-from .packing import pack_by_budget, pad_by_count, padding_fraction
+from .packing import pack_by_budget, pad_by_budget, pad_by_count, padding_fraction
 
 
 @dataclass
@@ -52,7 +52,11 @@ class LearnerConfig:
     micro_batch_tokens: int = 8192
     """Token budget of one packed micro-batch (prompt + completion tokens)."""
     packing: bool = True
-    """Pack sequences by token budget (no attention across them); False pads `padded_batch_size` sequences."""
+    """Pack sequences by token budget into rows (per-sequence positions, no attention across them): no padding
+    at all, and efficient with a varlen attention kernel (flash-attention on GPU). False: padded micro-batches."""
+    sort_by_length: bool = True
+    """Padded micro-batches only: length-sorted batches of at most micro_batch_tokens (rows x longest), the
+    fastest layout on the CPU; False pads `padded_batch_size` sequences in arrival order (the naive baseline)."""
     padded_batch_size: int = 4
     gradient_checkpointing: bool = False
     bf16: bool = True
@@ -135,8 +139,13 @@ class Learner:
     # ---- micro-batches ----
     def micro_batches(self, samples: list[TrainSample]) -> list[_MicroBatch]:
         lengths = [len(s.prompt.input_ids) + len(s.completion_ids) for s in samples]
-        groups = (pack_by_budget(lengths, self.config.micro_batch_tokens) if self.config.packing
-                  else pad_by_count(lengths, self.config.padded_batch_size))
+        cfg = self.config
+        if cfg.packing:
+            groups = pack_by_budget(lengths, cfg.micro_batch_tokens)
+        elif cfg.sort_by_length:
+            groups = pad_by_budget(lengths, cfg.micro_batch_tokens)
+        else:
+            groups = pad_by_count(lengths, cfg.padded_batch_size)
         out = []
         for idx in groups:
             chosen = [samples[i] for i in idx]

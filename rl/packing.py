@@ -27,6 +27,21 @@ def pack_by_budget(lengths: list[int], budget: int) -> list[list[int]]:
     return bins
 
 
+def pad_by_budget(lengths: list[int], budget: int) -> list[list[int]]:
+    """Length-sorted padded micro-batches: longest first, a batch grows while rows x its longest <= budget.
+    Similar lengths share a batch, so padding stays small without packing's dense cross-sequence attention mask
+    (which costs (sum of lengths)^2 per row where no varlen attention kernel exists, as on the CPU)."""
+    if budget < 1:
+        raise ValueError(f"budget={budget}: must be >= 1")
+    batches: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        if batches and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= budget:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
 def pad_by_count(lengths: list[int], per_batch: int) -> list[list[int]]:
     """The padded baseline: consecutive groups of `per_batch` sequences (each padded to its longest)."""
     return [list(range(i, min(i + per_batch, len(lengths)))) for i in range(0, len(lengths), per_batch)]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from rewards import CombineConfig, RunnerConfig, SandboxConfig
 from rollouts.types import SamplingConfig
 
+from .data import DataConfig
 from .learner import LearnerConfig
 from .modes import ModeScheduleConfig
 
@@ -24,21 +25,6 @@ class ModelConfig:
     build_tiny_if_missing: bool = True
     """When `path` does not exist, build the tiny random checkpoint there (the CPU demo)."""
     tiny_seed: int = 0
-
-
-@dataclass
-class DataSection:
-    """Training prompts (rows of JSONL or Parquet; see rl/data)."""
-    path: str = "runs/demo-data/count_shapes.jsonl"
-    """The data file; the demo data sets are generated there when missing and `demo` names one."""
-    demo: str | None = "count_shapes"
-    """Generate this demo set at `path` if the file is missing (count_shapes, chart_values, digits, arith)."""
-    demo_rows: int = 256
-    on_bad_row: str = "skip"
-    """skip (and count) or fail."""
-    default_reward: str = "math"
-    """The verifier of rows that name none."""
-    shuffle: bool = True
 
 
 @dataclass
@@ -115,7 +101,9 @@ class RunSection:
 @dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataSection = field(default_factory=DataSection)
+    data: DataConfig = field(default_factory=lambda: DataConfig(path="runs/demo-data/count_shapes.jsonl",
+                                                                demo="count_shapes"))
+    """Defaults: the count_shapes demo set, generated on first use."""
     modes: ModeScheduleConfig = field(default_factory=ModeScheduleConfig)
     rollout: RolloutSection = field(default_factory=RolloutSection)
     reward: RewardSection = field(default_factory=RewardSection)
@@ -123,6 +111,9 @@ class TrainConfig:
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     sync: SyncSection = field(default_factory=SyncSection)
     run: RunSection = field(default_factory=RunSection)
+
+    def __post_init__(self):
+        self.data.validate()  # the rest validate in their own __post_init__
 
     def runner_config(self) -> RunnerConfig:
         return RunnerConfig(sandbox=SandboxConfig(workers=self.reward.workers, timeout_s=self.reward.timeout_s,

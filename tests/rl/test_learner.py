@@ -5,7 +5,7 @@ import torch
 
 from model.synthetic import shapes_image
 from rl.learner import Learner, LearnerConfig, TrainSample
-from rl.packing import pack_by_budget, pad_by_count, padding_fraction
+from rl.packing import pack_by_budget, pad_by_budget, pad_by_count, padding_fraction
 
 
 def test_pack_by_budget_by_hand():
@@ -14,6 +14,11 @@ def test_pack_by_budget_by_hand():
     assert pack_by_budget([12, 3], budget=10) == [[0], [1]]  # too long for the budget: alone
     with pytest.raises(ValueError):
         pack_by_budget([1], 0)
+
+
+def test_pad_by_budget_by_hand():
+    # longest first: 9 alone (2 x 9 = 18 > 16); 8 then 5 (2 x 8 = 16); 4 opens a batch (3 x 8 > 16), 1 joins it
+    assert pad_by_budget([5, 9, 1, 8, 4], budget=16) == [[1], [3, 0], [4, 2]]
 
 
 def test_padding_fraction_by_hand():
@@ -47,8 +52,11 @@ def test_gradient_does_not_depend_on_micro_batching_or_packing(tiny_ckpt, sample
     extra = {"norm_length": 64} if agg == "seq-mean-token-sum-norm" else {}
     one = gradients(tiny_ckpt, samples, loss_agg=agg, micro_batch_tokens=100_000, **extra)  # one packed row
     for other in (gradients(tiny_ckpt, samples, loss_agg=agg, micro_batch_tokens=200, **extra),  # many rows
-                  gradients(tiny_ckpt, samples, loss_agg=agg, packing=False, padded_batch_size=2, **extra),
-                  gradients(tiny_ckpt, samples, loss_agg=agg, packing=False, padded_batch_size=5, **extra),
+                  gradients(tiny_ckpt, samples, loss_agg=agg, packing=False, sort_by_length=False,
+                            padded_batch_size=2, **extra),
+                  gradients(tiny_ckpt, samples, loss_agg=agg, packing=False, sort_by_length=False,
+                            padded_batch_size=5, **extra),
+                  gradients(tiny_ckpt, samples, loss_agg=agg, packing=False, micro_batch_tokens=300, **extra),
                   gradients(tiny_ckpt, samples, loss_agg=agg, micro_batch_tokens=200, gradient_checkpointing=True,
                             **extra)):
         for name, grad in one.items():

