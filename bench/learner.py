@@ -54,7 +54,7 @@ def main() -> None:
     parser.add_argument("--ckpt", required=True)
     parser.add_argument("--json", required=True)
     parser.add_argument("--samples", type=int, default=16)
-    parser.add_argument("--budget", type=int, default=4096, help="packed micro-batch token budget")
+    parser.add_argument("--budget", type=int, default=2048, help="packed micro-batch token budget")
     parser.add_argument("--padded-batch", type=int, default=4, help="sequences per padded micro-batch")
     parser.add_argument("--lora", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args()

@@ -49,8 +49,9 @@ class LearnerConfig:
     warmup_steps: int = 0
     total_steps: int = 1000
     max_grad_norm: float = 1.0
-    micro_batch_tokens: int = 8192
-    """Token budget of one packed micro-batch (prompt + completion tokens)."""
+    micro_batch_tokens: int = 2048
+    """Token budget of one micro-batch (prompt + completion tokens). 2048 suits the CPU, where a packed row's
+    attention is dense over the row (BENCHMARKS.md); raise it on GPUs with varlen attention."""
     packing: bool = True
     """Pack sequences by token budget into rows (per-sequence positions, no attention across them): no padding
     at all, and efficient with a varlen attention kernel (flash-attention on GPU). False: padded micro-batches."""

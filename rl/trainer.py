@@ -117,6 +117,7 @@ class Trainer:
         cfg, phases = self.cfg, Phases()
         start = time.perf_counter()
         kept: list[tuple[RolloutResult, list[float | None], list[dict]]] = []
+        seen: list[tuple[RolloutResult, list[float | None], list[dict]]] = []  # dropped groups too, for metrics
         dropped = refills = 0
         target = cfg.rollout.prompts_per_step
         while len(kept) < target:
@@ -133,6 +134,7 @@ class Trainer:
                 results = self.pool.generate(requests)
             with phases("score"):
                 scored = self.score(results)
+            seen += scored
             for result, rewards, parts in scored:
                 valid = [r for r in rewards if r is not None]
                 if cfg.algo.dynamic_sampling and (len(valid) < 2 or max(valid) == min(valid)):
@@ -143,11 +145,13 @@ class Trainer:
                 break
             refills += 1
         with phases("advantages"):
-            samples, rows_for_metrics = self.build_samples(kept)
+            samples = self.build_samples(kept)
         with phases("update"):
             learn = self.learner.step(samples) if samples else {}
         with phases("sync"):
-            self.sync()
+            if samples:  # no samples with signal: no update, nothing to sync
+                self.sync()
+        rows_for_metrics = self.metric_rows(seen)
         metrics = {f"learner/{k}": v for k, v in learn.items()}
         for key, name in (("loss", "loss"), ("kl", "kl"), ("entropy", "entropy"), ("clip_frac", "clip_fraction")):
             if key in learn:
@@ -183,7 +187,14 @@ class Trainer:
             out.append((result, totals, parts))
         return out
 
-    def build_samples(self, kept) -> tuple[list[TrainSample], list[dict]]:
+    @staticmethod
+    def metric_rows(scored) -> list[dict]:
+        return [{"mode": s.mode, "reward": total, "parts": part, "tokens": len(s.completion_token_ids),
+                 "truncated": s.truncated}
+                for result, totals, parts in scored for s, total, part in zip(result.samples, totals, parts)]
+
+    def build_samples(self, kept) -> list[TrainSample]:
+        """Group advantages over the kept groups; a None reward is left out of its group's baseline."""
         cfg = self.cfg
         rewards, groups, flat = [], [], []
         for g, (result, totals, parts) in enumerate(kept):
@@ -192,15 +203,13 @@ class Trainer:
                 groups.append(g)
                 flat.append((result, s, total, part))
         if not flat:
-            return [], []
+            return []
         kwargs = {"std": cfg.algo.std, "eps": cfg.algo.eps} if cfg.algo.advantage == "grpo" else {}
         adv = compute_advantages(cfg.algo.advantage, torch.tensor(rewards, dtype=torch.float64),
                                  torch.tensor(groups), **kwargs).tolist()
         samples = [TrainSample(result.prompt, s.completion_token_ids, a, s.logprobs, s.mode)
                    for (result, s, _, _), a in zip(flat, adv)]
-        rows = [{"mode": s.mode, "reward": total, "parts": part, "tokens": len(s.completion_token_ids),
-                 "truncated": s.truncated} for result, s, total, part in flat]
-        return samples, rows
+        return samples
 
     def sync(self) -> None:
         kind, payload = self.learner.sync_payload(self.sync_kind)
@@ -215,9 +224,7 @@ class Trainer:
         out = {}
         for mode in ("short", "long"):
             requests = [self.dataset.to_request(r, mode, 1, f"eval{self.step}-{mode}-{i}") for i, r in enumerate(rows)]
-            scored = self.score(self.pool.generate(requests))
-            _, metric_rows = self.build_samples(scored)
-            out.update(mode_metrics(metric_rows, prefix="eval/"))
+            out.update(mode_metrics(self.metric_rows(self.score(self.pool.generate(requests))), prefix="eval/"))
         return out
 
     # ---- checkpoints ----
