@@ -100,14 +100,14 @@ def test_learning_run_reward_rises(tiny_ckpt, tmp_path):
 
 
 def test_dynamic_sampling_drops_zero_variance_groups_and_refills(common, tmp_path):
-    """Accuracy alone: a random model scores 0 on every sample, so every group has zero variance: all are dropped,
-    the batch is refilled up to the bound, and the step goes on without an update rather than failing."""
+    """A reward that is 0 for every sample (its one part has weight 0): every group has zero variance, all are
+    dropped, the batch is refilled up to the bound, and the step goes on without an update rather than failing."""
     run = tmp_path / "dyn"
     rl_train("--config", "configs/tiny_cpu.yaml", *common, f"run.dir={run}", "run.steps=1", "run.export=false",
              "algo.dynamic_sampling=true", "algo.max_refill_rounds=2", "reward.combine.parts={acc: acc}",
-             "reward.combine.weights={acc: 1.0}", "reward.combine.group_normalize=[]")
+             "reward.combine.weights={acc: 0.0}", "reward.combine.group_normalize=[]")
     [row] = metrics(run)
     assert row["dynamic/refill_rounds"] == 2
-    assert row["dynamic/groups_dropped"] == 3 * 2  # prompts_per_step x (1 + refills)
+    assert row["dynamic/groups_dropped"] == 2 * 3  # prompts_per_step x (1 + refill rounds)
     assert row["groups"] == 0 and row["reward/mean"] == 0.0
     assert row["policy_version"] == 0  # no samples with signal: no update
