@@ -26,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import force_full_length  # noqa: E402
 from rollouts.engine import cpu_defaults  # noqa: E402
 
 cpu_defaults()
@@ -59,21 +60,9 @@ def run_ours(ckpt: Path, data: Path, run_dir: Path, steps: int, short_tokens: in
     if ignore_eos:  # every completion exactly max_new_tokens long, as TRL's side
         import ray
 
-        ray.get([s.actor.__ray_call__.remote(_full_length) for s in trainer.pool.slots])
+        ray.get([s.actor.__ray_call__.remote(force_full_length) for s in trainer.pool.slots])
     history = trainer.fit()
     return history
-
-
-def _full_length(worker):
-    original = worker.sampling_for
-
-    def full_length(request, prompt):
-        params = original(request, prompt)
-        params.min_tokens, params.ignore_eos = params.max_tokens, True
-        return params
-
-    worker.sampling_for = full_length
-    return True
 
 
 def run_trl(ckpt: Path, steps: int, workdir: Path) -> list[dict]:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import force_full_length  # noqa: E402
 from rollouts.engine import cpu_defaults, make_llm  # noqa: E402
 
 cpu_defaults()
@@ -97,7 +98,7 @@ def bench_pool(ckpt, requests, n, max_tokens, dtype, workers):
     options = dict(mode_sampling=sampling, dtype=dtype, max_model_len=4096, cpus_per_worker=os.cpu_count() / workers)
     # One chunk per worker: the same batching as one bare generate call (smaller chunks stream sooner).
     pool = RolloutPool(ckpt, num_workers=workers, chunk_size=-(-len(requests) // workers), **options)
-    ray.get([s.actor.__ray_call__.remote(_force_full_length) for s in pool.slots])
+    ray.get([s.actor.__ray_call__.remote(force_full_length) for s in pool.slots])
     pool.generate(requests[:1])  # warm-up
     start = time.perf_counter()
     results = pool.generate(requests)
@@ -124,18 +125,6 @@ def bench_pool(ckpt, requests, n, max_tokens, dtype, workers):
     pool.shutdown()
     ray.shutdown()
     return tokens / seconds, tokens, seconds, sync_full, sync_lora, lora_load
-
-
-def _force_full_length(worker):
-    original = worker.sampling_for
-
-    def full_length(request, prompt):
-        params = original(request, prompt)
-        params.min_tokens, params.ignore_eos = params.max_tokens, True
-        return params
-
-    worker.sampling_for = full_length
-    return True
 
 
 def main() -> None:

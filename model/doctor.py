@@ -21,7 +21,7 @@ cpu_defaults()
 import torch  # noqa: E402
 
 from .modeling import MiniCPMV  # noqa: E402
-from .processor import Processor, collate  # noqa: E402
+from .processor import Processor, collate, to_device  # noqa: E402
 from .synthetic import shapes_image  # noqa: E402
 
 QUESTIONS = ["How many circles are in the picture?", "What color are the shapes?", "Count the red circles.",
@@ -70,7 +70,7 @@ def run(ckpt: str, dtype: str = "float32", max_tokens: int = 32, n: int = 2, see
                     continue
                 vllm_lp = torch.tensor([lp[t].logprob for lp, t in zip(sample.logprobs, tokens)])
                 batch = collate([p], [tokens], pad_id=processor.tokenizer.pad_token_id)
-                batch = {k: _to(v, device) for k, v in batch.items()}
+                batch = to_device(batch, device)
                 with torch.no_grad():
                     ours = model(**batch).logprobs[batch["target_mask"]].cpu()
                 diffs.append((ours - vllm_lp).abs())
@@ -92,14 +92,6 @@ def run(ckpt: str, dtype: str = "float32", max_tokens: int = 32, n: int = 2, see
         "vllm_version": vllm.__version__,
         "seconds": round(time.perf_counter() - start, 2),
     }
-
-
-def _to(value, device):
-    if isinstance(value, torch.Tensor):
-        return value.to(device)
-    if isinstance(value, list):
-        return [_to(v, device) for v in value]
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:

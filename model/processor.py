@@ -180,6 +180,17 @@ class Processor:
             [[-1]] * len(result["pixel_values"][0]), mode=mode)
 
 
+def to_device(value, device):
+    """A collated batch (tensors, lists of tensors, None) moved to `device`."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, list):
+        return [to_device(v, device) for v in value]
+    if isinstance(value, dict):
+        return {k: to_device(v, device) for k, v in value.items()}
+    return value
+
+
 def collate(prompts: Sequence[PromptInputs], completions: Sequence[Sequence[int]], pad_id: int,
             packed: bool = False) -> dict[str, Any]:
     """Prompt + completion sequences -> keyword arguments of `MiniCPMV.forward`.

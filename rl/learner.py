@@ -19,7 +19,7 @@ from peft import LoraConfig, get_peft_model
 
 from model import MiniCPMV
 from model.lora import LLM_LORA_TARGETS, merged_weights
-from model.processor import PromptInputs, collate
+from model.processor import PromptInputs, collate, to_device
 
 from .algos import (agg_loss, approx_kl, clip_fractions, compute_policy_loss, kl_enabled, kl_penalty, masked_mean,
                     tis_weights)
@@ -160,7 +160,7 @@ class Learner:
                     offset += n_all
                 else:
                     spans.append((row, n_prompt, n_all))
-            out.append(_MicroBatch(idx, {k: _to(v, self.device) for k, v in batch.items()}, spans))
+            out.append(_MicroBatch(idx, to_device(batch, self.device), spans))
         return out
 
     @staticmethod
@@ -290,14 +290,6 @@ class Learner:
                 raise ValueError("sync kind 'full' is for lora=False; use 'merged'")
             return "weights", [(n, t.detach()) for n, t in self.model.state_dict().items()]
         raise ValueError(f"sync kind {kind!r}: expected auto, adapter, merged or full")
-
-
-def _to(value, device):
-    if isinstance(value, torch.Tensor):
-        return value.to(device)
-    if isinstance(value, list):
-        return [_to(v, device) for v in value]
-    return value
 
 
 def _stack(rows: list[list[float]], shape, device) -> torch.Tensor:
