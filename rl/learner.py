@@ -269,14 +269,21 @@ class Learner:
         return sums, mbs
 
     # ---- handing out weights ----
+    def resolve_sync_kind(self, kind: str = "auto") -> str:
+        """auto: the adapter alone for LoRA, merged weights when vision/resampler train too, else full."""
+        cfg = self.config
+        if kind != "auto":
+            return kind
+        if cfg.lora:
+            return "merged" if (cfg.train_vision or cfg.train_resampler) else "adapter"
+        return "full"
+
     def sync_payload(self, kind: str = "auto", adapter_dir: str | None = None) -> tuple[str, Any]:
         """What the rollout workers need for this policy version: ("adapter", dir) for LoRA (only the adapter
         travels), ("weights", [(name, tensor)]) for full training or merged LoRA. kind: auto | adapter | merged |
         full. Trained vision/resampler weights are not in an adapter: auto then merges."""
         cfg = self.config
-        if kind == "auto":
-            kind = "adapter" if cfg.lora and not (cfg.train_vision or cfg.train_resampler) else \
-                ("merged" if cfg.lora else "full")
+        kind = self.resolve_sync_kind(kind)
         if kind == "adapter":
             if not cfg.lora:
                 raise ValueError("sync kind 'adapter' needs lora=True")

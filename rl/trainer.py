@@ -67,17 +67,13 @@ class Trainer:
         self.dataset = PromptDataset.from_config(cfg.data, seed=cfg.run.seed,
                                                  eval_holdout=cfg.run.eval_rows if cfg.run.eval_every else 0)
         self.learner = Learner(self.ckpt, cfg.learner)
-        self.sync_kind = cfg.sync.kind
-        lora_sync = (
-            cfg.learner.lora and cfg.sync.kind in ("auto", "adapter") and not
-            (cfg.learner.train_vision or cfg.learner.train_resampler))
+        self.sync_kind = self.learner.resolve_sync_kind(cfg.sync.kind)
         self.pool = RolloutPool(
             str(self.ckpt), num_workers=cfg.rollout.num_workers, chunk_size=cfg.rollout.chunk_size,
             mode_sampling=cfg.sampling(), gpus_per_worker=cfg.rollout.gpus_per_worker, dtype=cfg.rollout.dtype,
-            max_model_len=cfg.rollout.max_model_len, enable_lora=bool(lora_sync),
+            max_model_len=cfg.rollout.max_model_len, enable_lora=self.sync_kind == "adapter",
             max_lora_rank=cfg.learner.lora_rank, seed=cfg.run.seed,
-            **({"tensor_parallel_size": cfg.rollout.tensor_parallel_size} if cfg.rollout.tensor_parallel_size > 1
-               else {}))
+            tensor_parallel_size=cfg.rollout.tensor_parallel_size)
         self.runner = RewardRunner(cfg.runner_config())
         self.rng = random.Random(cfg.run.seed)
         self.step = 0

@@ -43,9 +43,11 @@ def test_three_steps_update_every_trainable_parameter_and_export(tiny_ckpt, comm
     run = tmp_path / "run"
     lr = "1e-2" if lora else "1e-3"
     rl_train("--config", "configs/tiny_cpu.yaml", *common, f"run.dir={run}", "run.steps=3", "run.save_every=1",
-             f"learner.lora={str(lora).lower()}", f"learner.lr={lr}")
+             f"learner.lora={str(lora).lower()}", f"learner.lr={lr}", "run.eval_every=3", "run.eval_rows=2")
     rows = metrics(run)
     assert [r["step"] for r in rows] == [1, 2, 3]
+    assert "eval/reward/short/mean" in rows[2] and "eval/reward/long/mean" in rows[2]  # per mode, every 3 steps
+    assert not any(k.startswith("eval/") for k in rows[0])
     for key in CONTRACT:
         assert all(key in r for r in rows), key
     assert (run / "config.yaml").is_file() and list((run / "tensorboard").iterdir())
