@@ -225,9 +225,7 @@ class Learner:
         `.grad`, whatever the micro-batching (the aggregation uses the global normalisers)."""
         cfg = self.config
         use_kl = kl_enabled(cfg.kl, cfg.kl_coef)
-        ref = self.logprobs(samples, reference=True) if use_kl else None
-        if use_kl and self._ref_model is None and not cfg.lora:
-            self._reference()
+        ref = self.logprobs(samples, reference=True) if use_kl else None  # builds the frozen copy on first use
         n_tokens = sum(len(s.completion_ids) for s in samples)
         norms = {"num_tokens": n_tokens, "num_seqs": len(samples), "norm_length": cfg.norm_length}
         self.model.train()
