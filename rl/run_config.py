@@ -90,12 +90,25 @@ class RunSection:
     eval_every: int = 0
     """Evaluate per mode every N steps on `eval_rows` held-out prompts (0 = off)."""
     eval_rows: int = 8
+    """Held-out rows (taken out of training) for `eval_every`."""
+    eval_modes: list[str] = field(default_factory=lambda: ["short", "long"])
+    """The modes each evaluation runs (short | long | auto); keys eval/accuracy/<mode>, eval/tokens/<mode>/mean,
+    eval/compliance/<mode>, eval/think_rate/<mode>, ... as rl-eval's summary. Records go to run.dir/eval.jsonl."""
+    eval_n: int = 1
+    """Samples per held-out row and mode."""
     tensorboard: bool = True
     wandb: bool = False
     mlflow: bool = False
     export: bool = True
     """Write run.dir/export: a standard checkpoint directory (LoRA merged) that vLLM and model/ load."""
     progress: bool = True
+
+    def __post_init__(self):
+        bad = [m for m in self.eval_modes if m not in ("short", "long", "auto")]
+        if bad or not self.eval_modes:
+            raise ValueError(f"run.eval_modes={self.eval_modes}: each must be short, long or auto")
+        if self.eval_n < 1 or self.eval_rows < 0 or self.eval_every < 0:
+            raise ValueError("run.eval_n must be >= 1, run.eval_rows and run.eval_every >= 0")
 
 
 @dataclass

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import random
 import time
@@ -16,7 +17,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from rewards import RewardInput, RewardRunner, score_combined
+from rewards import RewardRunner
 from rollouts.pool import RolloutPool
 from rollouts.types import RolloutRequest, RolloutResult
 
@@ -24,10 +25,13 @@ from . import config as config_io
 from .algos import compute_advantages
 from .checkpointing import checkpoint_dirs, export_checkpoint, load_checkpoint, save_checkpoint
 from .data import PromptDataset
+from .evaluation.records import evaluate_rows
+from .evaluation.summary import flat_metrics, summarize
 from .learner import Learner, TrainSample
 from .metrics import MetricsLogger, mode_metrics
 from .modes import assign_modes, long_fraction_at
 from .run_config import TrainConfig
+from .scoring import Scored, metric_rows, score_results
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +151,7 @@ class Trainer:
         with phases("sync"):
             if samples:  # no samples with signal: no update, nothing to sync
                 self.sync()
-        rows_for_metrics = self.metric_rows(seen)
+        rows_for_metrics = metric_rows(seen)
         metrics = {f"learner/{k}": v for k, v in learn.items()}
         for key, name in (("loss", "loss"), ("kl", "kl"), ("entropy", "entropy"), ("clip_frac", "clip_fraction")):
             if key in learn:
@@ -165,29 +169,8 @@ class Trainer:
         """Seeds spaced by 1024 (> n): vLLM seeds sample k of a request with seed + k."""
         return ((self.cfg.run.seed * 1_000_003 + step * 1_009 + round_) * 4_096 + index) * 1_024 % (2**62)
 
-    def score(self, results: list[RolloutResult]) -> list[tuple[RolloutResult, list, list]]:
-        inputs, owners = [], []
-        for k, result in enumerate(results):
-            meta = result.request.meta
-            for s in result.samples:
-                inputs.append(RewardInput.make(s.text, meta.get("answer"), s.mode, dict(
-                    meta.get("reward_meta", {}), verifier=meta.get("reward", self.cfg.data.default_reward),
-                    completion_tokens=len(s.completion_token_ids))))
-                owners.append(k)
-        combined = score_combined(inputs, owners, self.cfg.reward.combine, self.runner) if inputs else None
-        out = []
-        for k, result in enumerate(results):
-            idx = [i for i, o in enumerate(owners) if o == k]
-            totals = [combined.total[i].score for i in idx]
-            parts = [{name: outs[i].score for name, outs in combined.parts.items()} for i in idx]
-            out.append((result, totals, parts))
-        return out
-
-    @staticmethod
-    def metric_rows(scored) -> list[dict]:
-        return [{"mode": s.mode, "reward": total, "parts": part, "tokens": len(s.completion_token_ids),
-                 "truncated": s.truncated}
-                for result, totals, parts in scored for s, total, part in zip(result.samples, totals, parts)]
+    def score(self, results: list[RolloutResult]) -> list[Scored]:
+        return score_results(results, self.runner, self.cfg.reward.combine, self.cfg.data.default_reward)
 
     def build_samples(self, kept) -> list[TrainSample]:
         """Group advantages over the kept groups; a None reward is left out of its group's baseline."""
@@ -215,13 +198,15 @@ class Trainer:
             self.pool.sync_weights(self.learner.version, weights=payload)
 
     def evaluate(self) -> dict:
-        """Held-out prompts in each mode, greedy-free (same sampling), scored: per-mode eval metrics."""
-        rows = self.dataset.eval_rows(self.cfg.run.eval_rows)
-        out = {}
-        for mode in ("short", "long"):
-            requests = [self.dataset.to_request(r, mode, 1, f"eval{self.step}-{mode}-{i}") for i, r in enumerate(rows)]
-            out.update(mode_metrics(self.metric_rows(self.score(self.pool.generate(requests))), prefix="eval/"))
-        return out
+        """The held-out rows in each of `run.eval_modes`, scored: rl-eval's per-mode summary as `eval/...` keys."""
+        run = self.cfg.run
+        rows = self.dataset.eval_rows(run.eval_rows)
+        records = evaluate_rows(self.pool.generate, self.score, rows, run.eval_modes, run.eval_n,
+                                seed=self._seed(self.step, 0, 0) + 7, checkpoint=f"step-{self.step:06d}", step=self.step)
+        with open(self.dir / "eval.jsonl", "a") as f:
+            for record in records:
+                f.write(json.dumps(record) + "\n")
+        return flat_metrics(summarize(records, run.eval_modes))
 
     # ---- checkpoints ----
     def save(self) -> Path:

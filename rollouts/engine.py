@@ -1,7 +1,8 @@
 """Start a vLLM engine on a MiniCPM-V checkpoint directory, with the CPU settings that work on a laptop.
 
 On CPU (no CUDA device): a 1 GiB KV cache unless VLLM_CPU_KVCACHE_SPACE says otherwise, the in-process engine
-(VLLM_ENABLE_V1_MULTIPROCESSING=0: 2 s start-up instead of 15 s, and direct access to the model), eager mode.
+(VLLM_ENABLE_V1_MULTIPROCESSING=0: 2 s start-up instead of 15 s, and direct access to the model), eager mode,
+no chunked prefill (seeded sampling breaks on a split prefill on CPU; see make_llm).
 These must be set before vLLM is imported, so import this module, not vllm, first.
 """
 
@@ -36,6 +37,10 @@ def make_llm(path: str | os.PathLike, dtype: str = "auto", seed: int = 0, max_mo
         limit_mm_per_prompt={"image": max_images, "video": max_videos})
     if on_cpu():
         options["enforce_eager"] = True
+        # A seeded request whose prefill is split over two engine steps makes vLLM 0.32 rewind its sampling
+        # generator, which CPU generators cannot do ("CPU Generator does not use offset"): the whole batch fails.
+        # Without chunked prefill a prompt is never split (it waits for the next step instead).
+        options["enable_chunked_prefill"] = False
     else:
         options["gpu_memory_utilization"] = gpu_memory_utilization
     options.update(kwargs)

@@ -163,3 +163,11 @@ class RolloutWorker:
         self._drop_caches()
         self.policy_version = version
         return version
+
+    def unload_lora(self, version: int) -> int:
+        """Back to the engine's own weights (no adapter)."""
+        if self.lora_request is not None:
+            self.lora_request = None
+            self._drop_caches()
+        self.policy_version = version
+        return version

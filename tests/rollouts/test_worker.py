@@ -53,6 +53,21 @@ def test_bad_requests_fail_alone(worker):
     assert all(r.ok for r in worker.generate(requests(2, prefix="again")))  # nothing left behind in the engine
 
 
+def test_seeded_batch_larger_than_one_engine_step(worker):
+    """More prompt tokens than one engine step schedules, every request seeded: on CPU a split prefill of a seeded
+    request failed the whole batch in vLLM 0.32 ("CPU Generator does not use offset"); the engine now never splits."""
+    batch = requests(40, n=2, prefix="big")
+    for i, r in enumerate(batch):
+        r.seed = 1000 + 16 * i
+    budget = worker.llm.llm_engine.vllm_config.scheduler_config.max_num_batched_tokens
+    first = worker.generate(batch)
+    assert sum(2 * len(r.prompt.input_ids) for r in first) > budget
+    assert all(r.ok for r in first), [r.error for r in first if not r.ok][:1]
+    again = worker.generate(batch)
+    assert [[s.completion_token_ids for s in r.samples] for r in again] == \
+        [[s.completion_token_ids for s in r.samples] for r in first]
+
+
 def test_full_sync_in_memory_and_from_a_directory(worker, tiny_ckpt, tmp_path):
     before = worker.generate(requests(3, prefix="a"))  # fills the prefix cache with old-weight KV
     new = perturbed(tiny_ckpt, seed=1)

@@ -1,0 +1,65 @@
+"""`rl-eval --checkpoint DIR --data FILE [--modes short,long,auto] [--n N] --out DIR`: mode-switch evaluation.
+
+DIR is a checkpoint directory (the release, a run's export/), one run checkpoint (RUN/checkpoints/step-N) or a
+run directory (the base model and every kept checkpoint: curves over steps). Writes OUT/summary.json,
+OUT/results.jsonl, OUT/accuracy_vs_tokens.png, OUT/length_hist.png (and OUT/curves.png for several checkpoints).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from rollouts.engine import cpu_defaults
+
+cpu_defaults()
+
+
+def _table(summary: dict) -> str:
+    cols = ("accuracy", "reward_mean", "tokens_mean", "tokens_p90", "truncation_rate", "compliance_rate", "think_rate")
+    lines = [f"{'checkpoint':<14}{'mode':<7}" + "".join(f"{c:>16}" for c in cols)]
+    for t in summary["checkpoints"]:
+        for mode, s in t["modes"].items():
+            cells = "".join(f"{'-' if s[c] is None else format(s[c], '.3g'):>16}" for c in cols)
+            lines.append(f"{t['name']:<14}{mode:<7}{cells}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rl-eval", description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True, help="checkpoint dir, RUN/checkpoints/step-N, or a run dir")
+    parser.add_argument("--data", required=True, help="evaluation rows (JSONL or Parquet, the training schema)")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--modes", default="short,long", help="comma-separated: short, long, auto")
+    parser.add_argument("--n", type=int, default=1, help="samples per row and mode")
+    parser.add_argument("--max-rows", type=int, default=0, help="the first N valid rows (0: all)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-new-tokens", type=int, help="every mode's budget (default: the run's per mode)")
+    parser.add_argument("--temperature", type=float, help="every mode's temperature (default: the run's)")
+    parser.add_argument("--dtype", help="vLLM dtype (default: the run's rollout.dtype, else auto)")
+    parser.add_argument("--max-model-len", type=int)
+    parser.add_argument("--no-base", action="store_true", help="for a run directory: skip the base model")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    from rl.config import ConfigError
+
+    from .run import EvalSettings, run_eval
+
+    try:
+        settings = EvalSettings(modes=[m.strip() for m in args.modes.split(",") if m.strip()], n=args.n,
+                                max_rows=args.max_rows, seed=args.seed, include_base=not args.no_base,
+                                max_new_tokens=args.max_new_tokens, temperature=args.temperature, dtype=args.dtype,
+                                max_model_len=args.max_model_len, progress=not args.quiet)
+        summary = run_eval(args.checkpoint, args.data, args.out, settings)
+    except (ValueError, FileNotFoundError, ConfigError) as e:
+        print(f"rl-eval: {e}", file=sys.stderr)
+        return 2
+    print(_table(summary))
+    print(f"rl-eval: wrote {args.out}/summary.json, results.jsonl and {', '.join(summary['figures'].values())}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""`run_eval`: every target (a checkpoint, or each checkpoint of a run) x every mode through one vLLM engine,
+scored with the run's combined reward, written as summary.json, results.jsonl and PNG plots.
+
+One engine serves all targets: LoRA checkpoints load as adapters over the base weights, full-weight checkpoints
+replace the weights (vLLM's reload, the same path as training's weight sync), so a run's curve costs one start-up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Sequence
+
+from tqdm.auto import tqdm
+
+from rewards import RewardRunner
+from rollouts.types import SamplingConfig
+
+from ..data.loader import load_rows
+from ..run_config import TrainConfig
+from ..scoring import score_results
+from . import plots
+from .records import evaluate_rows
+from .summary import summarize
+from .targets import Target, find_targets
+
+log = logging.getLogger(__name__)
+
+MODES = ("short", "long", "auto")
+
+
+@dataclasses.dataclass
+class EvalSettings:
+    modes: Sequence[str] = ("short", "long")
+    n: int = 1
+    """Samples per row and mode."""
+    max_rows: int = 0
+    """Evaluate the first N valid rows (0: all)."""
+    seed: int = 0
+    include_base: bool = True
+    """For a run directory: evaluate the base model too, as step 0."""
+    max_new_tokens: int | None = None
+    """Overrides every mode's budget (default: the run's per-mode sampling, else the toolkit's defaults)."""
+    temperature: float | None = None
+    """Overrides every mode's temperature (default: the run's, the paper's 1.0)."""
+    dtype: str | None = None
+    max_model_len: int | None = None
+    progress: bool = True
+
+    def __post_init__(self):
+        bad = [m for m in self.modes if m not in MODES]
+        if bad or not self.modes:
+            raise ValueError(f"modes={list(self.modes)}: each must be one of {MODES}")
+        if self.n < 1 or self.max_rows < 0:
+            raise ValueError(f"n={self.n} must be >= 1 and max_rows={self.max_rows} >= 0")
+        self.modes = list(dict.fromkeys(self.modes))
+
+    def sampling(self, cfg: TrainConfig) -> dict[str, SamplingConfig]:
+        out = {}
+        for mode, base in cfg.sampling().items():
+            s = dataclasses.replace(base)
+            if self.max_new_tokens is not None:
+                s.max_new_tokens = self.max_new_tokens
+            if self.temperature is not None:
+                s.temperature = self.temperature
+            s.validate(f"{mode} sampling")
+            out[mode] = s
+        return out
+
+
+class _Engine:
+    """One RolloutWorker moved from target to target."""
+
+    def __init__(self, targets: list[Target], cfg: TrainConfig, settings: EvalSettings):
+        from rollouts.worker import RolloutWorker
+
+        ranks = [t.lora_rank for t in targets if t.adapter]
+        self.worker = RolloutWorker(str(targets[0].base), mode_sampling=settings.sampling(cfg), seed=settings.seed,
+                                    max_model_len=settings.max_model_len or cfg.rollout.max_model_len,
+                                    dtype=settings.dtype or cfg.rollout.dtype, enable_lora=bool(ranks),
+                                    max_lora_rank=max(ranks, default=16))
+        self.base = targets[0].base
+        self.replaced = False  # the engine holds weights other than `base`'s
+        self.version = 0
+
+    def use(self, target: Target) -> None:
+        self.version += 1
+        if target.weights is not None:
+            self.worker.load_weights(self.version, path=str(target.weights))
+            self.replaced = True
+        elif self.replaced or target.base != self.base:
+            self.worker.load_weights(self.version, path=str(target.base))
+            self.base, self.replaced = target.base, False
+        if target.adapter is not None:
+            self.worker.load_lora(self.version, str(target.adapter))
+        else:
+            self.worker.unload_lora(self.version)
+
+
+def run_eval(checkpoint: str | Path, data: str | Path, out: str | Path, settings: EvalSettings | None = None) -> dict:
+    """Evaluate and write `out/summary.json`, `out/results.jsonl` and the plots; returns the summary."""
+    settings = settings or EvalSettings()
+    out = Path(out)
+    targets, run_cfg = find_targets(checkpoint, settings.include_base)
+    cfg = run_cfg or TrainConfig()
+    rows, report = load_rows(data, default_reward=cfg.data.default_reward,
+                             allowed_rewards=cfg.data.allowed_rewards, max_rows=settings.max_rows)
+    if not rows:
+        raise ValueError(f"no valid rows to evaluate: {report.summary()}")
+    if report.bad:
+        log.warning("bad rows left out: %s", report.summary())
+    out.mkdir(parents=True, exist_ok=True)
+    engine = _Engine(targets, cfg, settings)
+    runner = RewardRunner(cfg.runner_config())
+    score = lambda results: score_results(results, runner, cfg.reward.combine, cfg.data.default_reward)  # noqa: E731
+    per_target, records = [], []
+    try:
+        for target in tqdm(targets, desc="rl-eval", disable=not settings.progress):
+            engine.use(target)
+            found = evaluate_rows(engine.worker.generate, score, rows, settings.modes, settings.n, settings.seed,
+                                  checkpoint=target.name, step=target.step)
+            records += found
+            per_target.append({"name": target.name, "step": target.step,
+                               "modes": summarize(found, settings.modes)})
+    finally:
+        runner.close()
+    summary = {"modes": per_target[-1]["modes"], "checkpoints": per_target,
+               "data": {"path": str(data), "rows": len(rows), "bad_rows": report.bad},
+               "settings": {**{k: v for k, v in dataclasses.asdict(settings).items() if k != "progress"},
+                            "sampling": {m: dataclasses.asdict(s) for m, s in settings.sampling(cfg).items()
+                                         if m in settings.modes}}}
+    write_outputs(out, summary, records)
+    return summary
+
+
+def write_outputs(out: Path, summary: dict, records: list[dict]) -> None:
+    with open(out / "results.jsonl", "w") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+    points = [{"label": t["name"] if t["step"] is None else f"step {t['step']}", "step": t["step"], "mode": mode, **s}
+              for t in summary["checkpoints"] for mode, s in t["modes"].items()]
+    metric = "accuracy" if any(p["accuracy"] is not None for p in points) else "reward_mean"
+    figures = {"accuracy_vs_tokens": plots.accuracy_vs_tokens(points, out / "accuracy_vs_tokens.png", metric)}
+    last = summary["checkpoints"][-1]["name"]
+    lengths = {m: [r["tokens"] for r in records if r["checkpoint"] == last and r["mode"] == m and r["error"] is None]
+               for m in summary["modes"]}
+    figures["length_hist"] = plots.length_histograms(lengths, out / "length_hist.png",
+                                                     f"Completion length per mode ({last})")
+    if sum(t["step"] is not None for t in summary["checkpoints"]) > 1:
+        figures["curves"] = plots.curves_over_steps(points, out / "curves.png", (metric, "tokens_mean"))
+    summary["figures"] = {k: str(v.name) for k, v in figures.items()}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
