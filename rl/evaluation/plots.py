@@ -8,6 +8,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 MODE_COLORS = {"short": "tab:blue", "long": "tab:orange", "auto": "tab:green"}
 
@@ -28,8 +30,10 @@ def accuracy_vs_tokens(points: list[dict], out: Path, metric: str = "accuracy") 
             continue
         xs, ys = [p["tokens_mean"] for p in sel], [p[metric] for p in sel]
         ax.plot(xs, ys, "o-", color=MODE_COLORS.get(mode), label=f"{mode} mode")
-        for p, x, y in zip(sel, xs, ys):
+        for p, x, y in zip([sel[0], sel[-1]] if len(sel) > 1 else sel, [xs[0], xs[-1]], [ys[0], ys[-1]]):
             ax.annotate(p["label"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    if metric != "reward_mean":
+        ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("mean completion tokens")
     ax.set_ylabel(metric.replace("_", " "))
     ax.set_title(f"{metric.replace('_', ' ').capitalize()} against tokens spent, per mode")
@@ -39,15 +43,14 @@ def accuracy_vs_tokens(points: list[dict], out: Path, metric: str = "accuracy") 
 
 
 def length_histograms(tokens: dict[str, list[int]], out: Path, title: str = "") -> Path:
-    """tokens: mode -> completion lengths; overlaid histograms on shared bins."""
+    """tokens: mode -> completion lengths; side-by-side bars per shared bin (no mode hides another)."""
     fig, ax = plt.subplots(figsize=(6, 4.2))
-    values = [t for ts in tokens.values() for t in ts]
-    bins = max(5, min(40, len(set(values))))
-    edges = None
-    for mode, ts in tokens.items():
-        if ts:
-            _, edges, _ = ax.hist(ts, bins=edges if edges is not None else bins, alpha=0.55,
-                                  color=MODE_COLORS.get(mode), label=f"{mode} mode (n={len(ts)})")
+    shown = {mode: ts for mode, ts in tokens.items() if ts}
+    values = [t for ts in shown.values() for t in ts]
+    edges = np.histogram_bin_edges(values or [0], bins=max(5, min(30, len(set(values)))))
+    if shown:
+        ax.hist(list(shown.values()), bins=edges, color=[MODE_COLORS.get(m) for m in shown],
+                label=[f"{m} mode (n={len(ts)})" for m, ts in shown.items()])
     ax.set_xlabel("completion tokens")
     ax.set_ylabel("samples")
     ax.set_title(title or "Completion length per mode")
@@ -65,6 +68,7 @@ def curves_over_steps(points: list[dict], out: Path, metrics: tuple[str, ...] = 
             if sel:
                 ax.plot(*zip(*sel), "o-", color=MODE_COLORS.get(mode), label=f"{mode} mode")
         ax.set_xlabel("training step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(metric.replace("_", " "))
         ax.grid(alpha=0.3)
         ax.legend()
