@@ -48,6 +48,9 @@ def test_three_steps_update_every_trainable_parameter_and_export(tiny_ckpt, comm
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert "eval/reward/short/mean" in rows[2] and "eval/reward/long/mean" in rows[2]  # per mode, every 3 steps
     assert not any(k.startswith("eval/") for k in rows[0])
+    assert {"eval/compliance/short", "eval/think_rate/long", "eval/tokens/long/p90"} <= set(rows[2])
+    evaluated = [json.loads(line) for line in (run / "eval.jsonl").read_text().splitlines()]
+    assert len(evaluated) == 2 * 2 and {r["mode"] for r in evaluated} == {"short", "long"}  # rows x modes
     for key in CONTRACT:
         assert all(key in r for r in rows), key
     assert (run / "config.yaml").is_file() and list((run / "tensorboard").iterdir())
