@@ -202,7 +202,8 @@ class Trainer:
         run = self.cfg.run
         rows = self.dataset.eval_rows(run.eval_rows)
         records = evaluate_rows(self.pool.generate, self.score, rows, run.eval_modes, run.eval_n,
-                                seed=self._seed(self.step, 0, 0) + 7, checkpoint=f"step-{self.step:06d}", step=self.step)
+                                seed=self._seed(self.step, 1_000, 0),  # a round no training step uses
+                                checkpoint=f"step-{self.step:06d}", step=self.step)
         with open(self.dir / "eval.jsonl", "a") as f:
             for record in records:
                 f.write(json.dumps(record) + "\n")
