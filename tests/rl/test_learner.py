@@ -64,6 +64,17 @@ def test_gradient_does_not_depend_on_micro_batching_or_packing(tiny_ckpt, sample
     assert any(g.abs().sum() > 0 for g in one.values())
 
 
+def test_cpu_bf16_autocast_is_opt_in(tiny_ckpt, samples):
+    """fp32 on the CPU by default (log-probs as an fp32 engine's); `cpu_bf16` runs the forward under bf16 autocast:
+    close, not equal."""
+    fp32 = Learner(tiny_ckpt, LearnerConfig(lora=False), device="cpu").logprobs(samples)
+    again = Learner(tiny_ckpt, LearnerConfig(lora=False, bf16=True), device="cpu").logprobs(samples)
+    bf16 = Learner(tiny_ckpt, LearnerConfig(lora=False, cpu_bf16=True), device="cpu").logprobs(samples)
+    assert all(torch.equal(a, b) for a, b in zip(fp32, again))
+    diff = torch.cat([(a - b).abs() for a, b in zip(fp32, bf16)])
+    assert 0 < diff.max() < 0.5
+
+
 def test_full_update_changes_every_trainable_parameter_and_nothing_frozen(tiny_ckpt, samples):
     learner = Learner(tiny_ckpt, LearnerConfig(lora=False, lr=1e-3), device="cpu")
     before = {n: p.detach().clone() for n, p in learner.model.named_parameters()}
