@@ -12,6 +12,11 @@ def mean(values) -> float | None:
     return statistics.fmean(values) if values else None
 
 
+def correct(parts: dict) -> float | None:
+    """1.0 when the `acc` part is 1 (an unscored acc counts as wrong), 0.0 otherwise; None without an acc part."""
+    return float((parts.get("acc") or 0.0) >= 1.0) if "acc" in parts else None
+
+
 def mode_metrics(rows: list[dict], prefix: str = "") -> dict[str, float]:
     """rows: one dict per sample with mode, reward (None = unscored), parts {name: score|None}, tokens, truncated.
     Keys: reward/mean, reward/<mode>/mean, reward/<mode>/<part>, accuracy/<mode>, format/<mode>,
@@ -25,7 +30,7 @@ def mode_metrics(rows: list[dict], prefix: str = "") -> dict[str, float]:
         for part in sorted({p for r in sel for p in r["parts"]}):
             out[f"reward/{mode}/{part}"] = mean(r["parts"].get(part) for r in sel)
         if any("acc" in r["parts"] for r in sel):
-            out[f"accuracy/{mode}"] = mean(float((r["parts"].get("acc") or 0) >= 1.0) for r in sel)
+            out[f"accuracy/{mode}"] = mean(correct(r["parts"]) or 0.0 for r in sel)
         if any("format" in r["parts"] for r in sel):
             out[f"format/{mode}"] = mean(float((r["parts"].get("format") or 0) > 0) for r in sel)
         out[f"tokens/{mode}/mean"] = mean(r["tokens"] for r in sel)

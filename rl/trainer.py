@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import random
 import time
@@ -19,13 +18,13 @@ from tqdm.auto import tqdm
 
 from rewards import RewardRunner
 from rollouts.pool import RolloutPool
-from rollouts.types import RolloutRequest, RolloutResult
+from rollouts.types import RolloutResult
 
 from . import config as config_io
 from .algos import compute_advantages
 from .checkpointing import checkpoint_dirs, export_checkpoint, load_checkpoint, save_checkpoint
 from .data import PromptDataset
-from .evaluation.records import evaluate_rows
+from .evaluation.records import evaluate_rows, write_records
 from .evaluation.summary import flat_metrics, summarize
 from .learner import Learner, TrainSample
 from .metrics import MetricsLogger, mode_metrics
@@ -205,9 +204,7 @@ class Trainer:
         records = evaluate_rows(self.pool.generate, self.score, rows, run.eval_modes, run.eval_n,
                                 seed=self._seed(self.step, 1_000, 0),  # a round no training step uses
                                 checkpoint=f"step-{self.step:06d}", step=self.step)
-        with open(self.dir / "eval.jsonl", "a") as f:
-            for record in records:
-                f.write(json.dumps(record) + "\n")
+        write_records(self.dir / "eval.jsonl", records, append=True)
         return flat_metrics(summarize(records, run.eval_modes))
 
     # ---- checkpoints ----

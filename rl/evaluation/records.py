@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Callable
 
 from rollouts.types import RolloutRequest, RolloutResult
 
 from ..data.loader import to_request
 from ..data.schema import Row
+from ..metrics import correct
 from ..scoring import Scored
 from .compliance import complies, thinks
 
@@ -18,7 +21,7 @@ def eval_requests(rows: list[Row], modes: list[str], n: int = 1, seed: int = 0) 
     for m, mode in enumerate(modes):
         for i, row in enumerate(rows):
             request = to_request(row, mode, n, f"eval-{mode}-{i}")
-            request.seed = seed + (m * len(rows) + i) * max(n, 1) * 16  # vLLM seeds sample k with seed + k
+            request.seed = seed + (m * len(rows) + i) * n * 16  # vLLM seeds sample k with seed + k
             requests.append(request)
     return requests
 
@@ -35,12 +38,17 @@ def records_of(scored: list[Scored], **labels) -> list[dict]:
                         "thinks": False})
             continue
         for s, total, part in zip(result.samples, totals, parts):
-            correct = float((part.get("acc") or 0.0) >= 1.0) if "acc" in part else None
             out.append({**base, "index": s.index, "error": None, "text": s.text, "answer": s.answer,
-                        "reward": total, "parts": part, "correct": correct, "tokens": len(s.completion_token_ids),
+                        "reward": total, "parts": part, "correct": correct(part), "tokens": len(s.completion_token_ids),
                         "truncated": s.truncated, "finish_reason": s.finish_reason,
                         "compliant": complies(s.text, s.mode), "thinks": thinks(s.text, s.mode)})
     return out
+
+
+def write_records(path: Path, records: list[dict], append: bool = False) -> None:
+    """JSON lines, one record each."""
+    with open(path, "a" if append else "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in records)
 
 
 def evaluate_rows(generate: Callable[[list[RolloutRequest]], list[RolloutResult]],

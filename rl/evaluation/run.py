@@ -22,7 +22,7 @@ from ..data.loader import load_rows
 from ..run_config import TrainConfig
 from ..scoring import score_results
 from . import plots
-from .records import evaluate_rows
+from .records import evaluate_rows, write_records
 from .summary import summarize
 from .targets import Target, find_targets
 
@@ -90,9 +90,9 @@ class _Engine:
         if target.weights is not None:
             self.worker.load_weights(self.version, path=str(target.weights))
             self.replaced = True
-        elif self.replaced or target.base != self.base:
-            self.worker.load_weights(self.version, path=str(target.base))
-            self.base, self.replaced = target.base, False
+        elif self.replaced:
+            self.worker.load_weights(self.version, path=str(self.base))
+            self.replaced = False
         if target.adapter is not None:
             self.worker.load_lora(self.version, str(target.adapter))
         else:
@@ -136,9 +136,7 @@ def run_eval(checkpoint: str | Path, data: str | Path, out: str | Path, settings
 
 
 def write_outputs(out: Path, summary: dict, records: list[dict]) -> None:
-    with open(out / "results.jsonl", "w") as f:
-        for r in records:
-            f.write(json.dumps(r) + "\n")
+    write_records(out / "results.jsonl", records)
     points = [{"label": t["name"] if t["step"] is None else f"step {t['step']}", "step": t["step"], "mode": mode, **s}
               for t in summary["checkpoints"] for mode, s in t["modes"].items()]
     metric = "accuracy" if any(p["accuracy"] is not None for p in points) else "reward_mean"

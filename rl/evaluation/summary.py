@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import statistics
-
 import numpy as np
 
-
-def _mean(values) -> float | None:
-    values = [float(v) for v in values if v is not None]
-    return statistics.fmean(values) if values else None
+from ..metrics import mean
 
 
 def summarize_mode(records: list[dict]) -> dict:
@@ -22,14 +17,14 @@ def summarize_mode(records: list[dict]) -> dict:
         "rows": len({r["row_id"] for r in records}),
         "failed": sum(r["error"] is not None for r in records),
         "unscored": sum(r["error"] is None and r["reward"] is None for r in records),
-        "accuracy": _mean(r["correct"] for r in ok),
-        "reward_mean": _mean(r["reward"] for r in ok),
-        "tokens_mean": _mean(tokens),
+        "accuracy": mean(r["correct"] for r in ok),
+        "reward_mean": mean(r["reward"] for r in ok),
+        "tokens_mean": mean(tokens),
         "tokens_p50": float(np.percentile(tokens, 50)) if tokens else None,
         "tokens_p90": float(np.percentile(tokens, 90)) if tokens else None,
-        "truncation_rate": _mean(float(r["truncated"]) for r in ok),
-        "compliance_rate": _mean(float(r["compliant"]) for r in ok),
-        "think_rate": _mean(float(r["thinks"]) for r in ok),
+        "truncation_rate": mean(float(r["truncated"]) for r in ok),
+        "compliance_rate": mean(float(r["compliant"]) for r in ok),
+        "think_rate": mean(float(r["thinks"]) for r in ok),
     }
 
 
