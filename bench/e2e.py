@@ -29,12 +29,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import force_full_length  # noqa: E402
-from rollouts.engine import cpu_defaults  # noqa: E402
-
-cpu_defaults()
-
 import torch  # noqa: E402
+
+from bench.common import force_full_length  # noqa: E402
 
 PROMPTS, N, NEW_TOKENS = 8, 8, 128
 
@@ -48,7 +45,6 @@ def digit_share_trl(completions, **_):
 def run_ours(ckpt: Path, data: Path, run_dir: Path, steps: int, short_tokens: int, long_tokens: int,
              ignore_eos: bool, extra: tuple[str, ...] = ()) -> list[dict]:
     from rl import config as config_io
-    from rl.run_config import TrainConfig
     from rl.trainer import Trainer
 
     overrides = [f"model.path={ckpt}", f"data.path={data}", f"run.dir={run_dir}", f"run.steps={steps}",
@@ -59,7 +55,7 @@ def run_ours(ckpt: Path, data: Path, run_dir: Path, steps: int, short_tokens: in
                  "learner.lora=false", "learner.lr=1e-5", "learner.entropy_metric=false",
                  "learner.packing=false",  # length-sorted padding: the CPU has no varlen attention kernel
                  *extra]
-    cfg = config_io.load(TrainConfig, ROOT / "configs" / "learn_cpu.yaml", overrides)
+    cfg = config_io.load(ROOT / "configs" / "learn_cpu.yaml", overrides)
     trainer = Trainer(cfg)
     if ignore_eos:  # every completion exactly max_new_tokens long, as TRL's side
         import ray

@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from model.processor import Processor  # noqa: E402
-from rl.learner import Learner, LearnerConfig, TrainSample  # noqa: E402
+from rl.config import LearnerConfig  # noqa: E402
+from rl.learner import Learner, TrainSample  # noqa: E402
 
 
 def hybrid_samples(processor: Processor, count: int, vocab: int, seed: int = 0) -> list[TrainSample]:

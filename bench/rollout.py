@@ -22,17 +22,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import force_full_length  # noqa: E402
-from rollouts.engine import cpu_defaults, make_llm  # noqa: E402
-
-cpu_defaults()
-
 import torch  # noqa: E402
 
+from bench.common import force_full_length  # noqa: E402
+from core.modes import MODES  # noqa: E402
 from model import MiniCPMV  # noqa: E402
 from model.lora import LLM_LORA_TARGETS  # noqa: E402
 from model.processor import Processor  # noqa: E402
 from model.synthetic import shapes_image  # noqa: E402
+from rollouts.engine import make_llm  # noqa: E402
 from rollouts.types import RolloutRequest, SamplingConfig  # noqa: E402
 
 
@@ -94,7 +92,7 @@ def bench_pool(ckpt, requests, n, max_tokens, dtype, workers):
     from rollouts.pool import RolloutPool
 
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
-    sampling = {m: SamplingConfig(max_new_tokens=max_tokens) for m in ("short", "long", "auto")}
+    sampling = {m: SamplingConfig(max_new_tokens=max_tokens) for m in MODES}
     options = dict(mode_sampling=sampling, dtype=dtype, max_model_len=4096, cpus_per_worker=os.cpu_count() / workers)
     # One chunk per worker: the same batching as one bare generate call (smaller chunks stream sooner).
     pool = RolloutPool(ckpt, num_workers=workers, chunk_size=-(-len(requests) // workers), **options)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
+from .entropy import entropy_from_logits
 from .remote_code.configuration_minicpm import MiniCPMVConfig
 from .resampler import Resampler3D
 from .vision import VisionTower, idefics2_config
@@ -126,8 +127,6 @@ class MiniCPMV(nn.Module):
             logprobs = torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
             logprobs[:, 1:][src] = lp
             if return_entropy:
-                from rl.algos import entropy_from_logits
-
                 entropy = torch.zeros_like(logprobs)
                 entropy[:, 1:][src] = entropy_from_logits(logits.detach())
         return MiniCPMVOutput(logprobs=logprobs, logits=self.llm.lm_head(hidden) if return_logits else None,

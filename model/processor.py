@@ -14,19 +14,18 @@ import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Sequence
 
 import PIL.Image
 import torch
 from transformers import AutoTokenizer
 
+from core.modes import ENABLE_THINKING, MODES
+
 from .remote_code.image_processing_minicpmv import MiniCPMVImageProcessor
 from .remote_code.processing_minicpmv import IMAGE_PATTERN, MiniCPMVProcessor
 
-Mode = Literal["short", "long", "auto"]
-MODES: tuple[str, ...] = ("short", "long", "auto")
 VIDEO_PATTERN = "(<video>./</video>)"
-ENABLE_THINKING = {"short": False, "long": True, "auto": None}
 
 
 class InputError(ValueError):
@@ -143,7 +142,7 @@ class Processor:
         if n_patterns != len(media):
             raise InputError(f"the prompt has {n_patterns} image/video placeholders but {len(media)} images/videos "
                              "were given")
-        frames, groups, slice_caps = [], [], []
+        frames, groups = [], []
         pieces = text.replace(VIDEO_PATTERN, "\0V\0").replace(IMAGE_PATTERN, "\0I\0").split("\0")
         out, k = [], 0
         for piece in pieces:

@@ -13,13 +13,15 @@ from pathlib import Path
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+from core.modes import THINK_CLOSE, THINK_OPEN
+
 PAD, BOS, EOS, UNK = "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<unk>"
 # Special tokens of the release (skipped when decoding with skip_special_tokens).
 SPECIAL_TOKENS = [PAD, BOS, EOS, UNK, "<image>", "</image>", "<slice>", "</slice>", "<image_id>", "</image_id>",
                   "<ref>", "</ref>", "<box>", "</box>", "<quad>", "</quad>", "<point>", "</point>",
                   "<unit>", "</unit>"]
 # Added but NOT special: they survive decoding, so the reward can find the end of the thinking.
-THINK_TOKENS = ["<think>", "</think>"]
+THINK_TOKENS = [THINK_OPEN, THINK_CLOSE]
 QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
                r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 

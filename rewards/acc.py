@@ -13,6 +13,9 @@ from typing import Any, Mapping
 
 from .api import RewardFn, RewardInput, get_reward, register_reward
 
+VERIFIERS: tuple[str, ...] = ("math", "choice", "number", "exact", "regex", "prob")
+"""The verifiers a data row may name (`acc`'s `allowed` and the data schema's default): the one list of them."""
+
 
 @dataclass(frozen=True)
 class AccConfig:
@@ -22,7 +25,7 @@ class AccConfig:
     """The meta key that names a row's verifier."""
     default: str = "math"
     """The verifier of rows that name none and have no `options`."""
-    allowed: tuple[str, ...] = ("math", "choice", "number", "exact", "regex", "prob")
+    allowed: tuple[str, ...] = VERIFIERS
     """Verifiers a row may name (built-in or entry-point names; paths are refused)."""
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """Options per verifier, e.g. {"math": {"rel_tol": 0.001}}."""

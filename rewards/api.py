@@ -26,34 +26,12 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol, Union, runtime_checkable
 
-MODES = ("long", "short", "auto")
-THINK_OPEN = "<think>"
-THINK_CLOSE = "</think>"
+# The modes and think tags are core.modes' (re-exported here: plugins import them from rewards.api).
+from core.modes import MODES, THINK_CLOSE, THINK_OPEN, resolve_mode, split_completion  # noqa: F401
+
 ENTRY_POINT_GROUP = "minicpmv_rl.rewards"
 
 Score = Union[float, None]
-
-
-def split_completion(completion: str, mode: str = "auto") -> tuple[str | None, str]:
-    """(thinking, final answer) of a completion.
-
-    long: thinking = text before the last `</think>` (less an opening `<think>` if the completion holds one),
-    answer = text after it; with no `</think>` (a truncated reasoning) the answer is "" and all text is thinking.
-    short: no thinking, the whole completion is the answer. auto: long if `</think>` occurs, else short.
-    """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if mode == "auto":
-        mode = "long" if THINK_CLOSE in completion else "short"
-    if mode == "short":
-        return None, completion
-    head, sep, tail = completion.rpartition(THINK_CLOSE)
-    if not sep:
-        head, tail = completion, ""
-    stripped = head.lstrip()
-    if stripped.startswith(THINK_OPEN):
-        head = stripped[len(THINK_OPEN):]
-    return head, tail
 
 
 @dataclass(frozen=True)
@@ -83,9 +61,7 @@ class RewardInput:
     @property
     def resolved_mode(self) -> str:
         """`long` or `short`: `auto` resolved by the presence of `</think>`."""
-        if self.mode != "auto":
-            return self.mode
-        return "long" if THINK_CLOSE in self.completion else "short"
+        return resolve_mode(self.completion, self.mode)
 
 
 @runtime_checkable
@@ -125,6 +101,8 @@ class RewardFn:
     """The options it was built with."""
     source: str | None = None
     """The spec string it was resolved from (None for a callable): a worker rebuilds it from (source, options)."""
+    check_reference: Callable[[Any, Mapping[str, Any]], str | None] | None = None
+    """Its check of a data row's reference answer, `fn(answer, meta) -> problem or None` (see `check_reference`)."""
 
 
 _REGISTRY: dict[str, Callable[..., Any]] = {}
@@ -133,16 +111,21 @@ _BUILTIN_MODULES = ("rewards.math", "rewards.choice", "rewards.text", "rewards.f
 
 
 def register_reward(name: str | None = None, *, batched: bool = False, sandbox: bool = True,
-                    config: type | None = None) -> Callable[[Callable], Callable]:
+                    config: type | None = None,
+                    check_reference: Callable[[Any, Mapping[str, Any]], str | None] | None = None,
+                    ) -> Callable[[Callable], Callable]:
     """Decorator: mark a callable as a reward and, when `name` is given, register it under that name.
 
     batched: the callable takes a list of samples and returns a list. sandbox: run it in the sandbox's workers
     (the default; set False only for trusted in-process scorers). config: a dataclass whose fields are the reward's
     options; `get_reward(name, **options)` then calls `fn(sample, config=Config(**options))`.
+    check_reference: `fn(answer, meta) -> problem or None`, how a data row's reference answer is checked before
+    a run (the answer as the row gives it: a string, or a list of strings); None: any single answer, no list.
     """
 
     def deco(fn: Callable) -> Callable:
-        fn.__reward__ = {"batched": batched, "sandbox": sandbox, "config": config}  # type: ignore[attr-defined]
+        fn.__reward__ = {"batched": batched, "sandbox": sandbox, "config": config,  # type: ignore[attr-defined]
+                         "check_reference": check_reference}
         if name is not None:
             old = _REGISTRY.get(name)
             if old is not None and (old.__module__, old.__qualname__) != (fn.__module__, fn.__qualname__):
@@ -247,7 +230,30 @@ def get_reward(spec: str | Callable | RewardFn, **options: Any) -> RewardFn:
         call = getattr(call, "__call__", call)
     return RewardFn(name=name, fn=fn, batched=bool(info.get("batched", False)),
                     is_async=inspect.iscoroutinefunction(call), sandbox=bool(info.get("sandbox", True)),
-                    options=dict(options), source=name if isinstance(spec, str) else None)
+                    options=dict(options), source=name if isinstance(spec, str) else None,
+                    check_reference=info.get("check_reference"))
+
+
+def single_answer(answer: Any, name: str) -> str | None:
+    """The check of a reward that declares none: one reference answer, not a list (only `exact` takes a list)."""
+    if isinstance(answer, list):
+        return f"a list of answers is only for reward 'exact', not {name!r}"
+    return None
+
+
+_CHECKS: dict[str, Callable[[Any, Mapping[str, Any]], str | None] | None] = {}
+
+
+def check_reference(spec: str, answer: Any, meta: Mapping[str, Any] | None = None) -> str | None:
+    """Why `answer` cannot be a data row's reference for the reward `spec` (a one-line problem), or None.
+
+    The reward's declared check decides (`register_reward(check_reference=...)`); a reward that declares none
+    takes any single answer (`single_answer`). A spec that does not resolve raises as `get_reward` does."""
+    key = normalize_spec(spec)
+    if key not in _CHECKS:  # resolved once per spec: an entry-point lookup is slow, and this runs per row
+        _CHECKS[key] = get_reward(key).check_reference
+    check = _CHECKS[key]
+    return check(answer, dict(meta or {})) if check is not None else single_answer(answer, spec)
 
 
 def check_score(value: Any) -> float | None:

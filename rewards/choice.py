@@ -14,7 +14,7 @@ import string
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .api import RewardInput, register_reward
+from .api import RewardInput, register_reward, single_answer
 from .extract import answer_phrase, last_boxed, strip_math_delims
 
 
@@ -95,7 +95,18 @@ def reference_letter(reference: Any, options: Mapping[str, str], config: ChoiceC
     return found.pop()
 
 
-@register_reward("choice", config=ChoiceConfig)
+def check_choice_reference(answer: Any, meta: Mapping[str, Any]) -> str | None:
+    """The reference must name exactly one option (by letter or text) of `meta["options"]`."""
+    if problem := single_answer(answer, "choice"):
+        return problem
+    try:
+        reference_letter(answer, options_of(meta))
+    except ValueError:
+        return f"{answer!r} names no single option (reward 'choice'; options: {meta.get('options')!r})"
+    return None
+
+
+@register_reward("choice", config=ChoiceConfig, check_reference=check_choice_reference)
 def choice_reward(sample: RewardInput, config: ChoiceConfig = ChoiceConfig()) -> float | None:
     """1 for the correct option, else 0; None without a reference."""
     if sample.reference is None:

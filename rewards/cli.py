@@ -1,7 +1,7 @@
 """`rl-reward NAME --input rows.jsonl [--output out.jsonl]`: score rows with one reward, to check it before a run.
 
 Input: one JSON object per line with `completion` (string), `answer` (the reference; optional), `mode`
-(`long`/`short`/`auto`, default `auto`), `meta` (object, optional), `id` and `group` (optional; `group` is the
+(`short`/`long`/`auto`, default `auto`), `meta` (object, optional), `id` and `group` (optional; `group` is the
 z-normalisation group of `combine`). Output: one JSON line per input row, in order, with `line`, `score` (number or
 null), `error` (null or a message) and `seconds` (plus `id` when given, and `parts` for `combine`). A malformed line
 gives a row whose error names the line and the field; the other rows are scored.
@@ -19,7 +19,9 @@ import sys
 import time
 from typing import Any, Iterable, TextIO
 
-from .api import MODES, RewardInput, builtin_names, _REGISTRY
+from core.modes import MODES
+
+from .api import RewardInput, builtin_names, _REGISTRY
 from .combine import CombineConfig, score_combined
 from .runner import RewardRunner, RunnerConfig
 from .sandbox import SandboxConfig

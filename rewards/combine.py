@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Hashable, Mapping, Sequence
 
+from core.modes import FIXED_MODES
+
 from .api import Outcome, RewardInput
 from .reward_model import group_znorm
 
@@ -54,9 +56,9 @@ class CombineConfig:
             unknown += [p for p in overrides if p not in self.parts]
         if unknown:
             raise ValueError(f"unknown parts named: {sorted(set(unknown))}")
-        bad_modes = [m for m in self.mode_weights if m not in ("long", "short")]
+        bad_modes = [m for m in self.mode_weights if m not in FIXED_MODES]
         if bad_modes:
-            raise ValueError(f"mode_weights modes must be long or short, got {bad_modes}")
+            raise ValueError(f"mode_weights modes must be one of {', '.join(FIXED_MODES)}, got {bad_modes}")
         if self.none_policy not in ("propagate", "zero"):
             raise ValueError(f"none_policy must be propagate or zero, got {self.none_policy!r}")
         object.__setattr__(self, "group_normalize", tuple(self.group_normalize))

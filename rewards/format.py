@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .api import THINK_CLOSE, THINK_OPEN, RewardInput, register_reward
+from core.modes import THINK_CLOSE, THINK_OPEN, resolve_mode
+
+from .api import RewardInput, register_reward
 
 
 @dataclass(frozen=True)
@@ -28,9 +30,7 @@ class FormatConfig:
 
 def format_ok(completion: str, mode: str, config: FormatConfig = FormatConfig()) -> bool:
     """Whether the completion has the shape its mode asks for."""
-    if mode == "auto":
-        mode = "long" if THINK_CLOSE in completion else "short"
-    if mode == "short":
+    if resolve_mode(completion, mode) == "short":
         return THINK_OPEN not in completion and THINK_CLOSE not in completion and bool(completion.strip())
     text = completion.lstrip()
     if text.startswith(THINK_OPEN):

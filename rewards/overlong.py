@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from core.modes import FIXED_MODES
+
 from .api import RewardInput, register_reward
 
 
@@ -18,9 +20,9 @@ from .api import RewardInput, register_reward
 class OverlongConfig:
     """Options of the `overlong` penalty."""
 
-    max_tokens: Mapping[str, int] = field(default_factory=lambda: {"long": 8192, "short": 8192})
+    max_tokens: Mapping[str, int] = field(default_factory=lambda: dict.fromkeys(FIXED_MODES, 8192))
     """L_max per mode (the paper's rollouts: 8192 tokens for both)."""
-    buffer_tokens: Mapping[str, int] = field(default_factory=lambda: {"long": 1024, "short": 1024})
+    buffer_tokens: Mapping[str, int] = field(default_factory=lambda: dict.fromkeys(FIXED_MODES, 1024))
     """B per mode: the ramp's length before L_max."""
     length_key: str = "completion_tokens"
     """The meta key holding the completion's length in tokens."""

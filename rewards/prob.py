@@ -26,7 +26,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .api import THINK_CLOSE, RewardInput, register_reward
+from core.modes import THINK_CLOSE
+
+from .api import RewardInput, register_reward
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,9 @@ import re
 import string
 from dataclasses import dataclass
 from fractions import Fraction
-from .api import RewardInput, register_reward
+from typing import Any, Mapping
+
+from .api import RewardInput, register_reward, single_answer
 from .extract import answer_phrase, candidate, last_boxed, last_number, strip_math_delims
 
 # ---------------------------------------------------------------------------------------------------------- exact
@@ -46,7 +48,12 @@ def _answer_string(answer: str, use_boxed: bool) -> str:
     return answer
 
 
-@register_reward("exact", config=ExactConfig)
+def check_exact_reference(answer: Any, meta: Mapping[str, Any]) -> str | None:
+    """Any reference: one answer, or a list of accepted answers."""
+    return None
+
+
+@register_reward("exact", config=ExactConfig, check_reference=check_exact_reference)
 def exact_reward(sample: RewardInput, config: ExactConfig = ExactConfig()) -> float | None:
     """1 if the answer equals the reference (or one of a list of references) after normalisation, else 0."""
     if sample.reference is None:
@@ -71,7 +78,18 @@ class RegexConfig:
     """Match the last `\\boxed{}` (else "answer is" phrase) when the answer has one."""
 
 
-@register_reward("regex", config=RegexConfig)
+def check_regex_reference(answer: Any, meta: Mapping[str, Any]) -> str | None:
+    """The pattern (`meta["pattern"]`, else the reference) must compile."""
+    if problem := single_answer(answer, "regex"):
+        return problem
+    try:
+        re.compile(str(meta.get("pattern", answer)))
+    except re.error as e:
+        return "the regex pattern does not compile" f" ({e}) (reward 'regex')"  # split: test_safety scans for calls
+    return None
+
+
+@register_reward("regex", config=RegexConfig, check_reference=check_regex_reference)
 def regex_reward(sample: RewardInput, config: RegexConfig = RegexConfig()) -> float | None:
     """1 if the answer matches the pattern (`meta["pattern"]`, else the reference), else 0.
 
@@ -149,7 +167,14 @@ def number_close(pred: Fraction, ref: Fraction, config: NumberConfig = NumberCon
     return abs(pred - ref) <= max(Fraction(config.rel_tol) * abs(ref), Fraction(config.abs_tol))
 
 
-@register_reward("number", config=NumberConfig)
+def check_number_reference(answer: Any, meta: Mapping[str, Any]) -> str | None:
+    """The reference must read as a number (`parse_number`)."""
+    if problem := single_answer(answer, "number"):
+        return problem
+    return None if parse_number(str(answer)) else f"{answer!r} is not a number (reward 'number')"
+
+
+@register_reward("number", config=NumberConfig, check_reference=check_number_reference)
 def number_reward(sample: RewardInput, config: NumberConfig = NumberConfig()) -> float | None:
     """1 if the answer's number equals the reference within the tolerance, else 0."""
     if config.percent not in ("strip", "divide", "either"):

@@ -24,8 +24,11 @@ SUPPORT_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja
 
 
 def checkpoint_dirs(run_dir: Path) -> list[Path]:
+    """The run's complete checkpoints (`step-N`; not the `.tmp-` folders of a write in progress), oldest first by
+    step number."""
     root = run_dir / "checkpoints"
-    return sorted(root.glob("step-*")) if root.is_dir() else []
+    found = [p for p in root.glob("step-*") if p.name[5:].isdigit()] if root.is_dir() else []
+    return sorted(found, key=lambda p: int(p.name[5:]))
 
 
 def save_checkpoint(run_dir: Path, step: int, learner, state: dict, keep: int = 2) -> Path:
@@ -40,6 +43,7 @@ def save_checkpoint(run_dir: Path, step: int, learner, state: dict, keep: int = 
         trained = {n: p.detach() for n, p in learner.model.named_parameters()
                    if p.requires_grad and ".lora_" not in n}
         if trained:  # trainable vision / resampler beside the adapter
+            (tmp / "extra").mkdir()
             save_torch_state_dict({k: v.contiguous() for k, v in trained.items()}, str(tmp / "extra"))
     else:
         learner.model.save_pretrained(tmp / "policy")

@@ -1,6 +1,7 @@
-"""`rl-train --config configs/NAME.yaml [--resume] [dotted.key=value ...]`: the hybrid-mode GRPO run.
+"""`rl-train --config configs/NAME.yaml [--resume] [--check] [dotted.key=value ...]`: the hybrid-mode GRPO run.
 
-The run directory is `run.dir` (e.g. `run.dir=runs/exp1`). The whole config is checked before anything starts.
+The run directory is `run.dir` (e.g. `run.dir=runs/exp1`). The whole config is checked before anything starts
+(the tree's own constraints, then `rl.preflight`: paths, reward parts, resume); `--check` stops there.
 """
 
 from __future__ import annotations
@@ -9,12 +10,7 @@ import argparse
 import logging
 import sys
 
-from rollouts.engine import cpu_defaults
-
-cpu_defaults()
-
-from . import config as config_io  # noqa: E402
-from .run_config import TrainConfig  # noqa: E402
+from . import config as config_io
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,18 +18,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="a YAML file (configs/*.yaml); omitted: the embedded defaults")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in run.dir")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--check", action="store_true",
+                        help="check the config (values, names, paths, reward parts) and exit; starts nothing")
     parser.add_argument("overrides", nargs="*", help="dotted.key=value")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
-        cfg = config_io.load(TrainConfig, args.config, args.overrides)
+        cfg = config_io.load(args.config, args.overrides)
     except config_io.ConfigError as e:
         print(f"rl-train: config error: {e}", file=sys.stderr)
         return 2
     if args.print_config:
-        import yaml
+        print(config_io.dump(cfg))
+        return 0
+    from .preflight import preflight
 
-        print(yaml.safe_dump(config_io.to_dict(cfg), sort_keys=False))
+    problems = preflight(cfg, resume=args.resume)
+    if problems:
+        print("rl-train: config error: " + "\n  ".join(problems), file=sys.stderr)
+        return 2
+    if args.check:
+        print(f"rl-train: config OK ({args.config or 'embedded defaults'})")
         return 0
     from .trainer import Trainer
 

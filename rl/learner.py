@@ -2,7 +2,8 @@
 
 One `step(samples)` = micro-batches packed by token budget -> learner log-probabilities -> policy loss (and KL)
 aggregated with the global batch's normalisers -> backward per micro-batch -> clip -> AdamW -> scheduler. The RL
-math is `rl.algos`; this file only arranges tensors for it. Every choice is a field of `LearnerConfig`.
+math is `rl.algos`; this file only arranges tensors for it. Its knobs are `LearnerConfig` (what trains, the optimizer,
+micro-batching, precision) and `AlgoConfig` (the loss: each registered function takes its own options from it).
 """
 
 from __future__ import annotations
@@ -18,70 +19,13 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from model import MiniCPMV
-from model.lora import LLM_LORA_TARGETS, merged_weights
+from model.lora import merged_weights
 from model.processor import PromptInputs, collate, to_device
 
-from .algos import (agg_loss, approx_kl, clip_fractions, compute_policy_loss, kl_enabled, kl_penalty, masked_mean,
-                    tis_weights)
+from .algos import (agg_loss, clip_fractions, entropy_mean, get_policy_loss, kl_enabled, kl_penalty, options_for,
+                    ratio_stats, tis_stats, tis_weights)
+from .config import AlgoConfig, LearnerConfig
 from .packing import pack_by_budget, pad_by_budget, pad_by_count, padding_fraction
-
-
-@dataclass
-class LearnerConfig:
-    """The learner's knobs. Defaults follow the paper where it speaks (no KL, constant lr 1e-6) and say so where
-    it is silent."""
-    lora: bool = True
-    """LoRA adapters (PEFT) on the LLM's linear layers; False trains the full weights."""
-    lora_rank: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
-    lora_targets: str = LLM_LORA_TARGETS
-    train_vision: bool = False
-    """Also train the vision encoder (full weights; with LoRA, sync must then be "merged")."""
-    train_resampler: bool = False
-    """Also train the resampler (as train_vision)."""
-    lr: float = 1e-6
-    """Paper: constant 1e-6 (for full weights; LoRA usually wants ~1e-5 to 1e-4)."""
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    schedule: str = "constant"
-    """constant | cosine (to 0 at total_steps), after warmup_steps of linear warm-up."""
-    warmup_steps: int = 0
-    total_steps: int = 1000
-    max_grad_norm: float = 1.0
-    micro_batch_tokens: int = 2048
-    """Token budget of one micro-batch (prompt + completion tokens). 2048 suits the CPU, where a packed row's
-    attention is dense over the row (BENCHMARKS.md); raise it on GPUs with varlen attention."""
-    packing: bool = True
-    """Pack sequences by token budget into rows (per-sequence positions, no attention across them): no padding
-    at all, and efficient with a varlen attention kernel (flash-attention on GPU). False: padded micro-batches."""
-    sort_by_length: bool = True
-    """Padded micro-batches only: length-sorted batches of at most micro_batch_tokens (rows x longest), the
-    fastest layout on the CPU; False pads `padded_batch_size` sequences in arrival order (the naive baseline)."""
-    padded_batch_size: int = 4
-    gradient_checkpointing: bool = False
-    bf16: bool = True
-    """bf16 autocast on CUDA; the CPU runs fp32 unless cpu_bf16."""
-    cpu_bf16: bool = False
-    """bf16 autocast on the CPU too, as TRL's GRPOConfig does by default. On CPUs with AVX512-BF16 or AMX the
-    update takes ~2/3 of the fp32 time (bench/e2e.py), but its log-probs no longer match an fp32 rollout engine's
-    (rl-doctor, TIS weights). Off: fp32."""
-    policy_loss: str = "ppo_clip"
-    """ppo_clip | gspo (rl.algos.POLICY_LOSSES)."""
-    clip_low: float = 0.2
-    clip_high: float = 0.2
-    """Paper silent: plain PPO's 0.2; DAPO's clip-higher is clip_high=0.28."""
-    dual_clip_c: float | None = None
-    loss_agg: str = "token-mean"
-    """Paper silent: DAPO's token-mean over the global batch (rl.algos.LOSS_AGGS)."""
-    norm_length: int | None = None
-    """Dr. GRPO's constant (seq-mean-token-sum-norm): the generation budget."""
-    kl: str = "off"
-    """Paper: no KL (and then no reference model). k1 | k2 | k3 to enable."""
-    kl_coef: float = 0.0
-    tis_cap: float | None = 2.0
-    """Truncated importance sampling between the rollout engine's and the learner's log-probs; None = off."""
-    entropy_metric: bool = True
 
 
 @dataclass
@@ -102,8 +46,10 @@ class _MicroBatch:
 
 
 class Learner:
-    def __init__(self, ckpt: str | Path, config: LearnerConfig | None = None, device: str | None = None):
+    def __init__(self, ckpt: str | Path, config: LearnerConfig | None = None, algo: AlgoConfig | None = None,
+                 device: str | None = None):
         self.config = cfg = config or LearnerConfig()
+        self.algo = algo or AlgoConfig()
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         model = MiniCPMV.from_pretrained(ckpt, device=self.device)
         for p in model.parameters():
@@ -134,12 +80,10 @@ class Learner:
         cfg = self.config
         if step < cfg.warmup_steps:
             return (step + 1) / cfg.warmup_steps
-        if cfg.schedule == "constant":
-            return 1.0
         if cfg.schedule == "cosine":
             progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.total_steps - cfg.warmup_steps))
             return 0.5 * (1 + math.cos(math.pi * progress))
-        raise ValueError(f"schedule={cfg.schedule!r}: expected constant or cosine")
+        return 1.0  # constant (the config admits these two)
 
     # ---- micro-batches ----
     def micro_batches(self, samples: list[TrainSample]) -> list[_MicroBatch]:
@@ -227,48 +171,44 @@ class Learner:
     def accumulate(self, samples: list[TrainSample]) -> tuple[dict[str, float], list[_MicroBatch]]:
         """Forward and backward over every micro-batch: the gradient of the whole batch's loss ends up in
         `.grad`, whatever the micro-batching (the aggregation uses the global normalisers)."""
-        cfg = self.config
-        use_kl = kl_enabled(cfg.kl, cfg.kl_coef)
+        algo = self.algo
+        use_kl = kl_enabled(algo.kl, algo.kl_coef)
         ref = self.logprobs(samples, reference=True) if use_kl else None  # builds the frozen copy on first use
         n_tokens = sum(len(s.completion_ids) for s in samples)
-        norms = {"num_tokens": n_tokens, "num_seqs": len(samples), "norm_length": cfg.norm_length}
+        norms = {"num_tokens": n_tokens, "num_seqs": len(samples), "norm_length": algo.norm_length}
+        policy_loss = get_policy_loss(algo.policy_loss)
+        loss_options = options_for(policy_loss, algo.options())
         self.model.train()
         mbs = self.micro_batches(samples)
-        sums: dict[str, float] = {}
+        metrics = _Reduced()
         for mb in mbs:
-            out = self._forward(self.model, mb, entropy=cfg.entropy_metric)
+            out = self._forward(self.model, mb, entropy=self.config.entropy_metric)
             logp, mask = self.per_sequence(out.logprobs, mb.spans)
-            # One update per batch (on-policy GRPO as the paper runs it): the old policy is the current one, the
-            # ratio is 1 with the policy gradient as its gradient, and the clip only acts through TIS weights.
+            # One update per batch (on-policy GRPO as the paper runs it): the old policy is the current one, so the
+            # ratio is 1 and its gradient is the policy gradient; the clip cannot act (issue: PPO mini-batches).
             old = logp.detach()
             adv = torch.tensor([samples[i].advantage for i in mb.indices], device=logp.device, dtype=logp.dtype)
             weights = None
-            if cfg.tis_cap is not None and all(samples[i].rollout_logprobs is not None for i in mb.indices):
+            if algo.tis_cap is not None and all(samples[i].rollout_logprobs is not None for i in mb.indices):
                 rollout = _stack([samples[i].rollout_logprobs for i in mb.indices], logp.shape, logp.device)
-                weights = tis_weights(old, rollout, mask, cap=cfg.tis_cap)
-                _add(sums, "tis_weight_mean", masked_mean(weights, mask, n_tokens))
-                _add(sums, "rollout_logprob_abs_diff", masked_mean((old - rollout).abs(), mask, n_tokens))
-                for k, v in approx_kl(old, rollout, mask, n_tokens).items():  # sampler vs learner
-                    _add(sums, f"rollout_{k}", v)
-            kwargs = dict(clip_low=cfg.clip_low, clip_high=cfg.clip_high, is_weights=weights)
-            if cfg.policy_loss == "ppo_clip":
-                kwargs["dual_clip_c"] = cfg.dual_clip_c
-            pg, aux = compute_policy_loss(cfg.policy_loss, logp, old, adv, mask, **kwargs)
-            loss = agg_loss(pg, mask, cfg.loss_agg, **norms)
-            _add(sums, "pg_loss", loss.detach())
+                weights = tis_weights(old, rollout, mask, cap=algo.tis_cap)
+                metrics.add(tis_stats(old, rollout, mask, cap=algo.tis_cap, num_tokens=n_tokens))
+            pg, aux = policy_loss(logp, old, adv, mask, is_weights=weights, **loss_options)
+            loss = agg_loss(pg, mask, algo.loss_agg, **norms)
+            metrics.add({"pg_loss": loss})
             if use_kl:
                 ref_lp = _stack([ref[i].tolist() for i in mb.indices], logp.shape, logp.device)
-                kl = agg_loss(kl_penalty(logp, ref_lp, cfg.kl, mask), mask, cfg.loss_agg, **norms)
-                _add(sums, "kl", kl.detach())
-                loss = loss + cfg.kl_coef * kl
+                kl = agg_loss(kl_penalty(logp, ref_lp, algo.kl, mask), mask, algo.loss_agg, **norms)
+                metrics.add({"kl": kl})
+                loss = loss + algo.kl_coef * kl
             loss.backward()
-            _add(sums, "loss", loss.detach())
-            for k, v in clip_fractions(aux, mask, n_tokens).items():
-                _add(sums, k, v)
+            metrics.add({"loss": loss})
+            metrics.add(clip_fractions(aux, mask, n_tokens))
+            metrics.add(ratio_stats(aux["ratio"], mask, n_tokens))
             if out.entropy is not None:
                 ent, _ = self.per_sequence(out.entropy, mb.spans)
-                _add(sums, "entropy", masked_mean(ent, mask, n_tokens))
-        return sums, mbs
+                metrics.add(entropy_mean(ent, mask, n_tokens))
+        return metrics.values, mbs
 
     # ---- handing out weights ----
     def resolve_sync_kind(self, kind: str = "auto") -> str:
@@ -308,5 +248,21 @@ def _stack(rows: list[list[float]], shape, device) -> torch.Tensor:
     return out
 
 
-def _add(sums: dict, key: str, value) -> None:
-    sums[key] = sums.get(key, 0.0) + float(value)
+class _Reduced:
+    """Per-micro-batch metric shares reduced over the batch: keys ending in `_min` / `_max` by min / max, the rest
+    summed (the means are shares of the global mean, see rl.algos.metrics)."""
+
+    def __init__(self):
+        self.values: dict[str, float] = {}
+
+    def add(self, metrics: dict) -> None:
+        for key, value in metrics.items():
+            value = float(value.detach()) if torch.is_tensor(value) else float(value)
+            if key not in self.values:
+                self.values[key] = value
+            elif key.endswith("_max"):
+                self.values[key] = max(self.values[key], value)
+            elif key.endswith("_min"):
+                self.values[key] = min(self.values[key], value)
+            else:
+                self.values[key] += value

@@ -8,31 +8,8 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
 
-SCHEDULES = ("constant", "linear", "step")
-
-
-@dataclass
-class ModeScheduleConfig:
-    """Long-mode share of prompts over training (paper: a constant 0.5)."""
-    long_fraction: float = 0.5
-    """Share of prompts assigned to long mode (at step 0 for linear/step schedules)."""
-    schedule: str = "constant"
-    """constant | linear (from long_fraction to long_fraction_end over ramp_steps) | step (switch at ramp_steps)."""
-    long_fraction_end: float = 0.5
-    ramp_steps: int = 0
-    respect_data_mode: bool = True
-    """A row with its own `mode` keeps it; False assigns every row by the schedule."""
-
-    def __post_init__(self):
-        for name in ("long_fraction", "long_fraction_end"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name}={getattr(self, name)}: must be in [0, 1]")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule={self.schedule!r}: expected one of {SCHEDULES}")
-        if self.ramp_steps < 0:
-            raise ValueError(f"ramp_steps={self.ramp_steps}: must be >= 0")
+from .config import ModeScheduleConfig
 
 
 def long_fraction_at(cfg: ModeScheduleConfig, step: int) -> float:

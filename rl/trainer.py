@@ -21,7 +21,7 @@ from rollouts.pool import RolloutPool
 from rollouts.types import RolloutResult
 
 from . import config as config_io
-from .algos import compute_advantages
+from .algos import get_advantage, options_for
 from .checkpointing import checkpoint_dirs, export_checkpoint, load_checkpoint, save_checkpoint
 from .data import PromptDataset
 from .evaluation.records import evaluate_rows, write_records
@@ -29,7 +29,7 @@ from .evaluation.summary import flat_metrics, summarize
 from .learner import Learner, TrainSample
 from .metrics import MetricsLogger, mode_metrics
 from .modes import assign_modes, long_fraction_at
-from .run_config import TrainConfig
+from .config import TrainConfig
 from .scoring import Scored, metric_rows, score_results
 
 log = logging.getLogger(__name__)
@@ -69,16 +69,16 @@ class Trainer:
         self.ckpt = ensure_model(cfg)
         self.dataset = PromptDataset.from_config(cfg.data, seed=cfg.run.seed,
                                                  eval_holdout=cfg.run.eval_rows if cfg.run.eval_every else 0)
-        self.learner = Learner(self.ckpt, cfg.learner)
+        self.learner = Learner(self.ckpt, cfg.learner, cfg.algo)
         self.sync_kind = self.learner.resolve_sync_kind(cfg.sync.kind)
         self.pool = RolloutPool(
             str(self.ckpt), num_workers=cfg.rollout.num_workers, chunk_size=cfg.rollout.chunk_size,
-            mode_sampling=cfg.sampling(), gpus_per_worker=cfg.rollout.gpus_per_worker,
-            cpus_per_worker=cfg.rollout_cpus(), dtype=cfg.rollout.dtype,
+            mode_sampling=cfg.rollout.sampling(), gpus_per_worker=cfg.rollout.gpus_per_worker,
+            cpus_per_worker=cfg.rollout.cpus(), dtype=cfg.rollout.dtype,
             max_model_len=cfg.rollout.max_model_len, enable_lora=self.sync_kind == "adapter",
             max_lora_rank=cfg.learner.lora_rank, seed=cfg.run.seed,
             tensor_parallel_size=cfg.rollout.tensor_parallel_size)
-        self.runner = RewardRunner(cfg.runner_config())
+        self.runner = RewardRunner(cfg.reward.runner_config())
         self.rng = random.Random(cfg.run.seed)
         self.step = 0
         if resume:
@@ -183,9 +183,9 @@ class Trainer:
                 flat.append((result, s, total, part))
         if not flat:
             return []
-        kwargs = {"std": cfg.algo.std, "eps": cfg.algo.eps} if cfg.algo.advantage == "grpo" else {}
-        adv = compute_advantages(cfg.algo.advantage, torch.tensor(rewards, dtype=torch.float64),
-                                 torch.tensor(groups), **kwargs).tolist()
+        estimator = get_advantage(cfg.algo.advantage)
+        adv = estimator(torch.tensor(rewards, dtype=torch.float64), torch.tensor(groups),
+                        **options_for(estimator, cfg.algo.options())).tolist()
         samples = [TrainSample(result.prompt, s.completion_token_ids, a, s.logprobs, s.mode)
                    for (result, s, _, _), a in zip(flat, adv)]
         return samples

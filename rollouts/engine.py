@@ -3,7 +3,9 @@
 On CPU (no CUDA device): a 1 GiB KV cache unless VLLM_CPU_KVCACHE_SPACE says otherwise, the in-process engine
 (VLLM_ENABLE_V1_MULTIPROCESSING=0: 2 s start-up instead of 15 s, and direct access to the model), eager mode,
 no chunked prefill (seeded sampling breaks on a split prefill on CPU; see make_llm).
-These must be set before vLLM is imported, so import this module, not vllm, first.
+`make_llm` applies them, in the process that starts the engine (a Ray actor's own): vLLM reads its environment
+variables when an engine is created (`vllm.envs` is read lazily and cached only once an engine has started), so
+importing vllm first is fine and no module applies them at import time.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ def on_cpu() -> bool:
 
 
 def cpu_defaults() -> None:
+    """The CPU environment defaults (module docstring); a variable already set is kept."""
     if on_cpu():
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")

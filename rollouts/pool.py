@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 import ray
-import torch
 from huggingface_hub import save_torch_state_dict
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
 from .types import RolloutRequest, RolloutResult, SamplingConfig, default_mode_sampling
+from .weights import to_shared
 from .worker import RolloutWorker
 
 log = logging.getLogger(__name__)
@@ -41,23 +41,6 @@ def longest_first(costs: list[float], loads: list[float]) -> list[int]:
         owner[i] = k
         loads[k] += costs[i]
     return owner
-
-
-def to_shared(weights: Iterable) -> list[tuple[str, str, object]]:
-    """(name, dtype, numpy array) triples: Ray stores numpy arrays once in shared memory and every worker on the
-    node reads them without a copy (pickled torch tensors would be copied into each worker). bf16 travels as int16."""
-    out = []
-    for name, tensor in weights:
-        tensor = tensor.detach().contiguous().cpu()
-        raw = tensor.view(torch.int16) if tensor.dtype == torch.bfloat16 else tensor
-        out.append((name, str(tensor.dtype).removeprefix("torch."), raw.numpy()))
-    return out
-
-
-def from_shared(triples) -> Iterator[tuple[str, torch.Tensor]]:
-    for name, dtype, array in triples:
-        tensor = torch.from_numpy(array)
-        yield name, tensor.view(torch.bfloat16) if dtype == "bfloat16" else tensor
 
 
 @dataclass

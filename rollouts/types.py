@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from model.processor import MODES, PromptInputs
+from core.modes import check_mode
+from model.processor import PromptInputs
 
 
 @dataclass
@@ -59,8 +60,7 @@ class RolloutRequest:
     vLLM seeds sample k with seed + k, so space the seeds of different requests by at least n."""
 
     def check(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"request {self.request_id}: mode={self.mode!r}, expected one of {MODES}")
+        check_mode(self.mode, f"request {self.request_id}: mode")
         if not isinstance(self.n, int) or self.n < 1:
             raise ValueError(f"request {self.request_id}: n={self.n!r}, must be an integer >= 1")
 

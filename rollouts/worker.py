@@ -11,18 +11,15 @@ import os
 import time
 from typing import Iterable
 
-from .engine import cpu_defaults, make_llm
+import torch
 
-cpu_defaults()
+from core.modes import split_completion
+from model.checkpoint import iter_safetensors
+from model.processor import PromptInputs, Processor
 
-import torch  # noqa: E402
-
-from model.checkpoint import iter_safetensors  # noqa: E402
-from model.processor import PromptInputs, Processor  # noqa: E402
-
-from rewards.api import split_completion  # noqa: E402
-
-from .types import RolloutRequest, RolloutResult, RolloutSample, SamplingConfig, default_mode_sampling  # noqa: E402
+from .engine import make_llm
+from .types import RolloutRequest, RolloutResult, RolloutSample, SamplingConfig, default_mode_sampling
+from .weights import from_shared
 
 
 class RolloutWorker:
@@ -149,9 +146,7 @@ class RolloutWorker:
         self.llm.reset_mm_cache()
 
     def load_shared_weights(self, version: int, triples) -> int:
-        """Full weights sent by the pool as shared-memory numpy arrays (see `rollouts.pool.to_shared`)."""
-        from .pool import from_shared
-
+        """Full weights sent by the pool as shared-memory numpy arrays (see `rollouts.weights.to_shared`)."""
         return self.load_weights(version, weights=from_shared(triples))
 
     def load_lora(self, version: int, adapter_path: str) -> int:

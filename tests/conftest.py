@@ -1,11 +1,7 @@
 """Shared fixtures: one tiny MiniCPM-V 4.5 checkpoint and one vLLM engine per test session."""
 
-from rollouts.engine import cpu_defaults
-
-cpu_defaults()  # before anything imports vllm
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,6 @@ vLLM loads this file from the checkpoint directory (auto_map) and calls `get_sli
 from __future__ import annotations
 
 import math
-from itertools import chain
 
 import numpy as np
 import PIL.Image

@@ -23,6 +23,7 @@ from .registry import (  # noqa: I001  (registry first: the modules below regist
     get_kl,
     get_loss_agg,
     get_policy_loss,
+    options_for,
     register_advantage,
     register_kl,
     register_loss_agg,
@@ -54,7 +55,7 @@ from .policy_loss import compute_policy_loss, gspo_loss, ppo_clip_loss
 
 __all__ = [
     "ADVANTAGE_ESTIMATORS", "KL_ESTIMATORS", "LOSS_AGGS", "POLICY_LOSSES",
-    "get_advantage", "get_kl", "get_loss_agg", "get_policy_loss",
+    "get_advantage", "get_kl", "get_loss_agg", "get_policy_loss", "options_for",
     "register_advantage", "register_kl", "register_loss_agg", "register_policy_loss",
     "compute_advantages", "grpo_advantages", "dr_grpo_advantages", "rloo_advantages", "group_index_for",
     "compute_policy_loss", "ppo_clip_loss", "gspo_loss",

@@ -14,7 +14,7 @@ when the call sees the whole batch).
 | "seq-mean-token-mean"     | sum_i [ sum_t m l / max(|y_i|, 1) ] / num_seqs | num_seqs              | "grpo"          |
 | "seq-mean-token-sum"      | sum_i [ sum_t m l ] / num_seqs                 | num_seqs              | "luspo"         |
 | "seq-mean-token-sum-norm" | sum_i [ sum_t m l ] / (num_seqs * norm_length) | num_seqs, norm_length | "dr_grpo"       |
-(TRL equality is tested on a whole batch in tests/rl/test_algos_trl_parity.py; TRL's bnpo/grpo/dr_grpo use the *local*
+(TRL equality is tested on a whole batch in tests/rl/algos/test_trl_parity.py; TRL's bnpo/grpo/dr_grpo use the *local*
 normalisers and divide by the number of micro-batches instead, which is not exact under uneven micro-batches.)
 
 - "token-mean": every token of the global batch weighs the same (DAPO's token-level loss, Yu et al. 2025,

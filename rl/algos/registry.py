@@ -7,7 +7,8 @@ modules silently shadowing each other is exactly the kind of mistake these table
 
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+import inspect
+from typing import Any, Callable, Mapping, TypeVar
 
 F = TypeVar("F", bound=Callable)
 
@@ -49,3 +50,13 @@ get_advantage = _getter(ADVANTAGE_ESTIMATORS, "advantage estimator")
 get_policy_loss = _getter(POLICY_LOSSES, "policy loss")
 get_loss_agg = _getter(LOSS_AGGS, "loss aggregation")
 get_kl = _getter(KL_ESTIMATORS, "KL estimator")
+
+
+def options_for(fn: Callable, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword options `fn` declares, taken from a config section by name: each keyword-only parameter of `fn`
+    found in `options` with a value other than None (None leaves the function's own default). So every registered
+    function reads its own knobs (`grpo` takes std and eps, `rloo` none; `ppo_clip` takes dual_clip_c) and the
+    caller never switches on the name."""
+    params = inspect.signature(fn).parameters
+    return {name: options[name] for name, p in params.items()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and options.get(name) is not None}

@@ -1,7 +1,8 @@
 """Training data: rows checked against a schema (`schema`), loading and the resumable prompt stream (`loader`),
 and demo data sets with verifiable answers (`demo`, imported on first use)."""
 
-from .loader import DataConfig, LoadReport, PromptDataset, load_rows, to_request
+from ..config import DataConfig
+from .loader import LoadReport, PromptDataset, load_rows, to_request
 from .schema import Row, RowError, RowSchema, parse_row
 
 _DEMO = ("DEFAULT_SETS", "DEMO_SETS", "make_demo_data", "write_demo")

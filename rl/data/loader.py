@@ -1,6 +1,6 @@
 """Loading training rows (JSONL, Parquet) and the run's resumable prompt stream.
 
-    cfg = DataConfig(path="data/train.jsonl", on_bad_row="skip")
+    cfg = DataConfig(path="data/train.jsonl", on_bad_row="skip")  # rl.config.DataConfig
     data = PromptDataset.from_config(cfg)          # every row checked (rl/data/schema.py); bad ones counted
     print(data.report.summary())                   # "train.jsonl: 1000 rows read, 998 kept, 2 bad: ..."
     rows = data.take(8)                            # the next 8 rows of seeded, shuffled epochs
@@ -14,6 +14,7 @@ and counted (`on_bad_row: skip`) or stops the load (`fail`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
@@ -24,58 +25,18 @@ from typing import Any, Iterator, Sequence
 
 from rollouts.types import RolloutRequest
 
-from .schema import MODES, ROW_REWARDS, Row, RowError, SchemaOptions, copy_messages, parse_row, reward_problem
+from ..config import DataConfig
+
+from .schema import MODES, Row, RowError, SchemaOptions, copy_messages, parse_row
 
 log = logging.getLogger(__name__)
 
 SUFFIXES = (".jsonl", ".parquet")
 
 
-@dataclass
-class DataConfig:
-    """Training prompts: the files, how bad rows are handled, the order."""
-
-    path: str | list[str] = ""
-    """A JSONL or Parquet file, a folder of them, or a list of files and folders."""
-    on_bad_row: str = "skip"
-    """skip: leave a bad row out and count it; fail: stop at the first bad row with its error."""
-    default_reward: str = "math"
-    """The verifier of rows that name none."""
-    allowed_rewards: list[str] | None = field(default_factory=lambda: list(ROW_REWARDS))
-    """Reward names rows may give (the `acc` reward's verifiers); None: any spec `rewards.get_reward` resolves."""
-    shuffle: bool = True
-    """A fresh seeded shuffle every epoch; False: file order."""
-    seed: int = 0
-    """The shuffle seed (PromptDataset.from_config's `seed` argument overrides it)."""
-    max_rows: int = 0
-    """Keep the first N valid rows (0: all); reading stops there."""
-    check_images: str = "load"
-    """load: decode every image when loading; lazy: check they exist now and decode a row's images when first drawn."""
-    max_errors: int = 20
-    """Error messages kept in the report (all bad rows are counted)."""
-    demo: str | None = None
-    """When `path` is a missing .jsonl file, generate this demo set there (rl.data.demo.DEMO_SETS)."""
-    demo_rows: int = 256
-    """Rows of the generated demo set."""
-
-    def validate(self) -> None:
-        if self.on_bad_row not in ("skip", "fail"):
-            raise ValueError(f"data.on_bad_row={self.on_bad_row!r}: expected 'skip' or 'fail'")
-        if self.check_images not in ("load", "lazy"):
-            raise ValueError(f"data.check_images={self.check_images!r}: expected 'load' or 'lazy'")
-        if self.max_rows < 0 or self.max_errors < 0:
-            raise ValueError("data.max_rows and data.max_errors must be >= 0")
-        allowed = tuple(self.allowed_rewards) if self.allowed_rewards is not None else None
-        problem = reward_problem(self.default_reward, allowed)
-        if problem:
-            raise ValueError(f"data.default_reward: {problem}")
-        if not self.path:
-            raise ValueError("data.path: no data file given")
-
-    def schema_options(self) -> SchemaOptions:
-        allowed = tuple(self.allowed_rewards) if self.allowed_rewards is not None else None
-        return SchemaOptions(default_reward=self.default_reward, allowed_rewards=allowed,
-                             check_images=self.check_images)
+def schema_options(cfg: DataConfig) -> SchemaOptions:
+    allowed = tuple(cfg.allowed_rewards) if cfg.allowed_rewards is not None else None
+    return SchemaOptions(default_reward=cfg.default_reward, allowed_rewards=allowed, check_images=cfg.check_images)
 
 
 @dataclass
@@ -174,13 +135,10 @@ def load_rows(cfg: DataConfig | str | Path | Sequence[str | Path], **overrides: 
     `cfg` is a DataConfig, or the path(s) with DataConfig fields as keyword arguments.
     """
     if not isinstance(cfg, DataConfig):
-        cfg = DataConfig(path=cfg if isinstance(cfg, (str, Path)) else [str(p) for p in cfg], **overrides)
+        cfg = DataConfig(path=str(cfg) if isinstance(cfg, (str, Path)) else [str(p) for p in cfg], **overrides)
     elif overrides:
-        cfg = DataConfig(**{**cfg.__dict__, **overrides})
-    if isinstance(cfg.path, Path):
-        cfg.path = str(cfg.path)
-    cfg.validate()
-    options = cfg.schema_options()
+        cfg = dataclasses.replace(cfg, **overrides)
+    options = schema_options(cfg)
     report = LoadReport(max_errors=cfg.max_errors)
     rows: list[Row] = []
     seen: dict[str, str] = {}
@@ -254,7 +212,7 @@ class PromptDataset:
         """Load `cfg.path` (a DataConfig, or any object with its fields); generate the demo set there if asked."""
         if not isinstance(cfg, DataConfig):
             known = DataConfig.__dataclass_fields__
-            cfg = DataConfig(**{k: getattr(cfg, k) for k in known if hasattr(cfg, k)})
+            cfg = DataConfig(**{k: getattr(cfg, k) for k in known if hasattr(cfg, k)})  # checked like rl-train's
         seed = cfg.seed if seed is None else seed
         path = Path(cfg.path) if isinstance(cfg.path, (str, Path)) else None
         if path is not None and cfg.demo and not path.exists():

@@ -24,7 +24,6 @@ import dataclasses
 import json
 import math
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -32,12 +31,11 @@ from urllib.parse import unquote, urlparse
 
 import PIL.Image
 
+from core.modes import MODES
 from model.processor import InputError, load_image
+from rewards import VERIFIERS, check_reference, get_reward
 
-MODES: tuple[str, ...] = ("short", "long", "auto")
 ROLES: tuple[str, ...] = ("system", "user", "assistant")
-# The verifiers a row may name: those the `acc` reward routes to (rewards/acc.py, AccConfig.allowed).
-ROW_REWARDS: tuple[str, ...] = ("math", "choice", "number", "exact", "regex", "prob")
 
 
 class RowError(ValueError):
@@ -68,7 +66,7 @@ class RowSchema:
     id: str | None = None
     """A unique id; default `FILE:ROW`."""
     reward: str | None = None
-    """The verifier that checks the answer (math, choice, number, exact, regex, prob); default from the config."""
+    """The verifier that checks the answer (one of `rewards.VERIFIERS`); default from the config."""
     mode: str | None = None
     """short | long | auto: fixes the row's mode; absent: the hybrid schedule decides."""
     meta: dict | None = None
@@ -128,7 +126,7 @@ class SchemaOptions:
 
     default_reward: str = "math"
     """The verifier of rows that name none."""
-    allowed_rewards: tuple[str, ...] | None = ROW_REWARDS
+    allowed_rewards: tuple[str, ...] | None = VERIFIERS
     """Reward names a row may give; None: any spec `rewards.get_reward` resolves (names, `module:function`)."""
     check_images: str = "load"
     """load: decode every image now; lazy: check they exist and are non-empty now, decode when first drawn."""
@@ -146,8 +144,6 @@ def reward_problem(name: Any, allowed: tuple[str, ...] | None) -> str | None:
     if allowed is not None and name not in allowed:
         return f"{name!r} is not a reward rows may name (allowed: {', '.join(allowed)})"
     if name not in _resolved_rewards:
-        from rewards import get_reward
-
         try:
             get_reward(name)
             _resolved_rewards[name] = None
@@ -176,30 +172,6 @@ def _answer(value: Any) -> str | list[str]:
     if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) and v.strip() for v in value):
         return list(value)
     raise ValueError(f"expected a string or a number, got {type(value).__name__}")
-
-
-def _check_answer_for_reward(answer: str | list[str], reward: str, meta: dict) -> str | None:
-    """A reference the row's verifier could never match (problem text), or None."""
-    if isinstance(answer, list) and reward != "exact":
-        return f"a list of answers is only for reward 'exact', not {reward!r}"
-    if reward == "number":
-        from rewards.text import parse_number
-
-        if not parse_number(str(answer)):
-            return f"{answer!r} is not a number (reward 'number')"
-    elif reward == "choice":
-        from rewards.choice import options_of, reference_letter
-
-        try:
-            reference_letter(answer, options_of(meta))
-        except ValueError:
-            return f"{answer!r} names no single option (reward 'choice'; options: {meta.get('options')!r})"
-    elif reward == "regex":
-        try:
-            re.compile(str(meta.get("pattern", answer)))
-        except re.error as e:
-            return f"the regex pattern does not compile ({e}) (reward 'regex')"
-    return None
 
 
 def _image_value(value: Any, base: Path, check: str, where: str) -> Any:
@@ -331,7 +303,7 @@ def _parse(raw: Any, source: str, row: int, base: Path, opt: SchemaOptions) -> R
         raise bad("meta", f"expected an object, got {type(meta).__name__}")
     if opt.drop_none:
         meta = {k: v for k, v in meta.items() if v is not None}
-    problem = _check_answer_for_reward(answer, reward, meta)
+    problem = check_reference(reward, answer, meta)  # the reward's own check (rewards.check_reference)
     if problem:
         raise bad("answer", problem)
 

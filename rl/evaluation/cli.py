@@ -11,10 +11,6 @@ import argparse
 import logging
 import sys
 
-from rollouts.engine import cpu_defaults
-
-cpu_defaults()
-
 
 def _table(summary: dict) -> str:
     cols = ("accuracy", "reward_mean", "tokens_mean", "tokens_p90", "truncation_rate", "compliance_rate", "think_rate")

@@ -9,7 +9,7 @@ The prompt pre-fills the assistant turn (model/processor.py): short mode with an
 
 from __future__ import annotations
 
-from rewards.api import THINK_CLOSE, THINK_OPEN
+from core.modes import THINK_CLOSE, THINK_OPEN
 
 
 def thinks(text: str, mode: str) -> bool:

@@ -15,11 +15,12 @@ from typing import Sequence
 
 from tqdm.auto import tqdm
 
+from core.modes import FIXED_MODES, MODES
 from rewards import RewardRunner
 from rollouts.types import SamplingConfig
 
 from ..data.loader import load_rows
-from ..run_config import TrainConfig
+from ..config import TrainConfig
 from ..scoring import score_results
 from . import plots
 from .records import evaluate_rows, write_records
@@ -28,12 +29,10 @@ from .targets import Target, find_targets
 
 log = logging.getLogger(__name__)
 
-MODES = ("short", "long", "auto")
-
 
 @dataclasses.dataclass
 class EvalSettings:
-    modes: Sequence[str] = ("short", "long")
+    modes: Sequence[str] = FIXED_MODES
     n: int = 1
     """Samples per row and mode."""
     max_rows: int = 0
@@ -59,7 +58,7 @@ class EvalSettings:
 
     def sampling(self, cfg: TrainConfig) -> dict[str, SamplingConfig]:
         out = {}
-        for mode, base in cfg.sampling().items():
+        for mode, base in cfg.rollout.sampling().items():
             s = dataclasses.replace(base)
             if self.max_new_tokens is not None:
                 s.max_new_tokens = self.max_new_tokens
@@ -113,7 +112,7 @@ def run_eval(checkpoint: str | Path, data: str | Path, out: str | Path, settings
         log.warning("bad rows left out: %s", report.summary())
     out.mkdir(parents=True, exist_ok=True)
     engine = _Engine(targets, cfg, settings)
-    runner = RewardRunner(cfg.runner_config())
+    runner = RewardRunner(cfg.reward.runner_config())
     score = lambda results: score_results(results, runner, cfg.reward.combine, cfg.data.default_reward)  # noqa: E731
     per_target, records = [], []
     try:

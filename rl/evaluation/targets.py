@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import config as config_io
-from ..run_config import TrainConfig
+from ..config import TrainConfig
 
 
 @dataclass
@@ -36,7 +36,7 @@ class Target:
 def run_config(run_dir: Path) -> TrainConfig | None:
     """The resolved config a run saved (`RUN/config.yaml`), or None."""
     path = run_dir / "config.yaml"
-    return config_io.load(TrainConfig, path) if path.is_file() else None
+    return config_io.load(path) if path.is_file() else None
 
 
 def _step_of(path: Path) -> int:

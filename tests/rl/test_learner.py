@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from model.synthetic import shapes_image
-from rl.learner import Learner, LearnerConfig, TrainSample
+from rl.config import AlgoConfig, LearnerConfig
+from rl.learner import Learner, TrainSample
 from rl.packing import pack_by_budget, pad_by_budget, pad_by_count, padding_fraction
 
 
@@ -40,9 +41,10 @@ def samples(processor):
             for p, n, adv in zip(prompts, lengths, [1.0, -0.5, 0.25, -1.0, 0.75])]
 
 
-def gradients(ckpt, samples, **overrides):
+def gradients(ckpt, samples, loss_agg="token-mean", norm_length=None, **overrides):
     torch.manual_seed(0)
-    learner = Learner(ckpt, LearnerConfig(lora=False, entropy_metric=False, **overrides), device="cpu")
+    learner = Learner(ckpt, LearnerConfig(lora=False, entropy_metric=False, **overrides),
+                      AlgoConfig(loss_agg=loss_agg, norm_length=norm_length), device="cpu")
     learner.accumulate(samples)
     return {n: p.grad.clone() for n, p in learner.model.named_parameters() if p.requires_grad}
 
@@ -110,7 +112,7 @@ def test_trainable_vision_and_resampler_are_updated_and_synced_merged(tiny_ckpt,
 
 
 def test_kl_to_the_reference_starts_at_zero_and_grows(tiny_ckpt, samples):
-    learner = Learner(tiny_ckpt, LearnerConfig(lora=True, lr=5e-2, kl="k3", kl_coef=0.1), device="cpu")
+    learner = Learner(tiny_ckpt, LearnerConfig(lora=True, lr=5e-2), AlgoConfig(kl="k3", kl_coef=0.1), device="cpu")
     first = learner.step(samples)
     learner.step(samples)
     second = learner.step(samples)
@@ -123,7 +125,7 @@ def test_rollout_logprobs_give_tis_metrics(tiny_ckpt, samples):
     exact = learner.logprobs(samples)
     shifted = [TrainSample(s.prompt, s.completion_ids, s.advantage, (lp + 0.1).tolist()) for s, lp in zip(samples, exact)]
     metrics = learner.step(shifted)
-    assert metrics["rollout_logprob_abs_diff"] == pytest.approx(0.1, abs=1e-4)
+    assert metrics["rollout_learner_logp_abs_diff_mean"] == pytest.approx(0.1, abs=1e-4)
     assert metrics["tis_weight_mean"] == pytest.approx(torch.exp(torch.tensor(-0.1)).item(), abs=1e-4)
 
 

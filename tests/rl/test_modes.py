@@ -32,7 +32,7 @@ def test_schedules_by_hand():
     assert [round(long_fraction_at(linear, s), 6) for s in (0, 1, 2, 4, 10)] == [0.2, 0.3, 0.4, 0.6, 0.6]
     step = ModeScheduleConfig(long_fraction=1.0, long_fraction_end=0.5, schedule="step", ramp_steps=3)
     assert [long_fraction_at(step, s) for s in (0, 2, 3, 9)] == [1.0, 1.0, 0.5, 0.5]
-    with pytest.raises(ValueError, match="long_fraction=1.5"):
+    with pytest.raises(ValueError, match="long_fraction"):
         ModeScheduleConfig(long_fraction=1.5)
-    with pytest.raises(ValueError, match="schedule='cyclic'"):
+    with pytest.raises(ValueError, match="schedule"):
         ModeScheduleConfig(schedule="cyclic")

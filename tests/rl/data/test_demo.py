@@ -182,6 +182,6 @@ def test_cli_writes_the_sets(tmp_path, capsys):
         main([str(tmp_path / "b"), "--sets", "nope"])
     proc = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m", "rl.data.demo", str(tmp_path / "c"),
                            "--rows", "2", "--sets", "arith"], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parents[2])
+                          cwd=Path(__file__).resolve().parents[3])
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "c" / "arith.jsonl").read_text().count("\n") == 2

@@ -12,7 +12,7 @@ from PIL import Image
 from tests.rl.test_train_e2e import rl_train
 
 pytestmark = pytest.mark.vllm
-ROOT = Path(__file__).parents[2]
+ROOT = Path(__file__).parents[3]
 
 
 def rl_eval(*args, check=True):

@@ -1,10 +1,12 @@
 """Hand-labelled cases for every built-in other than `math` (positives and negatives)."""
 
 import math
+import re
 
 import pytest
 import torch
 
+from rewards import VERIFIERS, check_reference
 from rewards.acc import AccConfig, acc_reward
 from rewards.choice import ChoiceConfig, choice_reward
 from rewards.format import FormatConfig, format_reward
@@ -317,3 +319,34 @@ def test_acc_refuses_code_paths_and_unknown_names(mk):
             acc_reward(mk("1", "1", "short", {"verifier": name}))
     config = AccConfig(default="number", options={"number": {"rel_tol": 0.1}})
     assert acc_reward(mk("105", "100"), config=config) == 1.0
+
+
+# ----------------------------------------------------------------------------------------- reference checks
+def regex_error(pattern: str) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as e:
+        return str(e)
+    raise AssertionError(f"{pattern!r} compiles")
+
+
+@pytest.mark.parametrize("name, good, bad, meta, problem", [
+    ("number", "1,234.5", "many", {}, "'many' is not a number (reward 'number')"),
+    ("choice", "dog", "E", {"options": ["cat", "dog"]},
+     "'E' names no single option (reward 'choice'; options: ['cat', 'dog'])"),
+    ("regex", r"x-\d+", "x-(", {}, f"the regex pattern does not compile ({regex_error('x-(')}) (reward 'regex')"),
+    ("math", "\\frac12", ["1", "2"], {}, "a list of answers is only for reward 'exact', not 'math'"),
+    ("prob", "free text", ["a", "b"], {}, "a list of answers is only for reward 'exact', not 'prob'"),
+    ("number", "3", ["3"], {}, "a list of answers is only for reward 'exact', not 'number'"),
+])
+def test_check_reference_of_each_verifier(name, good, bad, meta, problem):
+    assert check_reference(name, good, meta) is None
+    assert check_reference(name, bad, meta) == problem
+
+
+def test_check_reference_of_exact_takes_a_list_and_every_verifier_has_one():
+    assert check_reference("exact", ["Paris", "paris, france"]) is None
+    assert check_reference("exact", "Paris") is None
+    assert AccConfig().allowed == VERIFIERS and "acc" not in VERIFIERS
+    for name in VERIFIERS:
+        assert check_reference(name, "1", {"options": ["1", "2"]}) is None

@@ -76,7 +76,7 @@ def test_malformed_lines_are_error_rows(runner, tmp_path):
         1: None,
         2: "line 2: not valid JSON (Expecting value at column 1)",
         3: "line 3: field 'completion' is missing",
-        4: "line 4: field 'mode' must be one of long, short, auto, got 'medium'",
+        4: "line 4: field 'mode' must be one of short, long, auto, got 'medium'",
         5: "line 5: field 'meta' must be an object, got list",
         6: "line 6: a row must be a JSON object, got list",
         8: None,  # line 7 is blank: skipped

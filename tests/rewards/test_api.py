@@ -6,31 +6,19 @@ import os
 
 import pytest
 
+import core.modes
+import rewards
 from rewards import api
-from rewards.api import RewardInput, check_score, get_reward, register_reward, split_completion
+from rewards.api import RewardInput, check_score, get_reward, register_reward
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PLUGINS = os.path.join(HERE, "plugins_for_tests.py")
 
 
-@pytest.mark.parametrize("completion, mode, thinking, answer", [
-    ("reasoning</think>\n\nfinal", "long", "reasoning", "\n\nfinal"),
-    ("<think>\nreasoning</think>final", "long", "\nreasoning", "final"),
-    ("  <think>r</think>a", "long", "r", "a"),
-    ("a</think>b</think>c", "long", "a</think>b", "c"),  # the final answer follows the LAST </think>
-    ("no closing tag, truncated", "long", "no closing tag, truncated", ""),
-    ("just the answer", "short", None, "just the answer"),
-    ("<think>x</think>y", "short", None, "<think>x</think>y"),  # short mode: the whole completion
-    ("r</think>a", "auto", "r", "a"),
-    ("plain answer", "auto", None, "plain answer"),
-])
-def test_split_completion(completion, mode, thinking, answer):
-    assert split_completion(completion, mode) == (thinking, answer)
-
-
-def test_split_completion_rejects_unknown_mode():
-    with pytest.raises(ValueError, match="mode"):
-        split_completion("x", "medium")
+def test_modes_and_think_tags_are_reexported_for_plugins():
+    """Plugins import these from rewards (split_completion is tested in tests/core/test_modes.py)."""
+    assert rewards.split_completion is api.split_completion is core.modes.split_completion
+    assert (api.MODES, api.THINK_OPEN, api.THINK_CLOSE) == (core.modes.MODES, "<think>", "</think>")
 
 
 def test_reward_input_make_and_resolved_mode():
@@ -131,3 +119,31 @@ def test_check_score():
     for bad in (math.nan, math.inf):
         with pytest.raises(ValueError, match="non-finite"):
             check_score(bad)
+
+
+def even_reference(answer, meta):
+    """The reference check of `even_for_tests`: an even whole number."""
+    return None if str(answer).isdigit() and int(answer) % 2 == 0 else f"{answer!r} is not even"
+
+
+@register_reward("even_for_tests", check_reference=even_reference)
+def even_for_tests(sample):
+    return 1.0 if sample.answer_text.strip() == sample.reference else 0.0
+
+
+def test_check_reference_uses_the_plugins_own_check_in_the_data_schema(tmp_path):
+    from rewards import check_reference
+    from rl.data.schema import RowError, SchemaOptions, parse_row
+
+    assert get_reward("even_for_tests").check_reference is even_reference
+    assert check_reference("even_for_tests", "4") is None
+    assert check_reference("even_for_tests", "3") == "'3' is not even"
+    assert check_reference(f"{PLUGINS}:good", ["a", "b"]) == (
+        f"a list of answers is only for reward 'exact', not '{PLUGINS}:good'")  # declares none: one answer
+    options = SchemaOptions(allowed_rewards=("even_for_tests",))
+    row = {"question": "Half of 8 times 2?", "answer": 8, "reward": "even_for_tests"}
+    assert parse_row(row, "d.jsonl", 1, tmp_path, options).answer == "8"
+    with pytest.raises(RowError) as info:
+        parse_row(dict(row, answer=7), "d.jsonl", 3, tmp_path, options)
+    assert (info.value.source, info.value.row, info.value.field) == ("d.jsonl", 3, "answer")
+    assert str(info.value) == "d.jsonl: row 3: field 'answer': '7' is not even"

@@ -14,15 +14,14 @@ import sys
 import time
 from pathlib import Path
 
-from rollouts.engine import cpu_defaults
+import torch
 
-cpu_defaults()
+from core.modes import FIXED_MODES
+from model.modeling import MiniCPMV
+from model.processor import Processor, collate, to_device
+from model.synthetic import shapes_image
 
-import torch  # noqa: E402
-
-from .modeling import MiniCPMV  # noqa: E402
-from .processor import Processor, collate, to_device  # noqa: E402
-from .synthetic import shapes_image  # noqa: E402
+from .engine import make_llm
 
 QUESTIONS = ["How many circles are in the picture?", "What color are the shapes?", "Count the red circles.",
              "Describe the image in one word."]
@@ -45,8 +44,6 @@ def run(ckpt: str, dtype: str = "float32", max_tokens: int = 32, n: int = 2, see
         device: str | None = None) -> dict:
     from vllm import SamplingParams
 
-    from rollouts.engine import make_llm
-
     start = time.perf_counter()
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -54,7 +51,7 @@ def run(ckpt: str, dtype: str = "float32", max_tokens: int = 32, n: int = 2, see
     llm = make_llm(ckpt, dtype=dtype, seed=seed)
     model = MiniCPMV.from_pretrained(ckpt, dtype=torch_dtype, device=device).eval()
     params = SamplingParams(n=n, max_tokens=max_tokens, temperature=1.0, logprobs=0, seed=seed)
-    diffs, prompt_mismatch, n_image_prompts, modes = [], [], 0, ["short", "long"]
+    diffs, prompt_mismatch, n_image_prompts, modes = [], [], 0, list(FIXED_MODES)
     for mode in modes:
         inputs = [processor(messages, mode) for messages in doctor_prompts()]
         n_image_prompts += sum(bool(p.images) for p in inputs)

@@ -34,7 +34,7 @@ Configuration mapping (ours -> TRL):
 Differences (deliberate or no counterpart):
 - TRL's "bnpo", "grpo", "dr_grpo" under gradient accumulation divide each micro-batch's *local* mean by the number of
   micro-batches, which is not the full-batch value when micro-batches differ in tokens/sequences; ours takes global
-  normalisers and is exact (tests/rl/test_algos_aggregation.py). Parity is therefore checked on one whole batch.
+  normalisers and is exact (tests/rl/algos/test_aggregation.py). Parity is therefore checked on one whole batch.
 - TRL's dr_grpo divides by the *local* batch size x max_completion_length; ours by the global num_seqs x norm_length.
 - Advantages of an all-equal group: ours are exactly 0 by rule (max == min); TRL divides (r - mean) by (0 + 1e-4),
   which is 0 only when the float mean is exact (true for the equal groups used here, e.g. four rewards of 1.0).
@@ -42,7 +42,7 @@ Differences (deliberate or no counterpart):
 - TRL-only, not implemented here: loss types "cispo", "sapo", "vespo"; `scale_rewards` with
   `multi_objective_aggregation="normalize_then_sum"`; `top_entropy_quantile` masking; off-policy sequence masking;
   `use_bias_correction_kl`; the entropy bonus. TRL's computation of the vLLM importance ratio itself runs inside its
-  vLLM generation path and is covered by hand-computed tests instead (tests/rl/test_algos_importance.py); here the *use*
+  vLLM generation path and is covered by hand-computed tests instead (tests/rl/algos/test_importance.py); here the *use*
   of the weights in the loss is compared.
 """
 

@@ -46,7 +46,7 @@ def test_config_validation():
         CombineConfig(parts={"acc": "acc"}, weights={})
     with pytest.raises(ValueError, match="unknown parts"):
         CombineConfig(group_normalize=("nope",))
-    with pytest.raises(ValueError, match="long or short"):
+    with pytest.raises(ValueError, match="mode_weights modes must be one of short, long"):
         CombineConfig(mode_weights={"auto": {"acc": 1.0}})
     with pytest.raises(ValueError, match="none_policy"):
         CombineConfig(none_policy="skip")

@@ -23,7 +23,7 @@ LN2 = math.log(2.0)
 
 
 def test_clip_fractions_from_the_policy_loss_aux():
-    # the hand case of test_algos_policy_loss: 8 response tokens, one clipped high (A=2, r=1.5), one clipped low
+    # the hand case of test_policy_loss: 8 response tokens, one clipped high (A=2, r=1.5), one clipped low
     # (A=-1, r=0.5), one dual-clipped (A=-1, r=4 > c=3)
     ratios = torch.tensor([[0.5, 1.0, 1.2, 1.5, 1.0], [0.5, 1.0, 1.5, 4.0, 1.0]])
     logp = torch.zeros(2, 5)

@@ -1,0 +1,331 @@
+"""The configuration tree of `rl-train`: one class per component (suffix `Config`), a one-line docstring per field,
+and each field's constraint declared on it (`Field(gt=0)`, a `Literal` of the allowed values, a registry name).
+
+Defaults follow the paper where it speaks (GRPO, no KL, no entropy loss, 8 samples per prompt, 50% long-mode
+prompts, temperature 1.0, constant lr 1e-6, 8192 long-mode tokens, R = acc + format + repetition +
+0.5 z(reward_model)) and say so where it is silent. `configs/*.yaml` override them; `rl-train --config F a.b=value`
+overrides those. Everything here is checked when the tree is built: a bad value fails before anything starts.
+
+Two sections are the lower packages' own types, used as they are: `rollouts.SamplingConfig` (one mode's sampling)
+and `rewards.CombineConfig` (the combined reward); `model/`, `rollouts/` and `rewards/` never import `rl/`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import field
+from typing import Annotated, Literal, Optional
+
+from pydantic import AfterValidator, ConfigDict, Field, model_validator
+from pydantic.dataclasses import dataclass
+
+from core.modes import FIXED_MODES, MODES
+from model.lora import LLM_LORA_TARGETS
+from rewards import VERIFIERS, CombineConfig, RunnerConfig, SandboxConfig
+from rollouts.types import SamplingConfig
+
+from ..algos import ADVANTAGE_ESTIMATORS, KL_ESTIMATORS, KL_OFF, LOSS_AGGS, POLICY_LOSSES
+
+# Unknown keys are errors; assignments are checked too; each field's docstring is its description.
+SECTION = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
+
+Mode = Literal[MODES]  # type: ignore[valid-type]
+
+
+def _registered(table: dict, kind: str, *extra: str):
+    """A name that must be registered in `table` (rl.algos registries: users may register their own)."""
+
+    def check(name: str) -> str:
+        if name not in table and name not in extra:
+            raise ValueError(f"{name!r} is not a registered {kind}; allowed: {', '.join(list(extra) + sorted(table))}")
+        return name
+
+    return AfterValidator(check)
+
+
+@dataclass(config=SECTION)
+class ModelConfig:
+    """The policy to start from."""
+    path: str = "runs/tiny-model"
+    """A MiniCPM-V 4.5 checkpoint directory (the release, or one this project wrote)."""
+    build_tiny_if_missing: bool = True
+    """When `path` does not exist, build the tiny random checkpoint there (the CPU demo)."""
+    tiny_seed: int = 0
+
+
+@dataclass(config=SECTION)
+class DataConfig:
+    """Training prompts: the files, how bad rows are handled, the order."""
+    path: str | list[str] = ""
+    """A JSONL or Parquet file, a folder of them, or a list of files and folders."""
+    on_bad_row: Literal["skip", "fail"] = "skip"
+    """skip: leave a bad row out and count it; fail: stop at the first bad row with its error."""
+    default_reward: str = "math"
+    """The verifier of rows that name none."""
+    allowed_rewards: Optional[list[str]] = field(default_factory=lambda: list(VERIFIERS))
+    """Reward names rows may give (the `acc` reward's verifiers); None: any spec `rewards.get_reward` resolves."""
+    shuffle: bool = True
+    """A fresh seeded shuffle every epoch; False: file order."""
+    seed: int = 0
+    """The shuffle seed (PromptDataset.from_config's `seed` argument overrides it)."""
+    max_rows: int = Field(0, ge=0)
+    """Keep the first N valid rows (0: all); reading stops there."""
+    check_images: Literal["load", "lazy"] = "load"
+    """load: decode every image when loading; lazy: check they exist now and decode a row's images when first drawn."""
+    max_errors: int = Field(20, ge=0)
+    """Error messages kept in the report (all bad rows are counted)."""
+    demo: Optional[str] = None
+    """When `path` is a missing .jsonl file, generate this demo set there (rl.data.demo.DEMO_SETS)."""
+    demo_rows: int = Field(256, ge=1)
+    """Rows of the generated demo set."""
+
+    @model_validator(mode="after")
+    def _check(self):
+        if not self.path:
+            raise ValueError("data.path: no data file given")
+        if self.allowed_rewards is not None and self.default_reward not in self.allowed_rewards:
+            raise ValueError(f"data.default_reward={self.default_reward!r}: not one of data.allowed_rewards "
+                             f"({', '.join(self.allowed_rewards)})")
+        return self
+
+
+@dataclass(config=SECTION)
+class ModeScheduleConfig:
+    """Long-mode share of prompts over training (paper: a constant 0.5)."""
+    long_fraction: float = Field(0.5, ge=0, le=1)
+    """Share of prompts assigned to long mode (at step 0 for linear/step schedules)."""
+    schedule: Literal["constant", "linear", "step"] = "constant"
+    """constant | linear (from long_fraction to long_fraction_end over ramp_steps) | step (switch at ramp_steps)."""
+    long_fraction_end: float = Field(0.5, ge=0, le=1)
+    ramp_steps: int = Field(0, ge=0)
+    respect_data_mode: bool = True
+    """A row with its own `mode` keeps it; False assigns every row by the schedule."""
+
+
+def _paper_sampling(max_new_tokens: int):
+    return lambda: SamplingConfig(max_new_tokens=max_new_tokens)
+
+
+@dataclass(config=SECTION)
+class RolloutConfig:
+    """Sampling: the worker pool and per-mode sampling settings."""
+    num_workers: int = Field(1, ge=1)
+    prompts_per_step: int = Field(8, ge=1)
+    """Prompts per step (the paper: 128)."""
+    n: int = Field(8, ge=2)
+    """Samples per prompt (the paper: 8); a group needs at least 2 for a baseline."""
+    max_model_len: int = Field(10240, ge=1)
+    """vLLM's context (prompt + completion tokens): the paper's 8192 long-mode tokens plus 2048 for the prompt."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """vLLM dtype; "auto" serves an fp32 checkpoint in bf16 (use float32 for exact agreement on CPU)."""
+    chunk_size: int = Field(4, ge=1)
+    """Prompts per task sent to a worker (smaller streams sooner, larger batches more)."""
+    gpus_per_worker: float = Field(0, ge=0)
+    cpus_per_worker: int = Field(0, ge=0)
+    """CPU cores per worker (its torch/OpenMP threads). 0: without GPUs, the machine's cores shared among the
+    workers (generation and the update take turns, so a lone worker gets every core); with GPUs, 1."""
+    tensor_parallel_size: int = Field(1, ge=1)
+    short: SamplingConfig = field(default_factory=_paper_sampling(1024))
+    long: SamplingConfig = field(default_factory=_paper_sampling(8192))
+    """The paper: 8192 new tokens, temperature 1.0."""
+    auto: SamplingConfig = field(default_factory=_paper_sampling(8192))
+
+    @model_validator(mode="after")
+    def _check(self):
+        for mode in MODES:
+            sampling: SamplingConfig = getattr(self, mode)
+            sampling.validate(f"rollout.{mode}")
+            if sampling.max_new_tokens >= self.max_model_len:
+                raise ValueError(f"rollout.{mode}.max_new_tokens={sampling.max_new_tokens} leaves no room for the "
+                                 f"prompt in rollout.max_model_len={self.max_model_len}: raise max_model_len or "
+                                 "lower max_new_tokens")
+        return self
+
+    def sampling(self) -> dict[str, SamplingConfig]:
+        """Mode -> sampling, as the rollout pool takes it."""
+        return {mode: getattr(self, mode) for mode in MODES}
+
+    def cpus(self) -> int:
+        """`cpus_per_worker`, with 0 resolved (see its docstring)."""
+        if self.cpus_per_worker:
+            return self.cpus_per_worker
+        return 1 if self.gpus_per_worker else max(1, (os.cpu_count() or 1) // self.num_workers)
+
+
+@dataclass(config=SECTION)
+class RewardConfig:
+    """The combined reward (defaults: the paper's R = acc + format + repetition + 0.5 z(reward_model))."""
+    combine: CombineConfig = field(default_factory=CombineConfig)
+    timeout_s: float = Field(10.0, gt=0)
+    """Per reward call (a hung verifier gives None for that row)."""
+    workers: int = Field(2, ge=1)
+    memory_mb: int = Field(4096, ge=64)
+    """Address-space limit of each sandboxed reward worker."""
+
+    def runner_config(self) -> RunnerConfig:
+        return RunnerConfig(sandbox=SandboxConfig(workers=self.workers, timeout_s=self.timeout_s,
+                                                  memory_mb=self.memory_mb))
+
+
+@dataclass(config=SECTION)
+class AlgoConfig:
+    """The RL math: advantages, batch filtering, the policy loss and its clip, loss aggregation, KL, TIS. Each
+    registered function (rl.algos) takes the options it declares from here, by name."""
+    advantage: Annotated[str, _registered(ADVANTAGE_ESTIMATORS, "advantage estimator")] = "grpo"
+    """grpo | dr_grpo | rloo (rl.algos.ADVANTAGE_ESTIMATORS)."""
+    std: Literal["sample", "population"] = "sample"
+    """GRPO's std: sample (n-1, as TRL) or population."""
+    eps: float = Field(1e-6, ge=0)
+    """GRPO: added to the group std before dividing."""
+    dynamic_sampling: bool = False
+    """DAPO: drop groups whose rewards are all equal (zero advantage) and refill the batch (off in the paper)."""
+    max_refill_rounds: int = Field(2, ge=0)
+    """Dynamic sampling: extra rollout rounds per step at most; the step goes on with what it has."""
+    policy_loss: Annotated[str, _registered(POLICY_LOSSES, "policy loss")] = "ppo_clip"
+    """ppo_clip | gspo (rl.algos.POLICY_LOSSES)."""
+    clip_low: Optional[float] = Field(None, ge=0)
+    clip_high: Optional[float] = Field(None, ge=0)
+    """Paper silent. None: the policy loss's own (ppo_clip: PPO's 0.2 both ways; gspo: its paper's 3e-4 / 4e-4).
+    DAPO's clip-higher is clip_high=0.28 with ppo_clip."""
+    dual_clip_c: Optional[float] = Field(None, gt=1)
+    """Dual clip for negative advantages (c > 1; verl uses 3); None: off."""
+    loss_agg: Annotated[str, _registered(LOSS_AGGS, "loss aggregation")] = "token-mean"
+    """Paper silent: DAPO's token-mean over the global batch (rl.algos.LOSS_AGGS)."""
+    norm_length: Optional[int] = Field(None, ge=1)
+    """Dr. GRPO's constant (seq-mean-token-sum-norm): the generation budget."""
+    kl: Annotated[str, _registered(KL_ESTIMATORS, "KL estimator", KL_OFF)] = KL_OFF
+    """Paper: no KL (and then no reference model). k1 | k2 | k3 to enable (with kl_coef > 0)."""
+    kl_coef: float = Field(0.0, ge=0)
+    tis_cap: Optional[float] = Field(2.0, ge=1)
+    """Truncated importance sampling between the rollout engine's and the learner's log-probs; None = off."""
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.loss_agg == "seq-mean-token-sum-norm" and self.norm_length is None:
+            raise ValueError("algo.loss_agg=seq-mean-token-sum-norm needs algo.norm_length (Dr. GRPO's constant: "
+                             "the generation budget in tokens)")
+        if (self.kl == KL_OFF) != (self.kl_coef == 0):
+            raise ValueError(f"algo.kl={self.kl} with algo.kl_coef={self.kl_coef}: a KL term needs both an "
+                             "estimator (k1 | k2 | k3) and kl_coef > 0; leave both off (the paper) otherwise")
+        return self
+
+    def options(self) -> dict:
+        """The knobs as keyword options; each registered function takes those it declares (rl.algos.options_for)."""
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(config=SECTION)
+class LearnerConfig:
+    """The learner: what trains, the optimizer and its schedule, micro-batching, precision."""
+    lora: bool = True
+    """LoRA adapters (PEFT) on the LLM's linear layers; False trains the full weights."""
+    lora_rank: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
+    lora_targets: str = LLM_LORA_TARGETS
+    """Which modules get adapters (PEFT's target_modules); default: the LLM's linear layers, not the vision tower's."""
+    train_vision: bool = False
+    """Also train the vision encoder (full weights; with LoRA, sync must then be "merged")."""
+    train_resampler: bool = False
+    """Also train the resampler (as train_vision)."""
+    lr: float = Field(1e-6, gt=0)
+    """Paper: constant 1e-6 (for full weights; LoRA usually wants ~1e-5 to 1e-4)."""
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
+    schedule: Literal["constant", "cosine"] = "constant"
+    """constant | cosine (to 0 at total_steps), after warmup_steps of linear warm-up."""
+    warmup_steps: int = Field(0, ge=0)
+    total_steps: int = Field(1000, ge=1)
+    max_grad_norm: float = Field(1.0, gt=0)
+    micro_batch_tokens: int = Field(2048, ge=1)
+    """Token budget of one micro-batch (prompt + completion tokens). 2048 suits the CPU, where a packed row's
+    attention is dense over the row (BENCHMARKS.md); raise it on GPUs with varlen attention."""
+    packing: bool = True
+    """Pack sequences by token budget into rows (per-sequence positions, no attention across them): no padding
+    at all, and efficient with a varlen attention kernel (flash-attention on GPU). False: padded micro-batches."""
+    sort_by_length: bool = True
+    """Padded micro-batches only: length-sorted batches of at most micro_batch_tokens (rows x longest), the
+    fastest layout on the CPU; False pads `padded_batch_size` sequences in arrival order (the naive baseline)."""
+    padded_batch_size: int = Field(4, ge=1)
+    gradient_checkpointing: bool = False
+    bf16: bool = True
+    """bf16 autocast on CUDA; the CPU runs fp32 unless cpu_bf16."""
+    cpu_bf16: bool = False
+    """bf16 autocast on the CPU too, as TRL's GRPOConfig does by default. On CPUs with AVX512-BF16 or AMX the
+    update takes ~2/3 of the fp32 time (bench/e2e.py), but its log-probs no longer match an fp32 rollout engine's
+    (rl-doctor, TIS weights). Off: fp32."""
+    entropy_metric: bool = True
+    """Log the policy's mean token entropy (no entropy loss: the paper has none)."""
+
+
+@dataclass(config=SECTION)
+class SyncConfig:
+    """How new weights reach the rollout workers."""
+    kind: Literal["auto", "adapter", "merged", "full"] = "auto"
+    """auto: the adapter alone for LoRA, merged weights when vision/resampler train too, else full."""
+
+
+@dataclass(config=SECTION)
+class RunConfig:
+    """The run: length, seed, outputs."""
+    dir: str = "runs/tiny"
+    steps: int = Field(4, ge=1)
+    seed: int = 0
+    save_every: int = Field(2, ge=0)
+    """Checkpoint every N steps (and at the end); 0 = only at the end."""
+    keep_checkpoints: int = Field(2, ge=1)
+    eval_every: int = Field(0, ge=0)
+    """Evaluate per mode every N steps on `eval_rows` held-out prompts (0 = off)."""
+    eval_rows: int = Field(8, ge=0)
+    """Held-out rows (taken out of training) for `eval_every`."""
+    eval_modes: list[Mode] = Field(default_factory=lambda: list(FIXED_MODES), min_length=1)
+    """The modes each evaluation runs (short | long | auto); keys eval/accuracy/<mode>, eval/tokens/<mode>/mean,
+    eval/compliance/<mode>, eval/think_rate/<mode>, ... as rl-eval's summary. Records go to run.dir/eval.jsonl."""
+    eval_n: int = Field(1, ge=1)
+    """Samples per held-out row and mode."""
+    tensorboard: bool = True
+    wandb: bool = False
+    mlflow: bool = False
+    export: bool = True
+    """Write run.dir/export: a standard checkpoint directory (LoRA merged) that vLLM and model/ load."""
+    progress: bool = True
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.eval_every and not self.eval_rows:
+            raise ValueError(f"run.eval_every={self.eval_every} needs run.eval_rows >= 1 held-out rows")
+        return self
+
+
+def _demo_data():
+    return DataConfig(path="runs/demo-data/count_shapes.jsonl", demo="count_shapes")
+
+
+@dataclass(config=SECTION)
+class TrainConfig:
+    """The whole run (`rl-train`)."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=_demo_data)
+    """Defaults: the count_shapes demo set, generated on first use."""
+    modes: ModeScheduleConfig = field(default_factory=ModeScheduleConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    sync: SyncConfig = field(default_factory=SyncConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    @model_validator(mode="after")
+    def _check(self):
+        lora, kind = self.learner.lora, self.sync.kind
+        trains_more = self.learner.train_vision or self.learner.train_resampler
+        if kind == "adapter" and not lora:
+            raise ValueError("sync.kind=adapter needs learner.lora=true (full-weight training syncs kind full)")
+        if kind == "adapter" and trains_more:
+            raise ValueError("sync.kind=adapter cannot carry the trained vision/resampler weights "
+                             "(learner.train_vision / train_resampler): use sync.kind=merged (or auto)")
+        if kind == "full" and lora:
+            raise ValueError("sync.kind=full is for learner.lora=false; LoRA syncs adapter or merged (or auto)")
+        if kind == "merged" and not lora:
+            raise ValueError("sync.kind=merged merges LoRA adapters: it needs learner.lora=true (else: full)")
+        return self

@@ -1,0 +1,73 @@
+"""The checks of a run that need more than the config tree: files on disk, the data layer's names, the reward
+parts' code. `rl-train` runs them right after the config loads and before anything expensive starts (no Ray, no
+vLLM, no model load); `rl-train --check` stops after them. Each problem is one line naming the key.
+
+(The tree's own constraints, ranges, names of registered functions and combinations of keys, are checked when it
+is built: `rl/config/sections.py`.)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .config import TrainConfig
+
+
+def preflight(cfg: TrainConfig, resume: bool = False) -> list[str]:
+    """Every problem found (empty: the run can start)."""
+    return [*_model(cfg), *_data(cfg), *_rewards(cfg), *_resume(cfg, resume)]
+
+
+def _model(cfg: TrainConfig) -> list[str]:
+    path = Path(cfg.model.path)
+    config = path / "config.json"
+    if not config.is_file():
+        if cfg.model.build_tiny_if_missing:
+            return []  # the tiny checkpoint is built there at start (the CPU demo)
+        return [f"model.path={path}: no checkpoint there (no config.json; model.build_tiny_if_missing is false)"]
+    try:
+        limit = json.loads(config.read_text()).get("max_position_embeddings")
+    except (OSError, ValueError) as e:
+        return [f"model.path={path}: {config} is not readable JSON ({e})"]
+    if isinstance(limit, int) and cfg.rollout.max_model_len > limit:
+        return [f"rollout.max_model_len={cfg.rollout.max_model_len} exceeds the model's context "
+                f"(max_position_embeddings={limit} in {config})"]
+    return []
+
+
+def _data(cfg: TrainConfig) -> list[str]:
+    from .data.demo import DEMO_SETS
+    from .data.loader import data_files
+
+    data = cfg.data
+    if data.demo is not None and data.demo not in DEMO_SETS:
+        return [f"data.demo={data.demo!r}: not a demo set; allowed: {', '.join(DEMO_SETS)}"]
+    paths = [data.path] if isinstance(data.path, str) else list(data.path)
+    if data.demo and len(paths) == 1 and paths[0].endswith(".jsonl") and not Path(paths[0]).exists():
+        return []  # generated there at start
+    try:
+        data_files(data.path)
+    except (FileNotFoundError, ValueError) as e:
+        return [f"data.path: {e}"]
+    return []
+
+
+def _rewards(cfg: TrainConfig) -> list[str]:
+    from rewards import get_reward
+
+    combine, problems = cfg.reward.combine, []
+    for part, spec in combine.parts.items():
+        try:
+            get_reward(spec, **dict(combine.part_options.get(part, {})))
+        except Exception as e:  # noqa: BLE001  (a plugin's import error is the user's to see, named)
+            problems.append(f"reward.combine.parts.{part}={spec!r}: {type(e).__name__}: {e}")
+    return problems
+
+
+def _resume(cfg: TrainConfig, resume: bool) -> list[str]:
+    from .checkpointing import checkpoint_dirs
+
+    if resume and not checkpoint_dirs(Path(cfg.run.dir)):
+        return [f"--resume: no checkpoint under {Path(cfg.run.dir) / 'checkpoints'} (run.dir={cfg.run.dir})"]
+    return []

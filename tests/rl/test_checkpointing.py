@@ -1,0 +1,207 @@
+"""Run checkpoints: save -> load restores the learner, rotation by step number, atomic writes, export."""
+
+import copy
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from model import MiniCPMV
+from model.processor import Processor
+from model.synthetic import shapes_image
+from rl.checkpointing import SUPPORT_FILES, checkpoint_dirs, export_checkpoint, load_checkpoint, save_checkpoint
+from rl.config import LearnerConfig
+from rl.learner import Learner, TrainSample
+
+# A schedule whose lr moves every step, so a scheduler that is not restored shows in the lr.
+SCHEDULE = dict(schedule="cosine", warmup_steps=1, total_steps=10, entropy_metric=False)
+KINDS = {"lora": dict(lora=True, lr=1e-2),
+         "lora+resampler": dict(lora=True, train_resampler=True, lr=1e-2),  # trained weights beside the adapter
+         "full": dict(lora=False, lr=1e-3)}
+
+
+@pytest.fixture(scope="module")
+def samples(processor):
+    g = torch.Generator().manual_seed(0)
+    image = [{"type": "image", "image": shapes_image(2, seed=0)}, {"type": "text", "text": "Count."}]
+    prompts = [processor([{"role": "user", "content": image}], "long"),  # an image: the resampler gets a gradient
+               processor([{"role": "user", "content": "What is 1+1?"}], "short"),
+               processor([{"role": "user", "content": "Count to three."}], "long")]
+    return [TrainSample(p, torch.randint(5, 600, (n,), generator=g).tolist(), adv)
+            for p, n, adv in zip(prompts, [6, 9, 4], [1.0, -1.0, 0.5])]
+
+
+def make_learner(ckpt, seed: int, **config) -> Learner:
+    torch.manual_seed(seed)  # the LoRA A matrices are drawn at random
+    return Learner(ckpt, LearnerConfig(**config), device="cpu")
+
+
+def trained(ckpt, samples, steps: int, seed: int = 0, **config) -> Learner:
+    learner = make_learner(ckpt, seed, **config)
+    for _ in range(steps):
+        learner.step(samples)
+    return learner
+
+
+def trainable(learner) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in learner.model.named_parameters() if p.requires_grad}
+
+
+def stub_learner():
+    """What save_checkpoint reads of a learner, without a model: for the tests of file handling."""
+
+    class Policy(torch.nn.Linear):
+        def save_pretrained(self, path):
+            Path(path).mkdir()
+            (Path(path) / "weights.txt").write_text(repr(self.weight.tolist()))
+
+    model = Policy(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    return SimpleNamespace(config=SimpleNamespace(lora=False), model=model, optimizer=optimizer,
+                           scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0), version=0)
+
+
+def names(run_dir: Path) -> list[str]:
+    return [p.name for p in checkpoint_dirs(run_dir)]
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_save_load_round_trip_restores_the_learner(tiny_ckpt, samples, tmp_path, kind):
+    config = {**SCHEDULE, **KINDS[kind]}
+    a = trained(tiny_ckpt, samples, steps=2, **config)
+    state = {"data": {"epoch": 1, "index": 7}, "rng": (3, (1, 2, 3), None)}
+    torch.manual_seed(123)
+    rng_at_save = torch.random.get_rng_state()
+    path = save_checkpoint(tmp_path, 2, a, state)
+    assert path == tmp_path / "checkpoints" / "step-000002" and names(tmp_path) == ["step-000002"]
+    assert (path / "extra").is_dir() == (kind == "lora+resampler")
+
+    b = make_learner(tiny_ckpt, seed=1, **config)  # another process: other LoRA init, other RNG, version 0
+    before = trainable(b)
+    differs = {n for n, p in trainable(a).items() if not torch.equal(p, before[n])}
+    assert any(".lora_" in n for n in differs) if kind != "full" else differs
+    if kind == "lora+resampler":  # the weights saved beside the adapter matter
+        assert any(".resampler." in n for n in differs)
+    got = load_checkpoint(path, b)
+
+    assert got["step"] == 2 and got["data"] == state["data"] and got["rng"] == state["rng"]
+    assert torch.equal(torch.random.get_rng_state(), rng_at_save)
+    after = trainable(b)
+    assert after.keys() == trainable(a).keys()
+    for n, p in trainable(a).items():
+        assert torch.equal(after[n], p), n
+    assert b.version == 2
+    assert b.scheduler.last_epoch == 2 and b.scheduler.get_last_lr() == a.scheduler.get_last_lr()
+    assert b.optimizer.param_groups[0]["lr"] == a.optimizer.param_groups[0]["lr"] != KINDS[kind]["lr"]
+    sa, sb = a.optimizer.state_dict()["state"], b.optimizer.state_dict()["state"]
+    assert sa.keys() == sb.keys() and sa
+    for i in sa:
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            assert torch.equal(sa[i][key], sb[i][key]), (i, key)
+
+    # the next update from the restored learner is the update the saved one makes
+    a.step(samples)
+    b.step(samples)
+    for n, p in trainable(a).items():
+        torch.testing.assert_close(trainable(b)[n], p, rtol=0, atol=1e-7, msg=n)
+    assert b.version == 3
+
+
+def test_rotation_keeps_the_newest_by_step_number(tmp_path):
+    learner = stub_learner()
+    for step in (8, 9, 10):
+        save_checkpoint(tmp_path, step, learner, {}, keep=2)
+    # step 9 must not sort after step 10: rotation would delete step 10 and resume would pick step 9
+    assert names(tmp_path) == ["step-000009", "step-000010"]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-000009", "step-000010"]
+    save_checkpoint(tmp_path, 11, learner, {}, keep=2)
+    assert names(tmp_path) == ["step-000010", "step-000011"]
+    save_checkpoint(tmp_path, 12, learner, {}, keep=0)  # 0: keep every checkpoint
+    assert names(tmp_path) == ["step-000010", "step-000011", "step-000012"]
+    save_checkpoint(tmp_path, 13, learner, {}, keep=1)
+    assert names(tmp_path) == ["step-000013"]
+    assert torch.load(tmp_path / "checkpoints" / "step-000013" / "state.pt", weights_only=False)["step"] == 13
+    assert checkpoint_dirs(tmp_path / "elsewhere") == []
+
+
+def test_rotation_orders_steps_past_six_digits(tmp_path):
+    learner = stub_learner()
+    for step in (999_999, 1_000_000):
+        save_checkpoint(tmp_path, step, learner, {}, keep=1)
+    assert names(tmp_path) == ["step-1000000"]
+
+
+def test_interrupted_write_leaves_the_previous_checkpoint(tiny_ckpt, samples, tmp_path, monkeypatch):
+    config = dict(SCHEDULE, lora=True, lr=1e-2)
+    learner = trained(tiny_ckpt, samples, steps=1, **config)
+    at_step_1 = trainable(learner)
+    save_checkpoint(tmp_path, 1, learner, {"data": "one"})
+    learner.step(samples)
+
+    real_save = torch.save
+
+    def dies_at_state(obj, f, *args, **kwargs):  # the adapter and optimizer.pt are written, then the run dies
+        if Path(f).name == "state.pt":
+            raise OSError("No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", dies_at_state)
+    with pytest.raises(OSError, match="No space"):
+        save_checkpoint(tmp_path, 2, learner, {"data": "two"})
+    monkeypatch.setattr(torch, "save", real_save)
+
+    half = tmp_path / "checkpoints" / ".tmp-step-000002"
+    assert (half / "optimizer.pt").is_file() and not (half / "state.pt").exists()  # it did die mid-write
+    assert names(tmp_path) == ["step-000001"]
+    restored = make_learner(tiny_ckpt, seed=1, **config)
+    state = load_checkpoint(checkpoint_dirs(tmp_path)[-1], restored)
+    assert state["step"] == 1 and state["data"] == "one" and restored.version == 1
+    for n, p in at_step_1.items():
+        assert torch.equal(trainable(restored)[n], p), n
+
+    # the next save goes through and leaves no temporary folder behind
+    save_checkpoint(tmp_path, 2, learner, {"data": "two"})
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-000001", "step-000002"]
+
+
+def test_lora_export_is_the_merged_policy(tiny_ckpt, samples, tmp_path):
+    learner = trained(tiny_ckpt, samples, steps=2, **SCHEDULE, lora=True, lr=1e-2)
+    out = export_checkpoint(learner, tiny_ckpt, tmp_path / "export")
+    assert out == tmp_path / "export"
+
+    exported = MiniCPMV.from_pretrained(out).state_dict()
+    expected = copy.deepcopy(learner.model).merge_and_unload().state_dict()  # peft's own merge
+    assert exported.keys() == expected.keys()
+    for n, t in expected.items():
+        torch.testing.assert_close(exported[n], t, rtol=0, atol=1e-6, msg=n)
+    base = MiniCPMV.from_pretrained(tiny_ckpt).state_dict()
+    changed = {n for n, t in exported.items() if not torch.equal(t, base[n])}
+    assert changed and all(n.startswith("llm.") and n.endswith("_proj.weight") for n in changed)
+
+    # the exported model computes the trained policy's log-probabilities, and loads with its processor
+    learner.model.eval()
+    policy = learner.logprobs(samples)
+    plain = Learner(out, LearnerConfig(lora=False), device="cpu").logprobs(samples)
+    for a, b in zip(policy, plain):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-5)
+    present = [f for f in SUPPORT_FILES if (Path(tiny_ckpt) / f).is_file()]
+    assert "tokenizer.json" in present
+    for f in present:
+        assert (out / f).read_bytes() == (Path(tiny_ckpt) / f).read_bytes(), f
+    Processor.from_pretrained(out)
+
+
+def test_full_export_and_reexport_over_it(tiny_ckpt, samples, tmp_path):
+    learner = trained(tiny_ckpt, samples, steps=1, **SCHEDULE, lora=False, lr=1e-3)
+    out = tmp_path / "export"
+    for _ in range(2):  # the second export overwrites the first with the newer weights
+        export_checkpoint(learner, tiny_ckpt, out)
+        exported = MiniCPMV.from_pretrained(out).state_dict()
+        current = learner.model.state_dict()
+        assert exported.keys() == current.keys()
+        for n, t in current.items():
+            assert torch.equal(exported[n], t), n
+        learner.step(samples)
+    base = MiniCPMV.from_pretrained(tiny_ckpt).state_dict()
+    assert any(not torch.equal(t, base[n]) for n, t in exported.items())

@@ -1,0 +1,67 @@
+"""`rl-train` stops on a bad config before anything expensive starts: no Ray, no vLLM, no model load."""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[2]
+TINY = str(ROOT / "configs" / "tiny_cpu.yaml")
+
+# Runs rl-train's main in a fresh interpreter and reports its exit code and whether Ray or vLLM were imported.
+PROBE = """
+import json, sys
+from rl.cli import main
+rc = main(sys.argv[1:])
+print(json.dumps({"rc": rc, "heavy": sorted(m for m in ("ray", "vllm") if m in sys.modules)}))
+"""
+
+
+def rl_train(*args, cwd=ROOT):
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+    seconds = time.perf_counter() - start
+    assert proc.stdout.strip(), proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr, seconds
+
+
+@pytest.mark.parametrize("override, key", [
+    ("algo.loss_agg=nonsense", "algo.loss_agg: 'nonsense' is not a registered loss aggregation; allowed: "),
+    ("algo.advantage=nonsense", "algo.advantage: 'nonsense' is not a registered advantage estimator"),
+    ("algo.policy_loss=nonsense", "algo.policy_loss: 'nonsense' is not a registered policy loss"),
+    ("algo.loss_agg=seq-mean-token-sum-norm", "needs algo.norm_length"),
+    ("learner.loss_agg=nonsense", "learner.loss_agg: unknown key; did you mean algo.loss_agg?"),
+    ("learner.lr=-1", "learner.lr: Input should be greater than 0"),
+    ("rollout.n=0", "rollout.n: Input should be greater than or equal to 2"),
+    ("rollout.long.max_new_tokens=4096", "rollout.long.max_new_tokens=4096 leaves no room for the prompt"),
+    ("data.path=no/such/file.parquet", "data.path: no/such/file.parquet: data file not found"),
+    ("reward.combine.parts.acc=no_such_module:fn", "reward.combine.parts.acc='no_such_module:fn'"),
+])
+def test_a_bad_config_fails_fast_and_starts_nothing(override, key):
+    out, err, seconds = rl_train("--config", TINY, override)
+    assert out["rc"] == 2 and key in err, err
+    assert "config error" in err and "Traceback" not in err
+    assert out["heavy"] == [], f"imported {out['heavy']} before failing"
+    assert seconds < 10
+
+
+def test_preflight_paths(tmp_path):
+    out, err, _ = rl_train("--config", TINY, f"model.path={tmp_path / 'none'}", "model.build_tiny_if_missing=false")
+    assert out["rc"] == 2 and f"model.path={tmp_path / 'none'}: no checkpoint there" in err
+    out, err, _ = rl_train("--config", TINY, f"run.dir={tmp_path / 'run'}", "--resume")
+    assert out["rc"] == 2 and f"--resume: no checkpoint under {tmp_path / 'run' / 'checkpoints'}" in err
+    assert out["heavy"] == []
+
+
+def test_check_validates_and_starts_nothing(tmp_path):
+    out, err, _ = rl_train("--config", TINY, f"run.dir={tmp_path / 'run'}", "--check")
+    assert out["rc"] == 0 and out["heavy"] == []
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_model_context_is_checked(tiny_ckpt):
+    out, err, _ = rl_train("--config", TINY, f"model.path={tiny_ckpt}", "rollout.max_model_len=9000", "--check")
+    assert out["rc"] == 2 and "rollout.max_model_len=9000 exceeds the model's context" in err
