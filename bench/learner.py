@@ -26,7 +26,7 @@ import torch  # noqa: E402
 
 from model.processor import Processor  # noqa: E402
 from rl.config import LearnerConfig  # noqa: E402
-from rl.learner import Learner, TrainSample  # noqa: E402
+from rl.learner import LocalLearner, TrainSample  # noqa: E402
 
 
 def hybrid_samples(processor: Processor, count: int, vocab: int, seed: int = 0) -> list[TrainSample]:
@@ -42,7 +42,7 @@ def hybrid_samples(processor: Processor, count: int, vocab: int, seed: int = 0) 
     return out
 
 
-def timed_step(learner: Learner, samples: list[TrainSample]) -> dict:
+def timed_step(learner: LocalLearner, samples: list[TrainSample]) -> dict:
     learner.step(samples[:2])  # warm-up
     start = time.perf_counter()
     metrics = learner.step(samples)
@@ -69,7 +69,7 @@ def main() -> None:
                       ("sorted", LearnerConfig(lora=args.lora, packing=False, micro_batch_tokens=args.budget))):
         cfg.entropy_metric = False
         torch.manual_seed(0)
-        results[name] = timed_step(Learner(args.ckpt, cfg), samples)
+        results[name] = timed_step(LocalLearner(args.ckpt, cfg), samples)
     report = {
         "tokens_per_s_packed": tokens / results["packed"]["wall_s"],
         "tokens_per_s_padded": tokens / results["padded"]["wall_s"],
@@ -83,7 +83,7 @@ def main() -> None:
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "tokens": tokens, "samples": args.samples, "budget": args.budget, "padded_batch": args.padded_batch,
         "lora": args.lora,
-        "model_params": sum(p.numel() for p in Learner.base_model(Learner(args.ckpt, LearnerConfig())
+        "model_params": sum(p.numel() for p in LocalLearner.base_model(LocalLearner(args.ckpt, LearnerConfig())
                                                                   .model).parameters()),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
         f"{'cuda ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu'}",

@@ -69,7 +69,9 @@ def write_processor_files(out: Path, config: MiniCPMVConfig) -> None:
     (out / "processor_config.json").write_text(json.dumps(processor, indent=2) + "\n")
 
 
-def build_tiny_checkpoint(out_dir: str | Path, seed: int = 0, preset: str = "tiny") -> Path:
+def build_tiny_checkpoint(out_dir: str | Path, seed: int = 0, preset: str = "tiny",
+                          dtype: torch.dtype = torch.float32) -> Path:
+    """A random-weight MiniCPM-V 4.5 checkpoint; `dtype=torch.bfloat16` stores it as the release does."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = save_tokenizer(out)
@@ -80,6 +82,8 @@ def build_tiny_checkpoint(out_dir: str | Path, seed: int = 0, preset: str = "tin
     model = MiniCPMV(config)
     model.resampler.init_weights(std=config.initializer_range)
     torch.random.set_rng_state(generator_state)
+    model.to(dtype)
+    config.dtype = str(dtype).removeprefix("torch.")
     model.save_pretrained(out)
     write_processor_files(out, config)
     return out
@@ -89,11 +93,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="rl-tiny-model", description=__doc__.splitlines()[0])
     parser.add_argument("out_dir")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                        help="the stored dtype (the release stores bfloat16)")
     parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS),
                         help="tiny: the test fixture; small, qwen3-0.6b (Qwen3-0.6B LLM shapes): for benchmarks")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    out = build_tiny_checkpoint(args.out_dir, args.seed, args.preset)
+    out = build_tiny_checkpoint(args.out_dir, args.seed, args.preset, getattr(torch, args.dtype))
     n = sum(p.numel() for p in MiniCPMV.from_pretrained(out).parameters())
     print(f"wrote a random-weight MiniCPM-V 4.5 (preset {args.preset}, {n / 1e6:.2f}M parameters) to {out} "
           f"in {time.perf_counter() - start:.1f}s")

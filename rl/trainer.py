@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import os
 import random
+import shutil
 import time
 from pathlib import Path
 
@@ -23,13 +26,13 @@ from rollouts.types import RolloutResult
 from . import config as config_io
 from .algos import get_advantage, options_for
 from .checkpointing import checkpoint_dirs, export_checkpoint, load_checkpoint, save_checkpoint
+from .config import TrainConfig
 from .data import PromptDataset
 from .evaluation.records import evaluate_rows, write_records
 from .evaluation.summary import flat_metrics, summarize
-from .learner import Learner, TrainSample
+from .learner import TrainSample, make_learner
 from .metrics import MetricsLogger, mode_metrics
 from .modes import assign_modes, long_fraction_at
-from .config import TrainConfig
 from .scoring import Scored, metric_rows, score_results
 
 log = logging.getLogger(__name__)
@@ -59,6 +62,22 @@ def ensure_model(cfg) -> Path:
     return path
 
 
+def start_ray(cfg: TrainConfig) -> None:
+    """Join the cluster `cluster.address` (or RAY_ADDRESS) names, or start Ray here with enough logical CPUs for
+    the learner ranks and the rollout workers (CPU counts are bookkeeping; threads are set per actor)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = cfg.cluster.address or os.environ.get("RAY_ADDRESS") or None
+    options: dict = {"include_dashboard": False, "log_to_driver": False}
+    if address is None:
+        learner = cfg.cluster.learner_ranks * cfg.cluster.learner_cpus_per_rank if cfg.cluster.sharded() else 0
+        needed = learner + cfg.rollout.num_workers * cfg.rollout.cpus()
+        options["num_cpus"] = max(os.cpu_count() or 1, math.ceil(needed))
+    ray.init(address=address, **options)
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, resume: bool = False):
         self.cfg = cfg
@@ -69,15 +88,20 @@ class Trainer:
         self.ckpt = ensure_model(cfg)
         self.dataset = PromptDataset.from_config(cfg.data, seed=cfg.run.seed,
                                                  eval_holdout=cfg.run.eval_rows if cfg.run.eval_every else 0)
-        self.learner = Learner(self.ckpt, cfg.learner, cfg.algo)
+        start_ray(cfg)
+        self.learner = make_learner(cfg, self.ckpt)
         self.sync_kind = self.learner.resolve_sync_kind(cfg.sync.kind)
+        self.sync_dir = self.dir / ".sync"  # adapter folders for the workers (under run.dir: shared across nodes)
+        self._adapter: Path | None = None
         self.pool = RolloutPool(
             str(self.ckpt), num_workers=cfg.rollout.num_workers, chunk_size=cfg.rollout.chunk_size,
             mode_sampling=cfg.rollout.sampling(), gpus_per_worker=cfg.rollout.gpus_per_worker,
             cpus_per_worker=cfg.rollout.cpus(), dtype=cfg.rollout.dtype,
             max_model_len=cfg.rollout.max_model_len, enable_lora=self.sync_kind == "adapter",
             max_lora_rank=cfg.learner.lora_rank, seed=cfg.run.seed,
-            tensor_parallel_size=cfg.rollout.tensor_parallel_size)
+            tensor_parallel_size=cfg.rollout.tensor_parallel_size,
+            gpu_memory_utilization=cfg.rollout.gpu_memory_utilization, resources=cfg.cluster.rollout_resources,
+            ray_address=cfg.cluster.address)
         self.runner = RewardRunner(cfg.reward.runner_config())
         self.rng = random.Random(cfg.run.seed)
         self.step = 0
@@ -191,11 +215,18 @@ class Trainer:
         return samples
 
     def sync(self) -> None:
-        kind, payload = self.learner.sync_payload(self.sync_kind)
-        if kind == "adapter":
-            self.pool.sync_lora(self.learner.version, payload)
+        """The new policy to every worker. An adapter goes through a folder, which is deleted once every worker
+        has the next one (the pool keeps the latest for a replaced worker)."""
+        version = self.learner.version
+        if self.sync_kind == "adapter":
+            folder = self.sync_dir / f"adapter-v{version:06d}"
+            shutil.rmtree(folder, ignore_errors=True)
+            self.pool.sync_lora(version, self.learner.sync_payload("adapter", str(folder))[1])
+            if self._adapter is not None and self._adapter != folder:
+                shutil.rmtree(self._adapter, ignore_errors=True)
+            self._adapter = folder
         else:
-            self.pool.sync_weights(self.learner.version, weights=payload)
+            self.pool.sync_weights(version, weights=self.learner.sync_payload(self.sync_kind)[1])
 
     def evaluate(self) -> dict:
         """The held-out rows in each of `run.eval_modes`, scored: rl-eval's per-mode summary as `eval/...` keys."""
@@ -225,7 +256,9 @@ class Trainer:
         log.info("resumed from %s at step %d", found[-1], self.step)
 
     def close(self) -> None:
-        for closer in (self.pool.shutdown, self.runner.close, getattr(self, "logger", None) and self.logger.close):
+        for closer in (self.pool.shutdown, self.learner.close, self.runner.close,
+                       getattr(self, "logger", None) and self.logger.close,
+                       lambda: shutil.rmtree(self.sync_dir, ignore_errors=True)):
             if closer:
                 try:
                     closer()

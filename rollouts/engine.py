@@ -13,6 +13,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+WORKER_EXTENSION = "rollouts.weights.EngineWeightLoader"
+"""Added to vLLM's worker (`worker_extension_cls`): weight loading by path in whichever process holds the model,
+which is how `RolloutWorker` syncs weights into a multiprocess engine."""
+
 
 def on_cpu() -> bool:
     import torch
@@ -31,13 +35,15 @@ def cpu_defaults() -> None:
 def make_llm(path: str | os.PathLike, dtype: str = "auto", seed: int = 0, max_model_len: int = 4096,
              max_images: int = 4, max_videos: int = 0, gpu_memory_utilization: float = 0.5, **kwargs: Any):
     """A `vllm.LLM` for the checkpoint. trust_remote_code: the directory's processor modules are loaded by
-    auto_map (for checkpoints this project writes, they are this project's own files)."""
+    auto_map (for checkpoints this project writes, they are this project's own files). `worker_extension_cls`
+    defaults to `WORKER_EXTENSION`; one passed in kwargs replaces it, and then
+    `RolloutWorker.load_weights` works only with an engine that holds its model in this process."""
     cpu_defaults()
     from vllm import LLM
 
     options: dict[str, Any] = dict(
         model=str(path), trust_remote_code=True, dtype=dtype, seed=seed, max_model_len=max_model_len,
-        limit_mm_per_prompt={"image": max_images, "video": max_videos})
+        limit_mm_per_prompt={"image": max_images, "video": max_videos}, worker_extension_cls=WORKER_EXTENSION)
     if on_cpu():
         options["enforce_eager"] = True
         # A seeded request whose prefill is split over two engine steps makes vLLM 0.32 rewind its sampling

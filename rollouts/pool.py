@@ -14,17 +14,15 @@ import itertools
 import logging
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 import ray
-from huggingface_hub import save_torch_state_dict
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
 from .types import RolloutRequest, RolloutResult, SamplingConfig, default_mode_sampling
-from .weights import to_shared
+from .weights import SAFETENSORS_FILE, nbytes, staging_dir, to_shared, write_safetensors
 from .worker import RolloutWorker
 
 log = logging.getLogger(__name__)
@@ -59,33 +57,85 @@ class _Slot:
     pending: dict[int, _Chunk] = field(default_factory=dict)
     tokens_done: int = 0
     restarts: int = 0
+    up: bool = False  # the actor answered once: its engine started
 
 
 class RolloutPool:
+    """Placement: each worker actor asks Ray for `cpus_per_worker` CPUs, `gpus_per_worker` GPUs and the custom
+    `resources` (e.g. {"rollout_node": 1}, which only nodes started with that resource offer: `ray start
+    --resources='{"rollout_node": 8}'`), so a config can put the rollout workers on chosen nodes.
+    `gpu_memory_utilization` is each engine's share of its GPU (vLLM's; ignored on CPU). `ray_address` is the
+    cluster to join when Ray is not initialised yet (None: RAY_ADDRESS when set, else a new local Ray). Every
+    worker must be up within `start_timeout_s`; a request no node of the cluster can ever meet fails at once.
+    Errors name the resources asked for and what the nodes have."""
+
     def __init__(self, ckpt: str, num_workers: int = 2, chunk_size: int = 4,
                  mode_sampling: dict[str, SamplingConfig] | None = None, cpus_per_worker: float = 1,
-                 gpus_per_worker: float = 0, **worker_kwargs):
+                 gpus_per_worker: float = 0, gpu_memory_utilization: float = 0.5,
+                 resources: dict[str, float] | None = None, ray_address: str | None = None,
+                 start_timeout_s: float = 900.0, **worker_kwargs):
         if not ray.is_initialized():
-            ray.init(include_dashboard=False, log_to_driver=False)
+            address = ray_address or os.environ.get("RAY_ADDRESS") or None
+            if address:
+                ray.init(address=address, log_to_driver=False)
+            else:
+                ray.init(include_dashboard=False, log_to_driver=False)
         self.ckpt = str(ckpt)
         self.chunk_size = chunk_size
         self.mode_sampling = mode_sampling or default_mode_sampling()
-        self.worker_kwargs = dict(worker_kwargs, mode_sampling=self.mode_sampling)
-        self.actor_cls = ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=0)(
-            RolloutWorker)
+        self.worker_kwargs = dict(worker_kwargs, mode_sampling=self.mode_sampling,
+                                  gpu_memory_utilization=gpu_memory_utilization)
+        self.resources = dict(resources or {})
+        self.demand = {k: v for k, v in {"CPU": cpus_per_worker, "GPU": gpus_per_worker}.items() if v}
+        self.demand.update(self.resources)
+        self.start_timeout_s = start_timeout_s
+        self.actor_cls = ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=0,
+                                    resources=self.resources or None)(RolloutWorker)
         # Expected completion tokens per sample, per mode: start at half the budget, then a running mean.
         self.expected_tokens = {m: s.max_new_tokens / 2 for m, s in self.mode_sampling.items()}
         self._sync: tuple[str, int, object] | None = None  # ("full" | "path" | "lora", version, payload)
         self._shm_dir: str | None = None  # the shared-memory copy of the latest in-memory sync
         self._chunk_ids = itertools.count()
         self.slots = [_Slot(actor=None, worker_id=i) for i in range(num_workers)]
+        self._check_feasible()
         for slot in self.slots:
             slot.actor = self._start(slot.worker_id)
-        ray.get([s.actor.version.remote() for s in self.slots])  # wait until every engine is up
+        try:
+            self._wait_ready(self.slots)  # until every engine is up
+        except BaseException:
+            self.shutdown()
+            raise
 
     # ---- workers ----
     def _start(self, worker_id: int):
         return self.actor_cls.remote(self.ckpt, worker_id=worker_id, **self.worker_kwargs)
+
+    def _placement(self) -> str:
+        nodes = "; ".join(f"{n['NodeManagerAddress']}: {n['Resources']}" for n in ray.nodes() if n["Alive"])
+        return f"each rollout worker asks for {self.demand}; the cluster's nodes have {nodes or 'nothing'}"
+
+    def _check_feasible(self) -> None:
+        """Fail now, not after start_timeout_s, when no live node could ever host a worker."""
+        if not any(all(n["Resources"].get(k, 0) >= v for k, v in self.demand.items())
+                   for n in ray.nodes() if n["Alive"]):
+            raise RuntimeError(f"no Ray node can host a rollout worker: {self._placement()} (custom resources "
+                               "come from `ray start --resources=...` or ray.init(resources=...))")
+
+    def _wait_ready(self, slots: list[_Slot]) -> None:
+        refs = {s.actor.version.remote(): s for s in slots}
+        ready, pending = ray.wait(list(refs), num_returns=len(refs), timeout=self.start_timeout_s)
+        failed = []
+        for ref in ready:
+            try:
+                ray.get(ref)
+                refs[ref].up = True
+            except Exception as e:  # noqa: BLE001 - an engine that failed to start: raised below
+                failed.append(e)
+        if failed:
+            raise failed[0]
+        if pending:
+            raise TimeoutError(f"{len(pending)} of {len(refs)} rollout workers not up after "
+                               f"{self.start_timeout_s:.0f} s (start_timeout_s): {self._placement()}")
 
     def _replace(self, slot: _Slot) -> None:
         log.warning("rollout worker %d died; starting a replacement", slot.worker_id)
@@ -94,8 +144,10 @@ class RolloutPool:
         except Exception:  # noqa: BLE001 - already gone
             pass
         slot.actor = self._start(slot.worker_id)
+        slot.up = False
         slot.generation += 1
         slot.restarts += 1
+        self._wait_ready([slot])
         if self._sync is not None:
             ray.get(self._apply_sync(slot.actor, *self._sync))
 
@@ -124,7 +176,8 @@ class RolloutPool:
         """Full weights to every worker: (name, tensor) pairs in the checkpoint's names, or a safetensors
         directory. Returns seconds; afterwards every worker must report `version`.
 
-        transport for in-memory weights: "shm" writes them once as safetensors to shared memory (/dev/shm) and
+        transport for in-memory weights: "shm" writes them once, tensor by tensor, as safetensors to shared
+        memory (/dev/shm; the temporary directory when it lacks room) and
         every worker reloads from there (one node); "object_store" sends numpy views through Ray's object
         store (works across nodes); "auto" picks "shm" on a one-node cluster. BENCHMARKS.md times both. The latest payload is kept for replacement workers."""
         start = time.perf_counter()
@@ -136,9 +189,10 @@ class RolloutPool:
         if path is not None:
             self._sync, self._shm_dir = ("path", version, str(path)), None
         elif transport == "shm":
-            self._shm_dir = tempfile.mkdtemp(prefix=f"minicpmv-rl-v{version}-",
-                                             dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
-            save_torch_state_dict({n: t.detach().contiguous().cpu() for n, t in weights}, self._shm_dir)
+            weights = list(weights)
+            self._shm_dir = staging_dir(nbytes(weights), prefix=f"minicpmv-rl-v{version}-")
+            write_safetensors(weights, os.path.join(self._shm_dir, SAFETENSORS_FILE))  # tensor by tensor
+            del weights
             self._sync = ("path", version, self._shm_dir)
         elif transport == "object_store":
             self._sync, self._shm_dir = ("full", version, ray.put(to_shared(weights))), None
@@ -228,11 +282,20 @@ class RolloutPool:
             mode = result.request.mode
             self.expected_tokens[mode] = momentum * self.expected_tokens[mode] + (1 - momentum) * max(mean, 1.0)
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout: float = 60.0) -> None:
+        """Each worker stops its engine first (a multiprocess engine killed with its actor would leave its
+        processes' shared memory behind), then the actors go."""
         if self._shm_dir:
             shutil.rmtree(self._shm_dir, ignore_errors=True)
-        for slot in self.slots:
+            self._shm_dir = None
+        up = [s.actor for s in self.slots if s.actor is not None and s.up]  # the others never started an engine
+        if up:
             try:
-                ray.kill(slot.actor)
+                ray.wait([a.shutdown.remote(timeout) for a in up], num_returns=len(up), timeout=timeout + 10)
+            except Exception:  # noqa: BLE001 - a dead or unreachable worker: killed below all the same
+                pass
+        for actor in [s.actor for s in self.slots if s.actor is not None]:
+            try:
+                ray.kill(actor)
             except Exception:  # noqa: BLE001
                 pass

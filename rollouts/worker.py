@@ -8,6 +8,7 @@ its result while the rest of the batch is sampled.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from typing import Iterable
 
@@ -19,7 +20,7 @@ from model.processor import PromptInputs, Processor
 
 from .engine import make_llm
 from .types import RolloutRequest, RolloutResult, RolloutSample, SamplingConfig, default_mode_sampling
-from .weights import from_shared
+from .weights import SAFETENSORS_FILE, from_shared, nbytes, staging_dir, write_safetensors
 
 
 class RolloutWorker:
@@ -121,20 +122,58 @@ class RolloutWorker:
             truncated=out.finish_reason == "length", policy_version=self.policy_version)
 
     # ---- weight sync ----
+    def model_in_process(self) -> bool:
+        """Whether the engine holds its model in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0 and one worker):
+        then weights are handed over as in-memory tensors. Otherwise (vLLM's multiprocess engine, the default on
+        GPUs, or several tensor-parallel workers) they go by path: collective_rpc arguments cross processes as
+        msgpack, which carries no iterators and decodes tensors as plain lists."""
+        from vllm.v1.engine.core_client import InprocClient
+        from vllm.v1.executor.uniproc_executor import UniProcExecutor
+
+        core = self.llm.llm_engine.engine_core
+        return isinstance(core, InprocClient) and isinstance(core.engine_core.model_executor, UniProcExecutor)
+
     def load_weights(self, version: int, weights: Iterable[tuple[str, torch.Tensor]] | None = None,
                      path: str | None = None) -> int:
         """Full weights, as in-memory (name, tensor) pairs in the checkpoint's names, or a directory of
-        safetensors. Drops the prefix cache (KV computed by the old weights) and any LoRA adapter."""
+        safetensors. Drops the prefix cache (KV computed by the old weights) and any LoRA adapter.
+
+        In-process engine: the pairs (or the directory, read tensor by tensor) go straight to vLLM's
+        reload_weights. Engine in other processes: a directory is read there (`EngineWeightLoader`); in-memory
+        pairs are first written, tensor by tensor, to one safetensors file in /dev/shm (or the temporary
+        directory when /dev/shm lacks room), read there, then deleted: one transient copy of the weights."""
         if (weights is None) == (path is None):
             raise ValueError("give exactly one of weights= or path=")
-        # A directory is read here, not by vLLM: vLLM's reload from a path repoints the engine's model directory
-        # at it, and the engine then looks there for the tokenizer and processor.
-        pairs = iter(list(weights)) if weights is not None else iter_safetensors(path)
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": pairs})
+        if self.model_in_process():
+            # A directory is read here, not by vLLM: vLLM's reload from a path repoints the engine's model
+            # directory at it, and the engine then looks there for the tokenizer and processor.
+            pairs = iter(list(weights)) if weights is not None else iter_safetensors(path)
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": pairs})
+        elif path is not None:
+            self._reload_from_dir(os.path.abspath(path))
+        else:
+            pairs = list(weights)
+            staged = staging_dir(nbytes(pairs), prefix=f"minicpmv-rl-w{self.worker_id}-v{version}-")
+            try:
+                write_safetensors(pairs, os.path.join(staged, SAFETENSORS_FILE))
+                del pairs
+                self._reload_from_dir(staged)
+            finally:
+                shutil.rmtree(staged, ignore_errors=True)
         self._drop_caches()
-        self.lora_request = None
+        self._forget_lora()
         self.policy_version = version
         return version
+
+    def _reload_from_dir(self, path: str) -> None:
+        try:
+            self.llm.collective_rpc("rl_reload_from_dir", args=(path,))
+        except Exception as e:
+            if "rl_reload_from_dir" in str(e) and "not implemented" in str(e):
+                raise RuntimeError("this engine runs its model in another process and lacks the weight loader "
+                                   "that make_llm installs (worker_extension_cls=rollouts.engine.WORKER_EXTENSION)"
+                                   ) from e
+            raise
 
     def _drop_caches(self) -> None:
         """Everything computed by the old weights goes: KV blocks of the prefix cache and vision-encoder outputs
@@ -151,10 +190,16 @@ class RolloutWorker:
 
     def load_lora(self, version: int, adapter_path: str) -> int:
         """A PEFT adapter directory on top of the base weights; a new adapter id per version, so vLLM never
-        serves a cached older adapter under the same id."""
+        serves a cached older adapter under the same id. The adapter is loaded into the engine now (vLLM would
+        otherwise read the directory at the first request that uses it), so the directory may be deleted as soon
+        as this returns; the previous adapter is removed from the engine."""
         from vllm.lora.request import LoRARequest
 
-        self.lora_request = LoRARequest(f"policy-v{version}", version + 1, str(adapter_path))
+        request = LoRARequest(f"policy-v{version}", version + 1, os.path.abspath(adapter_path))
+        self.llm.llm_engine.add_lora(request)  # reads the directory now; a bad adapter fails here
+        previous, self.lora_request = self.lora_request, request
+        if previous is not None and previous.lora_int_id != request.lora_int_id:
+            self.llm.llm_engine.remove_lora(previous.lora_int_id)
         self._drop_caches()
         self.policy_version = version
         return version
@@ -162,7 +207,23 @@ class RolloutWorker:
     def unload_lora(self, version: int) -> int:
         """Back to the engine's own weights (no adapter)."""
         if self.lora_request is not None:
-            self.lora_request = None
+            self._forget_lora()
             self._drop_caches()
         self.policy_version = version
         return version
+
+    def _forget_lora(self) -> None:
+        """Stop using the adapter and free it in the engine (a weight reload has already removed it there)."""
+        previous, self.lora_request = self.lora_request, None
+        if previous is not None:
+            self.llm.llm_engine.remove_lora(previous.lora_int_id)  # False, no error, when already gone
+
+    # ---- lifetime ----
+    def shutdown(self, timeout: float = 60.0) -> None:
+        """Stop the engine and free what it holds. For vLLM's multiprocess engine: its processes, and the POSIX
+        shared memory (`psm_*`) of its message queues, which outlives a process that is killed instead (as
+        ray.kill / ray.shutdown do). `timeout`: seconds the engine's processes get to exit before they are
+        killed. Idempotent; the worker cannot sample afterwards."""
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is not None:
+            llm.llm_engine.engine_core.shutdown(timeout=timeout)

@@ -125,6 +125,10 @@ class RolloutConfig:
     """CPU cores per worker (its torch/OpenMP threads). 0: without GPUs, the machine's cores shared among the
     workers (generation and the update take turns, so a lone worker gets every core); with GPUs, 1."""
     tensor_parallel_size: int = Field(1, ge=1)
+    """GPUs per vLLM engine (tensor parallelism); gpus_per_worker should match it."""
+    gpu_memory_utilization: float = Field(0.5, gt=0, le=1)
+    """vLLM's share of each of its GPUs' memory (weights, activations, KV cache). Raise it when the learner has
+    GPUs of its own (cluster.learner_gpus_per_rank); keep room for the learner when both share a GPU."""
     short: SamplingConfig = field(default_factory=_paper_sampling(1024))
     long: SamplingConfig = field(default_factory=_paper_sampling(8192))
     """The paper: 8192 new tokens, temperature 1.0."""
@@ -232,6 +236,9 @@ class LearnerConfig:
     """Paper: constant 1e-6 (for full weights; LoRA usually wants ~1e-5 to 1e-4)."""
     weight_decay: float = Field(0.0, ge=0)
     betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
+    adam_eps: float = Field(1e-8, gt=0)
+    """AdamW's epsilon (torch's default). Adam's step is ~lr x sign(g) where |g| >> eps, so gradient entries near
+    zero move by up to lr on rounding noise alone; a larger eps damps them."""
     schedule: Literal["constant", "cosine"] = "constant"
     """constant | cosine (to 0 at total_steps), after warmup_steps of linear warm-up."""
     warmup_steps: int = Field(0, ge=0)
@@ -256,6 +263,43 @@ class LearnerConfig:
     (rl-doctor, TIS weights). Off: fp32."""
     entropy_metric: bool = True
     """Log the policy's mean token entropy (no entropy loss: the paper has none)."""
+
+
+@dataclass(config=SECTION)
+class ClusterConfig:
+    """Where the work runs: the Ray cluster, the learner's ranks and the resources of both sides. Ray gives whole
+    GPUs to one actor each, so learner ranks and rollout workers get disjoint GPUs unless fractions ask them to share
+    (e.g. 0.5 each: one GPU holds the learner and a vLLM engine)."""
+    address: Optional[str] = None
+    """A running Ray cluster to join (`ray start --head` prints it): a multi-node run is the same command on the
+    head node. None: RAY_ADDRESS if set, else Ray starts on this machine."""
+    learner: Literal["auto", "local", "sharded"] = "auto"
+    """local: the whole model in the trainer's process (1 rank, no GPUs given to it by Ray); sharded: FSDP2 over
+    torch.distributed, each rank a Ray actor; auto: sharded when learner_ranks > 1 or learner_gpus_per_rank > 0."""
+    learner_ranks: int = Field(1, ge=1)
+    """Learner processes (the sharded learner's ranks)."""
+    learner_gpus_per_rank: float = Field(0, ge=0)
+    learner_cpus_per_rank: float = Field(1, gt=0)
+    """Ray CPUs per learner rank (on a machine without GPUs, also its torch threads)."""
+    learner_resources: dict[str, float] = Field(default_factory=dict)
+    """Ray custom resources each learner rank requests, e.g. {"learner_node": 1} with the nodes started as
+    `ray start --resources='{"learner_node": 8}'`: how a run puts its learner on chosen nodes."""
+    rollout_resources: dict[str, float] = Field(default_factory=dict)
+    """The same for each rollout worker."""
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.learner == "local" and (self.learner_ranks > 1 or self.learner_gpus_per_rank > 0):
+            raise ValueError(f"cluster.learner=local runs one rank in the trainer's process: it cannot take "
+                             f"cluster.learner_ranks={self.learner_ranks} or learner_gpus_per_rank="
+                             f"{self.learner_gpus_per_rank} (use sharded or auto)")
+        return self
+
+    def sharded(self) -> bool:
+        """Whether the learner is the sharded one (Ray actors) rather than the local one."""
+        if self.learner != "auto":
+            return self.learner == "sharded"
+        return self.learner_ranks > 1 or self.learner_gpus_per_rank > 0
 
 
 @dataclass(config=SECTION)
@@ -313,6 +357,7 @@ class TrainConfig:
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     @model_validator(mode="after")
@@ -328,4 +373,8 @@ class TrainConfig:
             raise ValueError("sync.kind=full is for learner.lora=false; LoRA syncs adapter or merged (or auto)")
         if kind == "merged" and not lora:
             raise ValueError("sync.kind=merged merges LoRA adapters: it needs learner.lora=true (else: full)")
+        if self.cluster.sharded() and self.algo.kl != KL_OFF and not lora:
+            raise ValueError(f"algo.kl={self.algo.kl} with full weights needs a frozen reference model, which the "
+                             "sharded learner (cluster.learner_ranks > 1 or learner_gpus_per_rank > 0) does not "
+                             "build yet: use LoRA (its reference is the base with adapters off) or algo.kl=off")
         return self

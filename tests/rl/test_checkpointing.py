@@ -12,7 +12,7 @@ from model.processor import Processor
 from model.synthetic import shapes_image
 from rl.checkpointing import SUPPORT_FILES, checkpoint_dirs, export_checkpoint, load_checkpoint, save_checkpoint
 from rl.config import LearnerConfig
-from rl.learner import Learner, TrainSample
+from rl.learner import LocalLearner, TrainSample
 
 # A schedule whose lr moves every step, so a scheduler that is not restored shows in the lr.
 SCHEDULE = dict(schedule="cosine", warmup_steps=1, total_steps=10, entropy_metric=False)
@@ -32,12 +32,12 @@ def samples(processor):
             for p, n, adv in zip(prompts, [6, 9, 4], [1.0, -1.0, 0.5])]
 
 
-def make_learner(ckpt, seed: int, **config) -> Learner:
+def make_learner(ckpt, seed: int, **config) -> LocalLearner:
     torch.manual_seed(seed)  # the LoRA A matrices are drawn at random
-    return Learner(ckpt, LearnerConfig(**config), device="cpu")
+    return LocalLearner(ckpt, LearnerConfig(**config), device="cpu")
 
 
-def trained(ckpt, samples, steps: int, seed: int = 0, **config) -> Learner:
+def trained(ckpt, samples, steps: int, seed: int = 0, **config) -> LocalLearner:
     learner = make_learner(ckpt, seed, **config)
     for _ in range(steps):
         learner.step(samples)
@@ -58,8 +58,12 @@ def stub_learner():
 
     model = Policy(2, 2)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    return SimpleNamespace(config=SimpleNamespace(lora=False), model=model, optimizer=optimizer,
-                           scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0), version=0)
+
+    def save_state(path):
+        model.save_pretrained(path / "policy")
+        torch.save(optimizer.state_dict(), path / "optimizer.pt")
+
+    return SimpleNamespace(model=model, optimizer=optimizer, save_state=save_state)
 
 
 def names(run_dir: Path) -> list[str]:
@@ -182,7 +186,7 @@ def test_lora_export_is_the_merged_policy(tiny_ckpt, samples, tmp_path):
     # the exported model computes the trained policy's log-probabilities, and loads with its processor
     learner.model.eval()
     policy = learner.logprobs(samples)
-    plain = Learner(out, LearnerConfig(lora=False), device="cpu").logprobs(samples)
+    plain = LocalLearner(out, LearnerConfig(lora=False), device="cpu").logprobs(samples)
     for a, b in zip(policy, plain):
         torch.testing.assert_close(b, a, rtol=0, atol=1e-5)
     present = [f for f in SUPPORT_FILES if (Path(tiny_ckpt) / f).is_file()]

@@ -1,5 +1,7 @@
 """The rollout worker in-process: sampling, per-request failures, and weight sync proven by log-probabilities."""
 
+import shutil
+
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
@@ -69,6 +71,7 @@ def test_seeded_batch_larger_than_one_engine_step(worker):
 
 
 def test_full_sync_in_memory_and_from_a_directory(worker, tiny_ckpt, tmp_path):
+    assert worker.model_in_process()  # pairs go straight to vLLM; test_multiprocess.py covers the other path
     before = worker.generate(requests(3, prefix="a"))  # fills the prefix cache with old-weight KV
     new = perturbed(tiny_ckpt, seed=1)
     assert worker.load_weights(1, weights=list(new.state_dict().items())) == 1
@@ -85,7 +88,7 @@ def test_full_sync_in_memory_and_from_a_directory(worker, tiny_ckpt, tmp_path):
     assert learner_diff(newer, worker.generate(requests(3, prefix="b"))).max() <= 1e-4
 
 
-def test_lora_sync_matches_the_peft_model_and_never_serves_an_old_adapter(worker, tiny_ckpt, tmp_path):
+def test_lora_sync_matches_the_peft_model_never_serves_an_old_adapter_and_outlives_its_directory(worker, tiny_ckpt, tmp_path):
     base = tmp_path / "base"
     MiniCPMV.from_pretrained(tiny_ckpt).save_pretrained(base)
     worker.load_weights(3, path=str(base))  # back to the base weights
@@ -96,6 +99,7 @@ def test_lora_sync_matches_the_peft_model_and_never_serves_an_old_adapter(worker
                                                init_lora_weights=False)).eval()
         peft_model.save_pretrained(tmp_path / f"lora{version}")
         worker.load_lora(version, str(tmp_path / f"lora{version}"))
+        shutil.rmtree(tmp_path / f"lora{version}")  # loaded eagerly: the trainer may delete it right away
         results = worker.generate(requests(3, prefix=f"l{version}"))
         assert all(r.policy_version == version for r in results)
         assert learner_diff(peft_model, results).max() <= 1e-4

@@ -5,7 +5,7 @@ import torch
 
 from model.synthetic import shapes_image
 from rl.config import AlgoConfig, LearnerConfig
-from rl.learner import Learner, TrainSample
+from rl.learner import LocalLearner, TrainSample
 from rl.packing import pack_by_budget, pad_by_budget, pad_by_count, padding_fraction
 
 
@@ -29,21 +29,9 @@ def test_padding_fraction_by_hand():
     assert padding_fraction(lengths, pack_by_budget(lengths, 12), packed=True) == 0.0
 
 
-@pytest.fixture(scope="module")
-def samples(processor):
-    g = torch.Generator().manual_seed(0)
-    prompts = [processor([{"role": "user", "content": [{"type": "image", "image": shapes_image(i + 1, seed=i)},
-                                                       {"type": "text", "text": "Count."}]}], "long")
-               for i in range(3)]
-    prompts += [processor([{"role": "user", "content": "What is 1+1?"}], "short")] * 2
-    lengths = [40, 8, 25, 3, 12]
-    return [TrainSample(p, torch.randint(5, 600, (n,), generator=g).tolist(), adv, None)
-            for p, n, adv in zip(prompts, lengths, [1.0, -0.5, 0.25, -1.0, 0.75])]
-
-
 def gradients(ckpt, samples, loss_agg="token-mean", norm_length=None, **overrides):
     torch.manual_seed(0)
-    learner = Learner(ckpt, LearnerConfig(lora=False, entropy_metric=False, **overrides),
+    learner = LocalLearner(ckpt, LearnerConfig(lora=False, entropy_metric=False, **overrides),
                       AlgoConfig(loss_agg=loss_agg, norm_length=norm_length), device="cpu")
     learner.accumulate(samples)
     return {n: p.grad.clone() for n, p in learner.model.named_parameters() if p.requires_grad}
@@ -69,16 +57,16 @@ def test_gradient_does_not_depend_on_micro_batching_or_packing(tiny_ckpt, sample
 def test_cpu_bf16_autocast_is_opt_in(tiny_ckpt, samples):
     """fp32 on the CPU by default (log-probs as an fp32 engine's); `cpu_bf16` runs the forward under bf16 autocast:
     close, not equal."""
-    fp32 = Learner(tiny_ckpt, LearnerConfig(lora=False), device="cpu").logprobs(samples)
-    again = Learner(tiny_ckpt, LearnerConfig(lora=False, bf16=True), device="cpu").logprobs(samples)
-    bf16 = Learner(tiny_ckpt, LearnerConfig(lora=False, cpu_bf16=True), device="cpu").logprobs(samples)
+    fp32 = LocalLearner(tiny_ckpt, LearnerConfig(lora=False), device="cpu").logprobs(samples)
+    again = LocalLearner(tiny_ckpt, LearnerConfig(lora=False, bf16=True), device="cpu").logprobs(samples)
+    bf16 = LocalLearner(tiny_ckpt, LearnerConfig(lora=False, cpu_bf16=True), device="cpu").logprobs(samples)
     assert all(torch.equal(a, b) for a, b in zip(fp32, again))
     diff = torch.cat([(a - b).abs() for a, b in zip(fp32, bf16)])
     assert 0 < diff.max() < 0.5
 
 
 def test_full_update_changes_every_trainable_parameter_and_nothing_frozen(tiny_ckpt, samples):
-    learner = Learner(tiny_ckpt, LearnerConfig(lora=False, lr=1e-3), device="cpu")
+    learner = LocalLearner(tiny_ckpt, LearnerConfig(lora=False, lr=1e-3), device="cpu")
     before = {n: p.detach().clone() for n, p in learner.model.named_parameters()}
     metrics = learner.step(samples)
     for n, p in learner.model.named_parameters():
@@ -88,7 +76,7 @@ def test_full_update_changes_every_trainable_parameter_and_nothing_frozen(tiny_c
 
 
 def test_lora_update_changes_only_the_adapter(tiny_ckpt, samples):
-    learner = Learner(tiny_ckpt, LearnerConfig(lora=True, lr=1e-2), device="cpu")
+    learner = LocalLearner(tiny_ckpt, LearnerConfig(lora=True, lr=1e-2), device="cpu")
     before = {n: p.detach().clone() for n, p in learner.model.named_parameters()}
     trainable = {n for n, p in learner.model.named_parameters() if p.requires_grad}
     assert trainable and all(".lora_" in n for n in trainable)
@@ -102,7 +90,7 @@ def test_lora_update_changes_only_the_adapter(tiny_ckpt, samples):
 
 
 def test_trainable_vision_and_resampler_are_updated_and_synced_merged(tiny_ckpt, samples):
-    learner = Learner(tiny_ckpt, LearnerConfig(lora=True, train_vision=True, train_resampler=True, lr=1e-3),
+    learner = LocalLearner(tiny_ckpt, LearnerConfig(lora=True, train_vision=True, train_resampler=True, lr=1e-3),
                       device="cpu")
     before = {n: p.detach().clone() for n, p in learner.model.named_parameters() if ".resampler." in n}
     learner.step(samples)
@@ -112,7 +100,7 @@ def test_trainable_vision_and_resampler_are_updated_and_synced_merged(tiny_ckpt,
 
 
 def test_kl_to_the_reference_starts_at_zero_and_grows(tiny_ckpt, samples):
-    learner = Learner(tiny_ckpt, LearnerConfig(lora=True, lr=5e-2), AlgoConfig(kl="k3", kl_coef=0.1), device="cpu")
+    learner = LocalLearner(tiny_ckpt, LearnerConfig(lora=True, lr=5e-2), AlgoConfig(kl="k3", kl_coef=0.1), device="cpu")
     first = learner.step(samples)
     learner.step(samples)
     second = learner.step(samples)
@@ -121,7 +109,7 @@ def test_kl_to_the_reference_starts_at_zero_and_grows(tiny_ckpt, samples):
 
 
 def test_rollout_logprobs_give_tis_metrics(tiny_ckpt, samples):
-    learner = Learner(tiny_ckpt, LearnerConfig(lora=True), device="cpu")
+    learner = LocalLearner(tiny_ckpt, LearnerConfig(lora=True), device="cpu")
     exact = learner.logprobs(samples)
     shifted = [TrainSample(s.prompt, s.completion_ids, s.advantage, (lp + 0.1).tolist()) for s, lp in zip(samples, exact)]
     metrics = learner.step(shifted)
@@ -135,7 +123,7 @@ def test_lora_adapter_sync_gives_the_worker_the_learners_logprobs(tiny_ckpt, sam
     from rollouts.worker import RolloutWorker
     from tests.rollouts.helpers import learner_diff
 
-    learner = Learner(tiny_ckpt, LearnerConfig(lora=True, lr=5e-2), device="cpu")
+    learner = LocalLearner(tiny_ckpt, LearnerConfig(lora=True, lr=5e-2), device="cpu")
     learner.step(samples)
     learner.step(samples)
     kind, path = learner.sync_payload()

@@ -1,0 +1,53 @@
+"""What the trainer, checkpointing and evaluation may ask of a learner, whichever implementation it is."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from model.processor import PromptInputs
+
+
+@dataclass
+class TrainSample:
+    """One completion to learn from."""
+    prompt: PromptInputs
+    completion_ids: list[int]
+    advantage: float
+    rollout_logprobs: list[float] | None = None
+    mode: str = "auto"
+
+
+class Learner(Protocol):
+    """A policy that learns from scored samples and hands its weights to the rollout workers. Nothing outside the
+    learner reaches into its model or optimizer."""
+
+    version: int
+    """Policy version: the number of optimizer steps taken (restored by `load_state`)."""
+
+    def step(self, samples: list[TrainSample]) -> dict[str, float]:
+        """One optimizer step on the whole batch; the learner's metrics."""
+
+    def logprobs(self, samples: list[TrainSample], reference: bool = False) -> list[torch.Tensor]:
+        """Per-sample completion log-probabilities [L_i] under the current (or the reference) weights."""
+
+    def resolve_sync_kind(self, kind: str = "auto") -> str:
+        """`auto` resolved: adapter (LoRA), merged (LoRA with a trained vision tower or resampler) or full."""
+
+    def sync_payload(self, kind: str = "auto", adapter_dir: str | None = None) -> tuple[str, Any]:
+        """("adapter", directory) or ("weights", [(name, tensor)]): what the rollout workers load."""
+
+    def save_state(self, path: Path) -> None:
+        """Trainable weights, optimizer, scheduler and version into the (new, empty) folder `path`."""
+
+    def load_state(self, path: Path) -> None:
+        """Restore what `save_state` wrote."""
+
+    def export(self, out: Path) -> None:
+        """The policy's weights (LoRA merged), in the base checkpoint's dtype, as safetensors in `out`."""
+
+    def close(self) -> None:
+        """Release processes and devices."""

@@ -1,0 +1,43 @@
+"""FSDP2 for MiniCPM-V 4.5: how the model is sharded over the learner ranks, and how full tensors come back out.
+
+`shard_model` wraps (`torch.distributed.fsdp.fully_shard`) each Qwen3 decoder layer, the token embedding and the LM
+head, and finally the root, so a forward gathers one unit's parameters at a time. Parameters stay fp32 (the master
+weights); `mixed_precision` computes in bf16 with fp32 gradient reduction on GPUs. The gradient is summed over
+ranks, not averaged: the loss is already normalised by the global batch's token and sequence counts.
+
+The vision tower and the resampler (0.4B of the 8.7B parameters) belong to the root unit, gathered once per forward
+on every rank. Units of their own would deadlock: every rank must gather a unit the same number of times, and the
+vision path runs a data-dependent number of times (once per chunk of image slices, never for a text-only batch).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
+
+from model import MiniCPMV
+
+
+def shard_units(base: MiniCPMV) -> list[torch.nn.Module]:
+    """The modules that get their own FSDP unit, innermost first (the root is wrapped after them)."""
+    return [*base.llm.model.layers, base.llm.model.embed_tokens, base.llm.lm_head]
+
+
+def mixed_precision(bf16: bool) -> MixedPrecisionPolicy:
+    """bf16 compute with fp32 master weights and fp32 gradient reduction; or fp32 throughout."""
+    if bf16:
+        return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    return MixedPrecisionPolicy()
+
+
+def shard_model(model: torch.nn.Module, base: MiniCPMV, mesh=None, bf16: bool = False) -> torch.nn.Module:
+    """Shard `model` (the MiniCPMV, or the PEFT model around it: `base`) in place over `mesh` (default: the world)."""
+    policy = mixed_precision(bf16)
+    for unit in shard_units(base):
+        fully_shard(unit, mesh=mesh, mp_policy=policy)
+    fully_shard(model, mesh=mesh, mp_policy=policy)
+    for module in model.modules():  # sum, not mean: the loss carries the global normalisers
+        if isinstance(module, FSDPModule):
+            module.set_gradient_divide_factor(1.0)
+            module.set_force_sum_reduction_for_comms(True)  # a plain SUM (gloo has no pre-multiplied sum)
+    return model

@@ -1,0 +1,383 @@
+"""The GRPO learner in one process: turns scored samples into one optimizer step on LoRA adapters or the full weights.
+
+One `step(samples)` = micro-batches packed by token budget -> learner log-probabilities -> policy loss (and KL)
+aggregated with the global batch's normalisers -> backward per micro-batch -> clip -> AdamW -> scheduler. The RL
+math is `rl.algos`; this file only arranges tensors for it. Its knobs are `LearnerConfig` (what trains, the optimizer,
+micro-batching, precision) and `AlgoConfig` (the loss: each registered function takes its own options from it).
+
+Precision: the weights the optimizer updates are fp32 whatever the checkpoint's dtype (the release is bf16, where an
+Adam step at lr 1e-6 is far below a weight's spacing and rounds away), and so are their gradients and AdamW's
+states; frozen weights (LoRA's base) stay in the compute dtype. The forward runs in bf16 under autocast on GPUs
+(`bf16`) and in fp32 on the CPU unless `cpu_bf16`. Exports keep the checkpoint's dtype.
+
+With `sharded=True` this is one rank of the sharded learner (`rl.learner.sharded`): the model is sharded with FSDP2
+over the process group, the batch normalisers and the micro-batch count are agreed over the ranks, and the state
+and weights come and go through collective calls that every rank makes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from peft import LoraConfig, get_peft_model
+
+from model import MiniCPMV
+from model.lora import merged_weights
+from model.processor import collate, to_device
+
+from ..algos import (agg_loss, clip_fractions, entropy_mean, get_policy_loss, kl_enabled, kl_penalty, options_for,
+                     ratio_stats, tis_stats, tis_weights)
+from ..config import AlgoConfig, LearnerConfig
+from ..packing import pack_by_budget, pad_by_budget, pad_by_count, padding_fraction
+from . import weights as weights_io
+from .base import TrainSample
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class _MicroBatch:
+    indices: list[int]
+    batch: dict[str, Any]
+    spans: list[tuple[int, int, int]]  # (row, start, end) of each sequence's completion tokens
+
+
+class LocalLearner:
+    """The learner in this process: the whole model on one device, or one FSDP2 rank (`Learner` interface)."""
+
+    def __init__(self, ckpt: str | Path, config: LearnerConfig | None = None, algo: AlgoConfig | None = None,
+                 device: str | None = None, sharded: bool = False):
+        self.config = cfg = config or LearnerConfig()
+        self.algo = algo or AlgoConfig()
+        self.ckpt = Path(ckpt)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.sharded = sharded
+        self.rank = dist.get_rank() if sharded else 0
+        self.export_dtype = checkpoint_dtype(self.ckpt)
+        # Frozen weights in the compute dtype (bf16 under autocast, else fp32); what trains is cast to fp32 below.
+        compute = torch.bfloat16 if self._bf16() else torch.float32
+        model = MiniCPMV.from_pretrained(ckpt, dtype=compute, device=self.device)
+        for p in model.parameters():
+            p.requires_grad_(not cfg.lora)
+        if cfg.lora:
+            model = get_peft_model(model, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
+                                                     lora_dropout=cfg.lora_dropout, target_modules=cfg.lora_targets))
+        base = self.base_model(model)
+        for p in base.vpm.parameters():
+            p.requires_grad_(cfg.train_vision)
+        for p in base.resampler.parameters():
+            p.requires_grad_(cfg.train_resampler)
+        for p in model.parameters():  # fp32 master weights (and so fp32 gradients and AdamW states)
+            if p.requires_grad:
+                p.data = p.data.float()
+        if cfg.gradient_checkpointing:
+            base.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.pad_id = base.config.pad_token_id or 0
+        self.base_config = base.config
+        if sharded:
+            from .fsdp import shard_model
+
+            model = shard_model(model, base, bf16=self._bf16())
+        self.model = model
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, betas=cfg.betas, eps=cfg.adam_eps,
+                                           weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.version = 0
+        self._ref_model = None
+
+    @staticmethod
+    def base_model(model) -> MiniCPMV:
+        return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+    def _bf16(self) -> bool:
+        return self.config.bf16 and (self.device.type == "cuda" or self.config.cpu_bf16)
+
+    def _lr_factor(self, step: int) -> float:
+        cfg = self.config
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.schedule == "cosine":
+            progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.total_steps - cfg.warmup_steps))
+            return 0.5 * (1 + math.cos(math.pi * progress))
+        return 1.0  # constant (the config admits these two)
+
+    # ---- across ranks (no-ops for a lone learner) ----
+    def _all_reduce(self, values: list[float], op=None) -> list[float]:
+        if not self.sharded:
+            return values
+        t = torch.tensor(values, dtype=torch.float64)
+        dist.all_reduce(t, op=op or dist.ReduceOp.SUM)
+        return t.tolist()
+
+    def _padded(self, mbs: list[_MicroBatch]) -> list[_MicroBatch | None]:
+        """Every rank runs the same number of forward passes (each gathers the sharded units): the ranks with
+        fewer micro-batches add passes that count for nothing (None: run over the filler)."""
+        if not self.sharded:
+            return list(mbs)
+        most = int(self._all_reduce([float(len(mbs))], dist.ReduceOp.MAX)[0])
+        return list(mbs) + [None] * (most - len(mbs))
+
+    def _filler(self, samples: list[TrainSample], dummy: TrainSample | None) -> _MicroBatch | None:
+        """The micro-batch of the passes that keep a rank in step: `dummy`, else this rank's first sample."""
+        chosen = dummy if dummy is not None else (samples[0] if samples else None)
+        return self.micro_batches([chosen])[0] if (self.sharded and chosen is not None) else None
+
+    # ---- micro-batches ----
+    def micro_batches(self, samples: list[TrainSample]) -> list[_MicroBatch]:
+        lengths = [len(s.prompt.input_ids) + len(s.completion_ids) for s in samples]
+        cfg = self.config
+        if cfg.packing:
+            groups = pack_by_budget(lengths, cfg.micro_batch_tokens)
+        elif cfg.sort_by_length:
+            groups = pad_by_budget(lengths, cfg.micro_batch_tokens)
+        else:
+            groups = pad_by_count(lengths, cfg.padded_batch_size)
+        out = []
+        for idx in groups:
+            chosen = [samples[i] for i in idx]
+            batch = collate([s.prompt for s in chosen], [s.completion_ids for s in chosen], self.pad_id,
+                            packed=self.config.packing)
+            spans, offset = [], 0
+            for row, s in enumerate(chosen):
+                n_prompt, n_all = len(s.prompt.input_ids), len(s.prompt.input_ids) + len(s.completion_ids)
+                if self.config.packing:
+                    spans.append((0, offset + n_prompt, offset + n_all))
+                    offset += n_all
+                else:
+                    spans.append((row, n_prompt, n_all))
+            out.append(_MicroBatch(idx, to_device(batch, self.device), spans))
+        return out
+
+    @staticmethod
+    def per_sequence(row_values: torch.Tensor, spans) -> tuple[torch.Tensor, torch.Tensor]:
+        """[R, T] row layout -> ([B, L] one completion per row, right-padded with 0; [B, L] mask)."""
+        width = max(end - start for _, start, end in spans)
+        out = row_values.new_zeros(len(spans), width)
+        mask = torch.zeros(len(spans), width, dtype=torch.bool, device=row_values.device)
+        for b, (row, start, end) in enumerate(spans):
+            out[b, : end - start] = row_values[row, start:end]
+            mask[b, : end - start] = True
+        return out, mask
+
+    def _forward(self, model, mb: _MicroBatch, entropy: bool = False):
+        autocast = self._bf16() and not self.sharded  # a sharded model casts by its FSDP2 mixed-precision policy
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
+            return model(**mb.batch, return_entropy=entropy)
+
+    @torch.no_grad()
+    def logprobs(self, samples: list[TrainSample], reference: bool = False,
+                 dummy: TrainSample | None = None) -> list[torch.Tensor]:
+        """Per-sample completion log-probabilities under the current (or the reference) weights."""
+        out: list[torch.Tensor | None] = [None] * len(samples)
+        filler = self._filler(samples, dummy)
+        for mb in self._padded(self.micro_batches(samples)):
+            if reference and self.config.lora:
+                with self.model.disable_adapter():
+                    lp = self._forward(self.model, mb or filler).logprobs
+            else:
+                lp = self._forward(self._reference() if reference else self.model, mb or filler).logprobs
+            for i, (row, start, end) in zip(mb.indices, mb.spans) if mb is not None else ():
+                out[i] = lp[row, start:end].cpu()
+        return out
+
+    def _reference(self):
+        if self.sharded:
+            raise NotImplementedError("a KL reference for sharded full-weight training is not built (algo.kl)")
+        if self._ref_model is None:  # full-weight training with KL: a frozen copy of the starting weights
+            import copy
+
+            self._ref_model = copy.deepcopy(self.model).eval().requires_grad_(False)
+        return self._ref_model
+
+    # ---- the update ----
+    def step(self, samples: list[TrainSample], dummy: TrainSample | None = None) -> dict[str, float]:
+        """One optimizer step on the whole batch (gradient accumulation over its micro-batches). Sharded: this
+        rank's share of the batch (possibly empty; `dummy` fills the passes it lacks)."""
+        cfg = self.config
+        start = time.perf_counter()
+        metrics, mbs = self.accumulate(samples, dummy)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.version += 1
+        seconds = time.perf_counter() - start
+        lengths = [len(s.prompt.input_ids) + len(s.completion_ids) for s in samples]
+        metrics.update(grad_norm=float(weights_io.full_tensor(grad_norm)), lr=self.scheduler.get_last_lr()[0],
+                       micro_batches=len(mbs), tokens=sum(lengths), seconds=seconds,
+                       completion_tokens=sum(len(s.completion_ids) for s in samples),
+                       padding_fraction=padding_fraction(lengths, [mb.indices for mb in mbs], cfg.packing)
+                       if samples else 0.0)
+        metrics["tokens_per_s"] = metrics["tokens"] / seconds
+        return metrics
+
+    def accumulate(self, samples: list[TrainSample],
+                   dummy: TrainSample | None = None) -> tuple[dict[str, float], list[_MicroBatch]]:
+        """Forward and backward over every micro-batch: the gradient of the whole batch's loss ends up in
+        `.grad`, whatever the micro-batching and the number of ranks (the aggregation uses the global
+        normalisers)."""
+        algo = self.algo
+        use_kl = kl_enabled(algo.kl, algo.kl_coef)
+        ref = self.logprobs(samples, reference=True, dummy=dummy) if use_kl else None
+        n_tokens, n_seqs = self._all_reduce([float(sum(len(s.completion_ids) for s in samples)), float(len(samples))])
+        norms = {"num_tokens": n_tokens, "num_seqs": n_seqs, "norm_length": algo.norm_length}
+        policy_loss = get_policy_loss(algo.policy_loss)
+        loss_options = options_for(policy_loss, algo.options())
+        self.model.train()
+        mbs = self.micro_batches(samples)
+        filler = self._filler(samples, dummy)
+        metrics = Reduced()
+        for mb in self._padded(mbs):
+            if mb is None:  # a pass that keeps this rank in step with the others; its loss counts for nothing
+                out = self._forward(self.model, filler)
+                (out.logprobs.sum() * 0.0 + self._touch_trained_vision()).backward()
+                continue
+            out = self._forward(self.model, mb, entropy=self.config.entropy_metric)
+            logp, mask = self.per_sequence(out.logprobs, mb.spans)
+            # One update per batch (on-policy GRPO as the paper runs it): the old policy is the current one, so the
+            # ratio is 1 and its gradient is the policy gradient; the clip cannot act (issue: PPO mini-batches).
+            old = logp.detach()
+            adv = torch.tensor([samples[i].advantage for i in mb.indices], device=logp.device, dtype=logp.dtype)
+            weights = None
+            if algo.tis_cap is not None and all(samples[i].rollout_logprobs is not None for i in mb.indices):
+                rollout = _stack([samples[i].rollout_logprobs for i in mb.indices], logp.shape, logp.device)
+                weights = tis_weights(old, rollout, mask, cap=algo.tis_cap)
+                metrics.add(tis_stats(old, rollout, mask, cap=algo.tis_cap, num_tokens=n_tokens))
+            pg, aux = policy_loss(logp, old, adv, mask, is_weights=weights, **loss_options)
+            loss = agg_loss(pg, mask, algo.loss_agg, **norms)
+            metrics.add({"pg_loss": loss})
+            if use_kl:
+                ref_lp = _stack([ref[i].tolist() for i in mb.indices], logp.shape, logp.device)
+                kl = agg_loss(kl_penalty(logp, ref_lp, algo.kl, mask), mask, algo.loss_agg, **norms)
+                metrics.add({"kl": kl})
+                loss = loss + algo.kl_coef * kl
+            (loss + self._touch_trained_vision()).backward()
+            metrics.add({"loss": loss})
+            metrics.add(clip_fractions(aux, mask, n_tokens))
+            metrics.add(ratio_stats(aux["ratio"], mask, n_tokens))
+            if out.entropy is not None:
+                ent, _ = self.per_sequence(out.entropy, mb.spans)
+                metrics.add(entropy_mean(ent, mask, n_tokens))
+        return metrics.values, mbs
+
+    def _touch_trained_vision(self) -> torch.Tensor | float:
+        """Sharded with a trained vision tower or resampler: 0 x their weights, so that every rank has a gradient
+        for them (zero where its micro-batch has no image) and the ranks reduce the same tensors."""
+        if not (self.sharded and (self.config.train_vision or self.config.train_resampler)):
+            return 0.0
+        base = self.base_model(self.model)
+        return sum(p.sum() * 0.0 for m in (base.vpm, base.resampler) for p in m.parameters() if p.requires_grad)
+
+    # ---- handing out weights ----
+    def resolve_sync_kind(self, kind: str = "auto") -> str:
+        """auto: the adapter alone for LoRA, merged weights when vision/resampler train too, else full."""
+        cfg = self.config
+        if kind != "auto":
+            return kind
+        if cfg.lora:
+            return "merged" if (cfg.train_vision or cfg.train_resampler) else "adapter"
+        return "full"
+
+    def sync_payload(self, kind: str = "auto", adapter_dir: str | None = None) -> tuple[str, Any]:
+        """What the rollout workers need for this policy version: ("adapter", dir) for LoRA (only the adapter
+        travels), ("weights", [(name, tensor)]) for full training or merged LoRA. kind: auto | adapter | merged |
+        full. Trained vision/resampler weights are not in an adapter: auto then merges. Sharded: collective; the
+        payload is rank 0's (the other ranks get (kind, None))."""
+        cfg = self.config
+        kind = self.resolve_sync_kind(kind)
+        if kind == "adapter":
+            if not cfg.lora:
+                raise ValueError("sync kind 'adapter' needs lora=True")
+            if adapter_dir is None:
+                raise ValueError("sync kind 'adapter' needs adapter_dir (a folder the caller owns and deletes)")
+            weights_io.save_adapter(self.model, adapter_dir, rank0=self.rank == 0)
+            return "adapter", adapter_dir
+        if kind == "merged":
+            if not cfg.lora:
+                raise ValueError("sync kind 'merged' is for lora=True; use 'full'")
+            pairs = weights_io.merged(self.model) if self.sharded else merged_weights(self.model)
+        elif kind == "full":
+            if cfg.lora:
+                raise ValueError("sync kind 'full' is for lora=False; use 'merged'")
+            pairs = list(weights_io.full_state(self.model))
+        else:
+            raise ValueError(f"sync kind {kind!r}: expected auto, adapter, merged or full")
+        return "weights", pairs if self.rank == 0 else None
+
+    # ---- state ----
+    def save_state(self, path: Path) -> None:
+        """Trainable weights, optimizer, scheduler and version into `path` (a new folder; sharded: every rank)."""
+        path = Path(path)
+        if self.sharded:
+            weights_io.save_sharded(self.model, self.optimizer, path / "sharded")
+        else:
+            weights_io.save_local(self.model, self.optimizer, path, lora=self.config.lora)
+        if self.rank == 0:
+            torch.save({"scheduler": self.scheduler.state_dict(), "version": self.version}, path / "learner.pt")
+
+    def load_state(self, path: Path) -> None:
+        path = Path(path)
+        if (path / "sharded").is_dir() != self.sharded:
+            raise ValueError(f"{path}: a {'sharded' if (path / 'sharded').is_dir() else 'single-process'} "
+                             f"checkpoint; this run's learner is {'sharded' if self.sharded else 'single-process'} "
+                             "(cluster.learner_ranks)")
+        if self.sharded:
+            weights_io.load_sharded(self.model, self.optimizer, path / "sharded")
+        else:
+            weights_io.load_local(self.model, self.optimizer, path, lora=self.config.lora)
+        extra = torch.load(path / "learner.pt", weights_only=False)
+        self.scheduler.load_state_dict(extra["scheduler"])
+        self.version = extra["version"]
+
+    def export(self, out: Path) -> None:
+        """The merged policy as safetensors in `out`, cast to the base checkpoint's dtype (rank 0 writes)."""
+        _, pairs = self.sync_payload("merged" if self.config.lora else "full")
+        if self.rank == 0:
+            weights_io.write_weights(pairs, Path(out), self.base_config, self.export_dtype)
+
+    def close(self) -> None:
+        pass
+
+
+def checkpoint_dtype(ckpt: Path) -> torch.dtype:
+    """The dtype a checkpoint stores its weights in (config.json's torch_dtype; fp32 when unsaid)."""
+    try:
+        config = json.loads((Path(ckpt) / "config.json").read_text())
+    except (OSError, ValueError):
+        return torch.float32
+    return DTYPES.get(str(config.get("torch_dtype") or config.get("dtype") or "float32"), torch.float32)
+
+
+def _stack(rows: list[list[float]], shape, device) -> torch.Tensor:
+    out = torch.zeros(shape, device=device)
+    for b, row in enumerate(rows):
+        out[b, : len(row)] = torch.tensor(row, device=device)
+    return out
+
+
+class Reduced:
+    """Per-micro-batch (or per-rank) metric shares reduced over the batch: keys ending in `_min` / `_max` by min /
+    max, the rest summed (the means are shares of the global mean, see rl.algos.metrics)."""
+
+    def __init__(self):
+        self.values: dict[str, float] = {}
+
+    def add(self, metrics: dict) -> None:
+        for key, value in metrics.items():
+            value = float(value.detach()) if torch.is_tensor(value) else float(value)
+            if key not in self.values:
+                self.values[key] = value
+            elif key.endswith("_max"):
+                self.values[key] = max(self.values[key], value)
+            elif key.endswith("_min"):
+                self.values[key] = min(self.values[key], value)
+            else:
+                self.values[key] += value

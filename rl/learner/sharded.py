@@ -1,0 +1,186 @@
+"""The sharded learner: N ranks as Ray actors in one placement group, joined by torch.distributed (gloo on the CPU,
+NCCL on GPUs). Each rank holds a `LocalLearner` over the FSDP2-sharded model (`fsdp.py`) and gets a share of every
+batch (balanced by tokens); the loss is normalised by the whole batch's counts, so the gradient, and every weight
+after a step, does not depend on the number of ranks (tested against the local learner).
+
+    learner = ShardedLearner(ckpt, LearnerConfig(...), AlgoConfig(...), ranks=8, gpus_per_rank=1)
+    metrics = learner.step(samples)                # the same interface as LocalLearner
+    kind, payload = learner.sync_payload("full")   # full tensors gathered one at a time, delivered by rank 0
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from ..config import AlgoConfig, LearnerConfig
+from .base import TrainSample
+from .local import LocalLearner, Reduced
+
+PER_RANK = ("grad_norm", "lr")
+"""Step metrics every rank computes identically (taken from rank 0)."""
+SUMMED = ("tokens", "completion_tokens", "micro_batches")
+"""Step metrics that are counts: summed over the ranks."""
+
+
+class LearnerRank:
+    """One rank (a Ray actor): its process group membership and its LocalLearner."""
+
+    def __init__(self, rank: int, world: int, ckpt: str, config: LearnerConfig, algo: AlgoConfig, seed: int,
+                 threads: int):
+        self.rank, self.world, self.ckpt, self.config, self.algo, self.seed = rank, world, ckpt, config, algo, seed
+        self.learner: LocalLearner | None = None
+        if not torch.cuda.is_available():
+            torch.set_num_threads(max(1, threads))
+
+    def address(self) -> tuple[str, int]:
+        """This node's address and a free port: rank 0's becomes the process group's rendezvous."""
+        with socket.socket() as s:
+            s.bind(("", 0))
+            port = s.getsockname()[1]
+        return ray.util.get_node_ip_address(), port
+
+    def setup(self, master: str, port: int) -> str:
+        import torch.distributed as dist
+
+        os.environ.update(MASTER_ADDR=master, MASTER_PORT=str(port))
+        cuda = torch.cuda.is_available()
+        dist.init_process_group("nccl" if cuda else "gloo", rank=self.rank, world_size=self.world)
+        if cuda:
+            torch.cuda.set_device(0)  # Ray shows each rank its own GPU(s)
+        torch.manual_seed(self.seed)  # the same LoRA initialisation on every rank, as a local learner's
+        self.learner = LocalLearner(self.ckpt, self.config, self.algo, device="cuda" if cuda else "cpu",
+                                    sharded=True)
+        return ray.get_runtime_context().get_node_id()
+
+    def call(self, method: str, *args, **kwargs) -> Any:
+        return getattr(self.learner, method)(*args, **kwargs)
+
+    def version(self) -> int:
+        return self.learner.version
+
+    def profiled(self, method: str, *args) -> tuple[Any, dict[str, float]]:
+        """`call(method, *args)` under torch's profiler: the result, and this rank's seconds inside
+        torch.distributed's collectives (c10d ops, their waits included), peak resident memory and peak GPU
+        memory (for bench/learner_scale.py)."""
+        import resource
+
+        from torch.profiler import ProfilerActivity, profile
+
+        cuda = torch.cuda.is_available()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            out = self.call(method, *args)
+        comm = sum(e.self_cpu_time_total for e in prof.key_averages() if "c10d" in e.key) / 1e6
+        return out, {"comm_seconds": comm,
+                     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                     "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else 0.0}
+
+    def close(self) -> None:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+class ShardedLearner:
+    """`Learner` over `ranks` processes (Ray actors; `resources` are Ray custom resources each rank requests, which
+    is how a config puts the learner on chosen nodes)."""
+
+    def __init__(self, ckpt: str | Path, config: LearnerConfig | None = None, algo: AlgoConfig | None = None,
+                 ranks: int = 2, cpus_per_rank: float = 1, gpus_per_rank: float = 0,
+                 resources: dict[str, float] | None = None, seed: int = 0, timeout_s: float = 600):
+        self.config, self.algo = config or LearnerConfig(), algo or AlgoConfig()
+        if not ray.is_initialized():
+            ray.init(include_dashboard=False, log_to_driver=False)
+        bundle = {"CPU": cpus_per_rank, **({"GPU": gpus_per_rank} if gpus_per_rank else {}), **(resources or {})}
+        self.placement = placement_group([dict(bundle) for _ in range(ranks)], strategy="PACK")
+        try:
+            ray.get(self.placement.ready(), timeout=timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            remove_placement_group(self.placement)
+            raise RuntimeError(f"the cluster cannot place {ranks} learner ranks of {bundle} each within {timeout_s} s "
+                               f"(cluster.learner_*); it has {ray.cluster_resources()}") from None
+        actor = ray.remote(num_cpus=cpus_per_rank, num_gpus=gpus_per_rank, resources=resources or None)(LearnerRank)
+        self.ranks = [actor.options(scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement, i)).remote(
+            i, ranks, str(ckpt), self.config, self.algo, seed, int(cpus_per_rank)) for i in range(ranks)]
+        master, port = ray.get(self.ranks[0].address.remote())
+        self.nodes = ray.get([r.setup.remote(master, port) for r in self.ranks])
+        """The node id of each rank (where Ray placed it)."""
+        self.version = 0
+
+    # ---- the batch over the ranks ----
+    def split(self, samples: list[TrainSample]) -> list[list[int]]:
+        """Sample indices per rank, balanced by tokens (longest first onto the least-loaded rank)."""
+        load = [0] * len(self.ranks)
+        parts: list[list[int]] = [[] for _ in self.ranks]
+        sizes = [len(s.prompt.input_ids) + len(s.completion_ids) for s in samples]
+        for i in sorted(range(len(samples)), key=lambda i: -sizes[i]):
+            k = load.index(min(load))
+            parts[k].append(i)
+            load[k] += sizes[i]
+        return [sorted(p) for p in parts]
+
+    def _on_all(self, method: str, *args) -> list[Any]:
+        return ray.get([r.call.remote(method, *args) for r in self.ranks])
+
+    def step(self, samples: list[TrainSample]) -> dict[str, float]:
+        parts = self.split(samples)
+        outs = ray.get([r.call.remote("step", [samples[i] for i in idx], samples[0])
+                        for r, idx in zip(self.ranks, parts)])
+        reduced = Reduced()
+        for out in outs:
+            reduced.add({k: v for k, v in out.items() if k not in PER_RANK + SUMMED + ("seconds", "tokens_per_s",
+                                                                                         "padding_fraction")})
+        metrics = reduced.values
+        metrics.update({k: outs[0][k] for k in PER_RANK})
+        metrics.update({k: sum(o[k] for o in outs) for k in SUMMED})
+        metrics["seconds"] = max(o["seconds"] for o in outs)
+        metrics["tokens_per_s"] = metrics["tokens"] / metrics["seconds"]
+        metrics["padding_fraction"] = sum(o["padding_fraction"] * o["tokens"] for o in outs) / max(1, metrics["tokens"])
+        self.version += 1
+        return metrics
+
+    def logprobs(self, samples: list[TrainSample], reference: bool = False) -> list[torch.Tensor]:
+        parts = self.split(samples)
+        outs = ray.get([r.call.remote("logprobs", [samples[i] for i in idx], reference, samples[0])
+                        for r, idx in zip(self.ranks, parts)])
+        result: list[torch.Tensor | None] = [None] * len(samples)
+        for idx, values in zip(parts, outs):
+            for i, v in zip(idx, values):
+                result[i] = v
+        return result
+
+    # ---- weights and state (collective: every rank takes part) ----
+    def resolve_sync_kind(self, kind: str = "auto") -> str:
+        return LocalLearner.resolve_sync_kind(self, kind)
+
+    def sync_payload(self, kind: str = "auto", adapter_dir: str | None = None) -> tuple[str, Any]:
+        return self._on_all("sync_payload", kind, adapter_dir)[0]
+
+    def save_state(self, path: Path) -> None:
+        self._on_all("save_state", Path(path))
+
+    def load_state(self, path: Path) -> None:
+        self._on_all("load_state", Path(path))
+        self.version = ray.get(self.ranks[0].version.remote())
+
+    def export(self, out: Path) -> None:
+        self._on_all("export", Path(out))
+
+    def close(self) -> None:
+        try:
+            ray.get([r.close.remote() for r in self.ranks], timeout=30)
+        except Exception:  # noqa: BLE001  (a dead rank: killed below anyway)
+            pass
+        for r in self.ranks:
+            ray.kill(r)
+        remove_placement_group(self.placement)

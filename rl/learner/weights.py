@@ -1,0 +1,126 @@
+"""A learner's weights coming out (sync payloads, exports) and its state going to disk and back.
+
+Local (one process): LoRA as the PEFT adapter (+ trained vision/resampler weights in `extra/`), full weights as
+safetensors, the optimizer with `torch.save`. Sharded (FSDP2): `torch.distributed.checkpoint`, each rank writing its
+shards, readable by any number of ranks. Full tensors are gathered one at a time (every rank takes part, in the
+same order), so the extra memory on a rank is one tensor, not a model copy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from huggingface_hub import save_torch_state_dict
+from peft import set_peft_model_state_dict
+from peft.tuners.lora import LoraLayer
+from torch.distributed.tensor import DTensor
+
+from model.checkpoint import iter_safetensors, write_config
+
+
+def full_tensor(t: torch.Tensor) -> torch.Tensor:
+    """The whole tensor (an all-gather for a shard: every rank must call it, in the same order)."""
+    return t.full_tensor() if isinstance(t, DTensor) else t
+
+
+def full_state(model: torch.nn.Module, keep=lambda name: True) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, full tensor on the CPU) of the state dict's entries that `keep`, gathered one at a time."""
+    for name, t in model.state_dict().items():
+        if keep(name):
+            yield name, full_tensor(t.detach()).cpu()
+
+
+def merged(peft_model) -> list[tuple[str, torch.Tensor]]:
+    """The sharded PEFT model's weights in the checkpoint's names with every LoRA delta merged (as
+    `model.lora.merged_weights` for a local model): W + scaling * B @ A."""
+    base = peft_model.get_base_model()
+    state = dict(full_state(base))
+    for module_name, module in base.named_modules():
+        if not isinstance(module, LoraLayer):
+            continue
+        key = f"{module_name}.base_layer.weight"
+        weight = state[key].clone()
+        for adapter in module.active_adapters:
+            if adapter in module.lora_A:
+                a = state.pop(f"{module_name}.lora_A.{adapter}.weight")
+                b = state.pop(f"{module_name}.lora_B.{adapter}.weight")
+                weight += (b @ a * module.scaling[adapter]).to(weight.dtype)
+        state[key] = weight
+    return [(name.replace(".base_layer.", "."), t) for name, t in state.items() if ".lora_" not in name]
+
+
+def save_adapter(peft_model, path: str | Path, rank0: bool = True) -> None:
+    """The PEFT adapter folder (adapter_config.json + safetensors) vLLM loads as a LoRARequest."""
+    lora = {name: t for name, t in full_state(peft_model, keep=lambda n: ".lora_" in n)}
+    if rank0:
+        peft_model.save_pretrained(str(path), state_dict=lora)
+
+
+def write_weights(pairs, out: Path, config, dtype: torch.dtype) -> None:
+    """`pairs` as the safetensors of a standard checkpoint directory, in `dtype`, with config.json."""
+    out.mkdir(parents=True, exist_ok=True)
+    for old in list(out.glob("model*.safetensors")) + [out / "model.safetensors.index.json"]:
+        old.unlink(missing_ok=True)
+    save_torch_state_dict({n: t.detach().to(dtype).contiguous().cpu() for n, t in pairs}, str(out))
+    config.dtype = str(dtype).removeprefix("torch.")
+    write_config(config, out)
+
+
+# ---- state: one process ----
+def save_local(model, optimizer, path: Path, lora: bool) -> None:
+    if lora:
+        model.save_pretrained(path / "adapter")
+        trained = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad and ".lora_" not in n}
+        if trained:  # trainable vision / resampler beside the adapter
+            (path / "extra").mkdir()
+            save_torch_state_dict({k: v.contiguous() for k, v in trained.items()}, str(path / "extra"))
+    else:
+        model.save_pretrained(path / "policy")
+    torch.save(optimizer.state_dict(), path / "optimizer.pt")
+
+
+def load_local(model, optimizer, path: Path, lora: bool) -> None:
+    if lora:
+        from safetensors.torch import load_file
+
+        set_peft_model_state_dict(model, load_file(str(path / "adapter" / "adapter_model.safetensors")))
+        if (path / "extra").is_dir():
+            params = dict(model.named_parameters())
+            with torch.no_grad():
+                for name, tensor in iter_safetensors(path / "extra"):
+                    params[name].copy_(tensor)
+    else:
+        model.load_state_dict(dict(iter_safetensors(path / "policy")), strict=True)
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
+
+
+# ---- state: sharded ----
+def _options():
+    """Only what trains (LoRA: the adapters): the frozen weights come from the base checkpoint, so loading is not
+    strict about them."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(ignore_frozen_params=True, strict=False)
+
+
+def save_sharded(model, optimizer, path: Path) -> None:
+    """Collective: each rank writes its shards of the trainable weights and the optimizer state."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_state, optim_state = get_state_dict(model, optimizer, options=_options())
+    dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(path))
+
+
+def load_sharded(model, optimizer, path: Path) -> None:
+    """Collective: read a `save_sharded` folder, on the same or another number of ranks."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    model_state, optim_state = get_state_dict(model, optimizer, options=_options())
+    state = {"model": model_state, "optim": optim_state}
+    dcp.load(state, checkpoint_id=str(path))
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"],
+                   options=_options())

@@ -1,0 +1,55 @@
+"""A multi-node run on one machine: Ray's test cluster of two nodes, each with its own CPUs and a custom resource;
+the config puts the learner ranks on one node and the rollout worker on the other, and Ray's records show it."""
+
+from pathlib import Path
+
+import pytest
+import ray
+from ray.cluster_utils import Cluster
+from ray.util.state import list_actors
+
+from rl.config import load
+from rl.trainer import Trainer
+
+pytestmark = pytest.mark.vllm
+CONFIG = Path(__file__).parents[2] / "configs" / "tiny_cpu.yaml"
+
+
+@pytest.fixture
+def two_nodes():
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "resources": {"learner_node": 2}})
+    cluster.add_node(num_cpus=2, resources={"rollout_node": 1})
+    cluster.wait_for_nodes()
+    try:
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def nodes_with(resource: str) -> set[str]:
+    return {n["NodeID"] for n in ray.nodes() if n["Alive"] and resource in n["Resources"]}
+
+
+def test_learner_and_rollouts_run_on_the_nodes_the_config_names(two_nodes, tiny_ckpt, tmp_path):
+    cfg = load(CONFIG, [
+        f"model.path={tiny_ckpt}", f"data.path={tmp_path / 'data.jsonl'}", "data.demo_rows=16",
+        f"run.dir={tmp_path / 'run'}", "run.steps=2", "run.progress=false", "run.tensorboard=false",
+        "run.export=false", "rollout.prompts_per_step=2", "rollout.cpus_per_worker=1",
+        f"cluster.address={two_nodes.address}", "cluster.learner_ranks=2",
+        "cluster.learner_resources={learner_node: 1}", "cluster.rollout_resources={rollout_node: 1}"])
+    trainer = Trainer(cfg)
+    try:
+        learner_node, rollout_node = nodes_with("learner_node"), nodes_with("rollout_node")
+        assert len(learner_node) == len(rollout_node) == 1 and learner_node != rollout_node
+        assert set(trainer.learner.nodes) == learner_node  # both ranks, where Ray placed them
+        actors = list_actors(filters=[("state", "=", "ALIVE")], detail=True)
+        placed = {(a["class_name"], a["node_id"]) for a in actors}
+        assert placed >= {("LearnerRank", next(iter(learner_node))), ("RolloutWorker", next(iter(rollout_node)))}
+        assert not any(cls == "RolloutWorker" and node in learner_node for cls, node in placed)
+        history = trainer.fit()
+    finally:
+        trainer.close()
+    assert len(history) == 2 and all("reward/mean" in h and h["policy_version"] >= 1 for h in history)
