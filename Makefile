@@ -27,7 +27,7 @@ test: venv
 	$(PY) -m pytest tests
 
 demo: venv
-	$(VENV)/bin/rl-train --config configs/tiny_cpu.yaml
+	$(VENV)/bin/rl-train --config configs/tiny_cpu.yaml --overwrite
 
 clean:
 	rm -rf $(VENV) runs

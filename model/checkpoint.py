@@ -48,12 +48,21 @@ def shard_files(path: str | os.PathLike) -> dict[str, Path]:
         return {name: path / file for name, file in weight_map.items()}
     single = path / SINGLE
     if single.is_file():
-        with _open(single) as f:
+        with open_safetensors(single) as f:
             return {name: single for name in f.keys()}
     raise CheckpointError(f"{path}: no {INDEX} and no {SINGLE}")
 
 
-def _open(file: Path):
+def verify_checkpoint(path: str | os.PathLike) -> None:
+    """Cheap checks of a checkpoint directory before an engine loads it: config.json parses, every safetensors
+    file listed is there and its header reads. A CheckpointError names the file (vLLM's own error would not)."""
+    load_config(path)
+    for file in sorted(set(shard_files(path).values())):
+        with open_safetensors(file) as f:
+            f.keys()
+
+
+def open_safetensors(file: Path):
     if not file.is_file():
         raise CheckpointError(f"{file}: missing (listed in the safetensors index)")
     try:
@@ -68,7 +77,7 @@ def iter_safetensors(path: str | os.PathLike):
     for name, file in shard_files(path).items():
         by_file.setdefault(file, []).append(name)
     for file, names in by_file.items():
-        with _open(file) as f:
+        with open_safetensors(file) as f:
             for name in names:
                 yield name, f.get_tensor(name)
 
@@ -86,7 +95,7 @@ def load_state_dict(path: str | os.PathLike, expected: dict[str, torch.Tensor]) 
     for name, file in files.items():
         by_file.setdefault(file, []).append(name)
     for file, names in by_file.items():
-        with _open(file) as f:
+        with open_safetensors(file) as f:
             for name in names:
                 try:
                     tensor = f.get_tensor(name)

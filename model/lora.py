@@ -15,18 +15,23 @@ def merged_weights(peft_model) -> list[tuple[str, torch.Tensor]]:
     """(name, tensor) pairs in the checkpoint's names with every active LoRA delta merged into its base weight.
     The model is not modified (unlike `merge_and_unload`), so training goes on with the adapter."""
     base = peft_model.get_base_model()
-    state = {}
-    for name, tensor in base.state_dict().items():
-        if ".lora_" in name:
-            continue
-        state[name.replace(".base_layer.", ".")] = tensor
+    return merged_state(base, base.state_dict())
+
+
+@torch.no_grad()
+def merged_state(base, state: dict[str, torch.Tensor]) -> list[tuple[str, torch.Tensor]]:
+    """`state` (the PEFT-wrapped base model's state dict, as whole tensors) in the checkpoint's names, with every
+    active LoRA delta merged: W + scaling * B @ A (transposed for fan_in_fan_out layers), as PEFT merges."""
+    state = dict(state)
     for module_name, module in base.named_modules():
         if not isinstance(module, LoraLayer):
             continue
-        key = f"{module_name}.weight"
+        key = f"{module_name}.base_layer.weight"
         weight = state[key].clone()
         for adapter in module.active_adapters:
             if adapter in module.lora_A:
-                weight += module.get_delta_weight(adapter).to(weight.dtype)
+                a, b = (state[f"{module_name}.lora_{m}.{adapter}.weight"] for m in ("A", "B"))
+                delta = b @ a
+                weight += (delta.T if module.fan_in_fan_out else delta).mul(module.scaling[adapter]).to(weight.dtype)
         state[key] = weight
-    return list(state.items())
+    return [(name.replace(".base_layer.", "."), t) for name, t in state.items() if ".lora_" not in name]

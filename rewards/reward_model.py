@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Mapping, Protocol, Sequence
 
@@ -45,7 +45,7 @@ class OverlapScorer:
         for answer, sample in zip(answers, samples):
             words = self._words(answer)
             ref = self._words(str(sample.reference)) if sample.reference is not None else []
-            common = sum(min(words.count(w), ref.count(w)) for w in set(words))
+            common = sum((Counter(words) & Counter(ref)).values())  # linear (list.count per word was quadratic)
             f1 = 0.0 if not common else 2 * common / (len(words) + len(ref))
             out.append(f1 - self.length_penalty * max(0, len(words) - self.max_words))
         return out

@@ -9,6 +9,18 @@ out-of-memory kill) is replaced and the row gets `error="worker died ..."`. The 
 Memory: each worker sets RLIMIT_AS (address space) to `memory_mb`, so a runaway allocation raises MemoryError in
 the worker instead of taking the machine down.
 
+Processes: each worker leads its own session and process group (`os.setsid`), and every kill (timeout, worker death,
+too many processes, recycling, `close()`) is a SIGKILL to the whole group, so the subprocesses and forked
+children that a plugin starts die with their worker. While `map` runs, the caller counts the processes below each
+worker (/proc, every 0.1 s); past `max_processes` the running call fails (an idle worker is just replaced) and the
+group is killed. A tight fork loop can overshoot the bound for that 0.1 s; a hard kernel bound needs a cgroup
+(`pids.max`, or the container's pids limit). RLIMIT_NPROC is not used: it counts all the processes and threads of
+the user (the trainer's included), so a low value fails at random and a high one bounds nothing, and root ignores
+it. Each worker forks a small guard into its group that kills the group when the worker or the caller (the trainer)
+dies, even by SIGKILL, so no worker or child outlives them. PR_SET_PDEATHSIG alone would not do: it follows the
+thread that started the worker (the fork server here, or a short-lived thread), and it would kill only the worker,
+leaving its children.
+
 Start method: `forkserver` by default: workers fork from a small clean server process, never from the caller
 (a trainer holding CUDA contexts, threads or a vLLM engine, which must not be forked). The server imports the
 `preload` modules once, so a replacement worker starts in milliseconds.
@@ -49,6 +61,9 @@ class SandboxConfig:
     """Modules the fork server imports once so that new workers start warm."""
     max_calls_per_worker: int | None = 5000
     """Recycle a worker after this many calls (bounds leaks and caches in long runs); None: never."""
+    max_processes: int | None = 64
+    """Processes that may run below a worker at once (a plugin's children and theirs; Linux /proc); past it the call
+    fails and the worker's process group is killed. None: no bound (the group is still killed with the worker)."""
 
 
 class Result(NamedTuple):
@@ -83,9 +98,101 @@ def _death_message(code: int | None) -> str:
     return f"worker died (exit code {code})"
 
 
-def _worker_main(conn: multiprocessing.connection.Connection, memory_mb: int | None, sys_path: list[str]) -> None:
+_POLL_S = 0.1
+"""How often `map` counts the processes below each worker; the guards check who is alive every 5 x this."""
+
+
+def _proc_state(pid: int) -> tuple[str, str] | None:
+    """(state, start time) of a process from /proc/PID/stat; None where unreadable (gone, or no /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return fields[0].decode(), fields[19].decode()
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(pid: int, start_time: str | None) -> bool:
+    """The process runs (not a zombie) and is the one that started at `start_time` (not a reuse of its pid)."""
+    state = _proc_state(pid)
+    if state is not None:
+        return state[0] not in "ZXx" and (start_time is None or state[1] == start_time)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return start_time is None
+
+
+def _guard(worker_pid: int, caller_pid: int, caller_start: str | None) -> None:
+    """Runs in a process forked by the worker, in the worker's group: when the worker or the caller dies (even by
+    SIGKILL, which no handler sees), SIGKILL the whole group. Polling, not signals, so it needs no ctypes and works
+    whatever thread or process started the worker."""
+    try:
+        while os.getppid() == worker_pid and _alive(caller_pid, caller_start):
+            time.sleep(5 * _POLL_S)
+        os.killpg(0, signal.SIGKILL)  # the worker, the plugin's processes and this guard
+    finally:
+        os._exit(0)
+
+
+def _start_guard(caller_pid: int) -> None:
+    state = _proc_state(caller_pid)
+    caller_start = state[1] if state else None
+    worker_pid = os.getpid()
+    if os.fork() == 0:
+        try:
+            # Hold none of the worker's files: the caller must see EOF on the worker's pipe (and, for the fork and
+            # spawn start methods, on its exit sentinel) as soon as the worker dies.
+            os.closerange(3, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 4096)
+        finally:
+            _guard(worker_pid, caller_pid, caller_start)
+
+
+def _count_below(pid: int) -> int | None:
+    """Processes below `pid` (children, their children, ...; zombies included), from /proc/PID/task/TID/children;
+    None where /proc has no such lists (not Linux, or a kernel without CONFIG_PROC_CHILDREN)."""
+    if not os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children"):
+        return None
+    count, stack, seen = 0, [pid], {pid}
+    while stack:
+        parent = stack.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:  # exited meanwhile
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{task}/children", "rb") as f:
+                    children = f.read().split()
+            except OSError:
+                continue
+            for child in map(int, children):
+                if child not in seen:
+                    seen.add(child)
+                    count += 1
+                    stack.append(child)
+    return count
+
+
+def _kill_group(pid: int) -> None:
+    """SIGKILL the process group led by `pid` (a worker, its guard, its plugin's processes), if it exists."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):  # no such group (the worker had not reached setsid, or all gone)
+        pass
+
+
+def _worker_main(conn: multiprocessing.connection.Connection, memory_mb: int | None, sys_path: list[str],
+                 caller_pid: int | None = None) -> None:
     """Worker loop: receive (task_id, pickled (fn, args)), run, send (task_id, value, error, seconds)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
+    if hasattr(os, "setsid"):
+        os.setsid()  # lead a new process group: a kill of the group reaches everything the plugin starts
+        if caller_pid is not None:
+            _start_guard(caller_pid)
     sys.path[:] = sys_path
     if memory_mb is not None:
         import resource
@@ -142,31 +249,35 @@ class _Worker:
     def __init__(self, ctx: Any, memory_mb: int | None) -> None:
         parent, child = ctx.Pipe(duplex=True)
         self.conn = parent
-        self.process = ctx.Process(target=_worker_main, args=(child, memory_mb, list(sys.path)), daemon=True,
-                                   name="reward-sandbox-worker")
+        self.process = ctx.Process(target=_worker_main, args=(child, memory_mb, list(sys.path), os.getpid()),
+                                   daemon=True, name="reward-sandbox-worker")
         with _without_main_module():
             self.process.start()
         child.close()
         self.calls = 0
 
     def kill(self) -> None:
+        """SIGKILL the worker's process group (the worker, its guard, whatever the plugin started), then reap it.
+
+        Also when the worker has exited already: its group lives on while a process of the plugin is in it, and
+        no new process can take the group's id meanwhile; an empty group's id is free only once the pid counter
+        wraps around."""
+        _kill_group(self.process.pid)
         try:
-            self.process.kill()
+            self.process.kill()  # if it had not reached setsid yet
         except Exception:
             pass
         self.process.join(timeout=5)
         self.conn.close()
 
     def stop(self) -> None:
+        """Ask the worker to exit, then kill its group (what it leaves behind, or the worker if it did not exit)."""
         try:
             self.conn.send(None)
         except Exception:
             pass
         self.process.join(timeout=1)
-        if self.process.is_alive():
-            self.kill()
-        else:
-            self.conn.close()
+        self.kill()
 
 
 class Sandbox:
@@ -223,6 +334,8 @@ class Sandbox:
             self._start()
             pending = deque(enumerate(arg_tuples))
             busy: dict[_Worker, tuple[int, float, float]] = {}  # worker -> (row, started, deadline)
+            bound = self.config.max_processes
+            next_count = time.monotonic() + _POLL_S
             while pending or busy:
                 for worker in list(self._workers):
                     if not pending:
@@ -246,7 +359,10 @@ class Sandbox:
                     busy[worker] = (row, started, started + timeout)
                 if not busy:
                     continue
-                wait_s = max(0.0, min(deadline for _, _, deadline in busy.values()) - time.monotonic())
+                wake = min(deadline for _, _, deadline in busy.values())
+                if bound is not None:
+                    wake = min(wake, next_count)
+                wait_s = max(0.0, wake - time.monotonic())
                 by_conn = {worker.conn: worker for worker in busy}
                 for conn in multiprocessing.connection.wait(list(by_conn), timeout=wait_s):
                     worker = by_conn[conn]
@@ -265,6 +381,21 @@ class Sandbox:
                     if self.config.max_calls_per_worker and worker.calls >= self.config.max_calls_per_worker:
                         self._replace(worker, kill=False)
                 now = time.monotonic()
+                if bound is not None and now >= next_count:
+                    next_count = now + _POLL_S
+                    for worker in list(self._workers):
+                        below = _count_below(worker.process.pid)
+                        if below is None:  # no /proc children lists here: no bound
+                            bound = None
+                            break
+                        if below - 1 <= bound:  # - 1: the worker's guard
+                            continue
+                        if worker in busy:
+                            row, started, _ = busy.pop(worker)
+                            results[row] = Result(None, f"too many processes: {below - 1} running below the worker "
+                                                        f"(max_processes={bound}; worker killed)", now - started)
+                        self._replace(worker, kill=True)  # an idle one: what an earlier call left running
+                        self.restarts += 1
                 for worker, (row, started, deadline) in list(busy.items()):
                     if now >= deadline:
                         del busy[worker]

@@ -128,7 +128,8 @@ def parse_number(text: str) -> list[Fraction]:
     """The values a number string can mean (one, or two for a percentage under `either`); [] if not a number.
 
     Accepts `-1,234.5`, `3/4`, `\\frac{3}{4}`, `1.5e3`, `1.5 \\times 10^{3}`, `50%`, `$5`, a unicode minus."""
-    s = strip_math_delims(str(text)).replace("\u2212", "-").replace("\\!", "").replace("\\,", "").replace(" ", "")
+    s = strip_math_delims(str(text)).replace("\u2212", "-").replace("\\!", "").replace("\\,", "")
+    s = "".join(s.split())  # no white space left: `_FRAC` and `_SCI` then match in linear time
     s = re.sub(r"^\\?\$", "", s)
     percent = s.endswith("%")
     s = s.rstrip("%").rstrip("\\")

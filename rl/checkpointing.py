@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from .errors import CheckpointError
+
 # Files of a checkpoint directory that are not weights: tokenizer, processor, remote code.
 SUPPORT_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json",
                  "preprocessor_config.json", "processor_config.json", "configuration_minicpm.py",
@@ -29,15 +31,24 @@ def checkpoint_dirs(run_dir: Path) -> list[Path]:
 
 
 def save_checkpoint(run_dir: Path, step: int, learner, state: dict, keep: int = 2) -> Path:
-    """`learner.save_state` and the run's own state (`state.pt`) into `step-N`, atomically; then rotation."""
+    """`learner.save_state` and the run's own state (`state.pt`) into `step-N`, atomically; then rotation. A write
+    that fails (a full disk) leaves the previous checkpoints as they were and says which folder it was writing."""
     root = run_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:06d}"
     tmp = root / f".tmp-step-{step:06d}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    learner.save_state(tmp)
-    torch.save(dict(state, step=step, torch_rng=torch.random.get_rng_state()), tmp / "state.pt")
+    try:
+        tmp.mkdir()
+        learner.save_state(tmp)
+        torch.save(dict(state, step=step, torch_rng=torch.random.get_rng_state()), tmp / "state.pt")
+    except Exception as e:  # noqa: BLE001  (torch reports a full disk as a RuntimeError without the path)
+        shutil.rmtree(tmp, ignore_errors=True)
+        previous = checkpoint_dirs(run_dir)
+        raise CheckpointError(f"{tmp}: could not write the checkpoint of step {step} ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''}); "
+                              + (f"the previous one, {previous[-1]}, is intact" if previous else "no earlier one")
+                              ) from e
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     for old in checkpoint_dirs(run_dir)[:-keep] if keep > 0 else []:
@@ -47,18 +58,49 @@ def save_checkpoint(run_dir: Path, step: int, learner, state: dict, keep: int = 
 
 def load_checkpoint(path: Path, learner) -> dict:
     """Restore the learner in place; returns the saved state (step, data position, RNGs)."""
-    learner.load_state(path)
-    state = torch.load(path / "state.pt", weights_only=False)
+    try:
+        learner.load_state(path)
+        state = torch.load(path / "state.pt", weights_only=False)
+    except Exception as e:  # noqa: BLE001  (a truncated file says "invalid header length", not which file)
+        raise CheckpointError(f"{path}: cannot be read ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''})") from e
     torch.random.set_rng_state(state["torch_rng"])
     return state
 
 
+def load_latest(run_dir: Path, learner, log=None) -> tuple[Path, dict]:
+    """The newest checkpoint that reads, falling back past unreadable ones (each named in `log`)."""
+    found = checkpoint_dirs(run_dir)
+    if not found:
+        raise CheckpointError(f"--resume: no checkpoint under {run_dir / 'checkpoints'}")
+    problems = []
+    for path in reversed(found):
+        try:
+            state = load_checkpoint(path, learner)
+        except CheckpointError as e:
+            problems.append(str(e))
+            if log is not None:
+                log.warning("%s; trying the one before", e)
+            continue
+        return path, state
+    raise CheckpointError("--resume: no checkpoint can be read: " + "; ".join(problems))
+
+
 def export_checkpoint(learner, base_ckpt: Path, out: Path) -> Path:
     """A standard checkpoint directory (LoRA merged, in the base checkpoint's dtype) with the base checkpoint's
-    tokenizer and processor files."""
-    out.mkdir(parents=True, exist_ok=True)
-    learner.export(out)
-    for name in SUPPORT_FILES:
-        if (Path(base_ckpt) / name).is_file():
-            shutil.copy(Path(base_ckpt) / name, out / name)
+    tokenizer and processor files; written beside `out` and renamed into place (an interrupted export leaves the
+    previous one)."""
+    tmp = out.with_name(f".tmp-{out.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        learner.export(tmp)
+        for name in SUPPORT_FILES:
+            if (Path(base_ckpt) / name).is_file():
+                shutil.copy(Path(base_ckpt) / name, tmp / name)
+    except Exception as e:  # noqa: BLE001
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(f"{out}: could not write the export ({type(e).__name__}: {e})") from e
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
 from pathlib import Path
 
@@ -39,15 +40,33 @@ def mode_metrics(rows: list[dict], prefix: str = "") -> dict[str, float]:
     return {prefix + k: v for k, v in out.items() if v is not None}
 
 
+def truncate_records(path: Path, last_step: int) -> None:
+    """Keep the JSON lines of `path` whose "step" is at most `last_step` (atomically)."""
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text().splitlines(keepends=True)
+            if line.strip() and json.loads(line).get("step", 0) <= last_step]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(keep))
+    os.replace(tmp, path)
+
+
 class MetricsLogger:
     def __init__(self, run_dir: Path, tensorboard: bool = True, wandb: bool = False, mlflow: bool = False,
-                 config: dict | None = None):
+                 config: dict | None = None, resume_step: int | None = None):
+        """resume_step: the step a resumed run continues from; the records of later steps (written after that
+        checkpoint by the run that stopped) are dropped from metrics.jsonl, eval.jsonl and TensorBoard, so that
+        every step is logged once."""
+        if resume_step is not None:
+            for name in ("metrics.jsonl", "eval.jsonl"):
+                truncate_records(run_dir / name, resume_step)
         self.file = open(run_dir / "metrics.jsonl", "a")
         self.tb = self.wandb = self.mlflow = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+            self.tb = SummaryWriter(str(run_dir / "tensorboard"),
+                                    purge_step=None if resume_step is None else resume_step + 1)
         if wandb:
             import wandb as wb
 

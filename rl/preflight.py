@@ -14,9 +14,46 @@ from pathlib import Path
 from .config import TrainConfig
 
 
-def preflight(cfg: TrainConfig, resume: bool = False) -> list[str]:
+RUN_FILES = ("config.yaml", "metrics.jsonl", "eval.jsonl", "checkpoints", "export", ".tmp-export", "tensorboard",
+             ".sync", "wandb")
+"""What a run writes into run.dir: all `--overwrite` may delete."""
+
+
+def preflight(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> list[str]:
     """Every problem found (empty: the run can start)."""
-    return [*_model(cfg), *_data(cfg), *_rewards(cfg), *_resume(cfg, resume)]
+    return [*_model(cfg), *_data(cfg), *_rewards(cfg), *_run_dir(cfg, resume, overwrite), *_resume(cfg, resume)]
+
+
+def _run_dir(cfg: TrainConfig, resume: bool, overwrite: bool) -> list[str]:
+    """A run directory belongs to one run: a new run starts in an empty (or new) one, `--resume` continues the run
+    that is there, `--overwrite` deletes that run first."""
+    run = Path(cfg.run.dir)
+    entries = sorted(p.name for p in run.iterdir()) if run.is_dir() else []
+    if resume and overwrite:
+        return ["--resume and --overwrite: choose one (continue the run in run.dir, or delete it and start anew)"]
+    if not entries or resume:
+        return []
+    foreign = [e for e in entries if e not in RUN_FILES]
+    if overwrite and foreign:
+        return [f"run.dir={run}: --overwrite deletes only a run's files, and this folder also holds "
+                f"{', '.join(foreign[:5])}: choose another run.dir"]
+    if not overwrite:
+        return [f"run.dir={run} is not empty ({', '.join(entries[:5])}{', ...' if len(entries) > 5 else ''}): "
+                "continue that run with --resume, delete it with --overwrite, or choose another run.dir"]
+    return []
+
+
+def clear_run_dir(cfg: TrainConfig) -> None:
+    """`--overwrite`: delete the previous run's files (preflight has checked they are all a run's)."""
+    import shutil
+
+    run = Path(cfg.run.dir)
+    for name in RUN_FILES:
+        target = run / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
 
 
 def _model(cfg: TrainConfig) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from rewards import CombineConfig, RewardInput, RewardRunner, score_combined
 from rollouts.types import RolloutResult
 
@@ -9,9 +11,36 @@ Scored = tuple[RolloutResult, list, list]
 """(result, one total per sample (None = unscored), one {part: score} per sample)."""
 
 
+@dataclass
+class PartHealth:
+    """How one reward part fared on a batch: rows scored, errors and timeouts, and the first message of each."""
+    rows: int = 0
+    errors: int = 0
+    timeouts: int = 0
+    first_error: str | None = None
+    first_timeout: str | None = None
+
+    @property
+    def failed_every_row(self) -> bool:
+        return self.rows > 0 and self.errors + self.timeouts == self.rows
+
+    def add(self, other: "PartHealth") -> None:
+        self.rows += other.rows
+        self.errors += other.errors
+        self.timeouts += other.timeouts
+        self.first_error = self.first_error or other.first_error
+        self.first_timeout = self.first_timeout or other.first_timeout
+
+
 def score_results(results: list[RolloutResult], runner: RewardRunner, combine: CombineConfig,
                   default_reward: str) -> list[Scored]:
     """Every sample of every result scored; the samples of one result form one group (z-normalised parts)."""
+    return score_with_health(results, runner, combine, default_reward)[0]
+
+
+def score_with_health(results: list[RolloutResult], runner: RewardRunner, combine: CombineConfig,
+                      default_reward: str) -> tuple[list[Scored], dict[str, PartHealth]]:
+    """`score_results`, and per reward part its errors and timeouts (a timeout's message starts "timeout")."""
     inputs, owners = [], []
     for k, result in enumerate(results):
         meta = result.request.meta
@@ -27,7 +56,19 @@ def score_results(results: list[RolloutResult], runner: RewardRunner, combine: C
         totals = [combined.total[i].score for i in idx]
         parts = [{name: outs[i].score for name, outs in combined.parts.items()} for i in idx]
         out.append((result, totals, parts))
-    return out
+    health: dict[str, PartHealth] = {}
+    for name, outcomes in (combined.parts.items() if combined else ()):
+        h = health[name] = PartHealth(rows=len(outcomes))
+        for o in outcomes:
+            if o.error is None:
+                continue
+            if o.error.startswith("timeout"):
+                h.timeouts += 1
+                h.first_timeout = h.first_timeout or o.error
+            else:
+                h.errors += 1
+                h.first_error = h.first_error or o.error
+    return out, health
 
 
 def metric_rows(scored: list[Scored]) -> list[dict]:

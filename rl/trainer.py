@@ -19,13 +19,14 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from model.processor import Processor
 from rewards import RewardRunner
 from rollouts.pool import RolloutPool
 from rollouts.types import RolloutResult
 
 from . import config as config_io
 from .algos import get_advantage, options_for
-from .checkpointing import checkpoint_dirs, export_checkpoint, load_checkpoint, save_checkpoint
+from .checkpointing import export_checkpoint, load_latest, save_checkpoint
 from .config import TrainConfig
 from .data import PromptDataset
 from .evaluation.records import evaluate_rows, write_records
@@ -33,7 +34,8 @@ from .evaluation.summary import flat_metrics, summarize
 from .learner import TrainSample, make_learner
 from .metrics import MetricsLogger, mode_metrics
 from .modes import assign_modes, long_fraction_at
-from .scoring import Scored, metric_rows, score_results
+from .errors import NothingTrained, RewardFailure, RunError
+from .scoring import PartHealth, Scored, metric_rows, score_results, score_with_health
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +88,14 @@ class Trainer:
         random.seed(cfg.run.seed)
         torch.manual_seed(cfg.run.seed)
         self.ckpt = ensure_model(cfg)
-        self.dataset = PromptDataset.from_config(cfg.data, seed=cfg.run.seed,
-                                                 eval_holdout=cfg.run.eval_rows if cfg.run.eval_every else 0)
+        self.dataset = PromptDataset.from_config(
+            cfg.data, seed=cfg.run.seed, eval_holdout=cfg.run.eval_rows if cfg.run.eval_every else 0,
+            processor=Processor.from_pretrained(self.ckpt) if cfg.data.max_prompt_tokens is not None else None)
         start_ray(cfg)
         self.learner = make_learner(cfg, self.ckpt)
         self.sync_kind = self.learner.resolve_sync_kind(cfg.sync.kind)
         self.sync_dir = self.dir / ".sync"  # adapter folders for the workers (under run.dir: shared across nodes)
+        shutil.rmtree(self.sync_dir, ignore_errors=True)  # left by a run that was killed
         self._adapter: Path | None = None
         self.pool = RolloutPool(
             str(self.ckpt), num_workers=cfg.rollout.num_workers, chunk_size=cfg.rollout.chunk_size,
@@ -105,11 +109,13 @@ class Trainer:
         self.runner = RewardRunner(cfg.reward.runner_config())
         self.rng = random.Random(cfg.run.seed)
         self.step = 0
+        self._told: set[tuple[str, str]] = set()  # (reward part, error | timeout) already logged
+        self._failed_steps: dict[str, int] = {}  # reward part -> steps in a row it failed on every row
         if resume:
             self._resume()
         config_io.save(cfg, self.dir / "config.yaml")
         self.logger = MetricsLogger(self.dir, cfg.run.tensorboard, cfg.run.wandb, cfg.run.mlflow,
-                                    config_io.to_dict(cfg))
+                                    config_io.to_dict(cfg), resume_step=self.step if resume else None)
 
     # ---- the loop ----
     def fit(self) -> list[dict]:
@@ -130,6 +136,12 @@ class Trainer:
                 every = self.cfg.run.save_every
                 if (every and self.step % every == 0) or self.step == self.cfg.run.steps:
                     self.save()
+            if history and not any(h.get("learner/loss") is not None for h in history):
+                raise NothingTrained(
+                    f"no step of this run updated the policy ({len(history)} step(s); failed requests "
+                    f"{sum(h['failed_requests'] for h in history)}, groups dropped by dynamic sampling "
+                    f"{sum(h['dynamic/groups_dropped'] for h in history)}, bad rows {history[-1]['data/bad_rows']}): "
+                    f"see {self.dir / 'metrics.jsonl'}")
             if self.cfg.run.export:
                 export_checkpoint(self.learner, self.ckpt, self.dir / "export")
         finally:
@@ -142,7 +154,8 @@ class Trainer:
         start = time.perf_counter()
         kept: list[tuple[RolloutResult, list[float | None], list[dict]]] = []
         seen: list[tuple[RolloutResult, list[float | None], list[dict]]] = []  # dropped groups too, for metrics
-        dropped = refills = 0
+        health: dict[str, PartHealth] = {}
+        dropped = refills = failed = 0
         target = cfg.rollout.prompts_per_step
         while len(kept) < target:
             need = target - len(kept)
@@ -156,8 +169,12 @@ class Trainer:
                     request.seed = self._seed(self.step, refills, i)
             with phases("generate"):
                 results = self.pool.generate(requests)
+            failed += self._failed_requests(results)
             with phases("score"):
-                scored = self.score(results)
+                scored, batch_health = score_with_health([r for r in results if r.ok], self.runner,
+                                                         cfg.reward.combine, cfg.data.default_reward)
+            for part, h in batch_health.items():
+                health.setdefault(part, PartHealth()).add(h)
             seen += scored
             for result, rewards, parts in scored:
                 valid = [r for r in rewards if r is not None]
@@ -181,12 +198,47 @@ class Trainer:
             if key in learn:
                 metrics[name] = learn[key]
         metrics.update(mode_metrics(rows_for_metrics))
+        metrics.update(self._watch_rewards(health))
         metrics.update({f"time/{k}": v for k, v in phases.seconds.items()})
         metrics.update({"time/step": time.perf_counter() - start, "policy_version": self.learner.version,
                         "mode/long_fraction": long_fraction_at(cfg.modes, self.step), "groups": len(kept),
                         "dynamic/groups_dropped": dropped, "dynamic/refill_rounds": refills,
-                        "failed_requests": sum(1 for r, _, _ in kept if not r.ok),
+                        "failed_requests": failed,
                         "data/bad_rows": self.dataset.bad_rows})
+        return metrics
+
+    def _failed_requests(self, results: list[RolloutResult]) -> int:
+        """Requests that failed (a prompt over the context, an image the engine cannot decode...): logged with
+        the row they came from; with data.on_bad_row=fail the run stops there, as for a bad row at load."""
+        failed = [r for r in results if not r.ok]
+        for r in failed:
+            meta = r.request.meta
+            where = f"{meta['source']}: row {meta.get('row', '?')}" if meta.get("source") else r.request.request_id
+            if self.cfg.data.on_bad_row == "fail":
+                raise RunError(f"{where}: the rollout failed: {r.error} (data.on_bad_row=fail)")
+            log.warning("%s: the rollout failed, the row is left out of this step: %s", where, r.error)
+        return len(failed)
+
+    def _watch_rewards(self, health: dict[str, PartHealth]) -> dict[str, float]:
+        """Per reward part: errors and timeouts as metrics, the first message of each kind logged, a warning for a
+        step where it failed on every row, and the run stopped after `reward.max_failed_steps` such steps."""
+        metrics: dict[str, float] = {}
+        for part, h in health.items():
+            metrics[f"reward/errors/{part}"] = h.errors
+            metrics[f"reward/timeouts/{part}"] = h.timeouts
+            for kind, message in (("error", h.first_error), ("timeout", h.first_timeout)):
+                if message and (part, kind) not in self._told:
+                    self._told.add((part, kind))
+                    log.warning("reward part %r: first %s (later ones are counted in reward/%ss/%s): %s",
+                                part, kind, kind, part, message)
+            streak = self._failed_steps[part] = self._failed_steps.get(part, 0) + 1 if h.failed_every_row else 0
+            if streak:
+                log.warning("reward part %r failed on every row of step %d (%d step(s) in a row): %s", part,
+                            self.step + 1, streak, h.first_error or h.first_timeout)
+            if streak >= self.cfg.reward.max_failed_steps:
+                raise RewardFailure(f"reward part {part!r} ({self.cfg.reward.combine.parts.get(part)}) failed on "
+                                    f"every row of {streak} steps in a row (reward.max_failed_steps): "
+                                    f"{h.first_error or h.first_timeout}")
         return metrics
 
     def _seed(self, step: int, round_: int, index: int) -> int:
@@ -210,8 +262,12 @@ class Trainer:
         estimator = get_advantage(cfg.algo.advantage)
         adv = estimator(torch.tensor(rewards, dtype=torch.float64), torch.tensor(groups),
                         **options_for(estimator, cfg.algo.options())).tolist()
-        samples = [TrainSample(result.prompt, s.completion_token_ids, a, s.logprobs, s.mode)
-                   for (result, s, _, _), a in zip(flat, adv)]
+        modes = cfg.rollout.sampling()
+        samples = []
+        for (result, s, _, _), a in zip(flat, adv):
+            drawn = result.request.sampling or modes[result.request.mode]  # the distribution it was drawn from
+            samples.append(TrainSample(result.prompt, s.completion_token_ids, a, s.logprobs, s.mode,
+                                       drawn.temperature, drawn.top_k, drawn.top_p))
         return samples
 
     def sync(self) -> None:
@@ -244,16 +300,13 @@ class Trainer:
         return save_checkpoint(self.dir, self.step, self.learner, state, keep=self.cfg.run.keep_checkpoints)
 
     def _resume(self) -> None:
-        found = checkpoint_dirs(self.dir)
-        if not found:
-            raise FileNotFoundError(f"--resume: no checkpoint under {self.dir / 'checkpoints'}")
-        state = load_checkpoint(found[-1], self.learner)
+        path, state = load_latest(self.dir, self.learner, log)
         self.step = state["step"]
         self.dataset.load_state_dict(state["data"])
         self.rng.setstate(state["rng"])
         random.setstate(state["python_rng"])
         self.sync()
-        log.info("resumed from %s at step %d", found[-1], self.step)
+        log.info("resumed from %s at step %d", path, self.step)
 
     def close(self) -> None:
         for closer in (self.pool.shutdown, self.learner.close, self.runner.close,

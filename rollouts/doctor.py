@@ -41,7 +41,7 @@ def doctor_prompts() -> list[list[dict]]:
 
 
 def run(ckpt: str, dtype: str = "float32", max_tokens: int = 32, n: int = 2, seed: int = 0,
-        device: str | None = None) -> dict:
+        temperature: float = 1.0, top_k: int = 0, device: str | None = None) -> dict:
     from vllm import SamplingParams
 
     start = time.perf_counter()
@@ -50,7 +50,7 @@ def run(ckpt: str, dtype: str = "float32", max_tokens: int = 32, n: int = 2, see
     processor = Processor.from_pretrained(ckpt)
     llm = make_llm(ckpt, dtype=dtype, seed=seed)
     model = MiniCPMV.from_pretrained(ckpt, dtype=torch_dtype, device=device).eval()
-    params = SamplingParams(n=n, max_tokens=max_tokens, temperature=1.0, logprobs=0, seed=seed)
+    params = SamplingParams(n=n, max_tokens=max_tokens, temperature=temperature, top_k=top_k, logprobs=0, seed=seed)
     diffs, prompt_mismatch, n_image_prompts, modes = [], [], 0, list(FIXED_MODES)
     for mode in modes:
         inputs = [processor(messages, mode) for messages in doctor_prompts()]
@@ -69,7 +69,7 @@ def run(ckpt: str, dtype: str = "float32", max_tokens: int = 32, n: int = 2, see
                 batch = collate([p], [tokens], pad_id=processor.tokenizer.pad_token_id)
                 batch = to_device(batch, device)
                 with torch.no_grad():
-                    ours = model(**batch).logprobs[batch["target_mask"]].cpu()
+                    ours = model(**batch, temperature=temperature, top_k=top_k).logprobs[batch["target_mask"]].cpu()
                 diffs.append((ours - vllm_lp).abs())
     diff = torch.cat(diffs) if diffs else torch.zeros(0)
     import vllm
@@ -85,6 +85,8 @@ def run(ckpt: str, dtype: str = "float32", max_tokens: int = 32, n: int = 2, see
         "prompt_ids_match": not prompt_mismatch,
         "prompt_mismatches": prompt_mismatch,
         "dtype": dtype,
+        "temperature": temperature,
+        "top_k": top_k,
         "device": device,
         "vllm_version": vllm.__version__,
         "seconds": round(time.perf_counter() - start, 2),
@@ -99,10 +101,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--n", type=int, default=2, help="samples per prompt")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--temperature", type=float, default=1.0,
+                        help="sample and score at this temperature (the engine's processed log-probs)")
+    parser.add_argument("--top-k", type=int, default=0, help="and this top-k (0: off)")
     parser.add_argument("--tol", type=float, default=None,
                         help="fail (exit 1) above this max abs diff (default 1e-4 in fp32, 0.1 otherwise)")
+    parser.add_argument("--debug", action="store_true", help="full tracebacks")
     args = parser.parse_args(argv)
-    report = run(args.ckpt_dir, args.dtype, args.max_tokens, args.n, args.seed)
+    from model.checkpoint import CheckpointError, verify_checkpoint
+
+    try:
+        verify_checkpoint(args.ckpt_dir)  # a corrupt directory is named here, not 85 lines into vLLM's start-up
+        report = run(args.ckpt_dir, args.dtype, args.max_tokens, args.n, args.seed, args.temperature, args.top_k)
+    except (CheckpointError, OSError) as e:
+        if args.debug:
+            raise
+        print(f"rl-doctor: error: {e}", file=sys.stderr)
+        return 2
     tol = args.tol if args.tol is not None else (1e-4 if args.dtype == "float32" else 0.1)
     ok = report["prompt_ids_match"] and report["max_abs_logprob_diff"] is not None and \
         report["max_abs_logprob_diff"] <= tol

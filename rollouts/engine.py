@@ -11,8 +11,14 @@ importing vllm first is fine and no module applies them at import time.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
+ENGINE_TMP_PREFIX = "minicpmv-rl-engine-"
+"""Each engine starts with a temp folder of its own (`ENGINE_TMP_PREFIX<pid>-*`): vLLM writes a `vllm_dist_*`
+rendezvous file into the temp folder at every start and never deletes it."""
 WORKER_EXTENSION = "rollouts.weights.EngineWeightLoader"
 """Added to vLLM's worker (`worker_extension_cls`): weight loading by path in whichever process holds the model,
 which is how `RolloutWorker` syncs weights into a multiprocess engine."""
@@ -42,6 +48,9 @@ def make_llm(path: str | os.PathLike, dtype: str = "auto", seed: int = 0, max_mo
     from vllm import LLM
 
     options: dict[str, Any] = dict(
+        # the log-probs of the distribution each sample is drawn from (after temperature, top-k, top-p), which is
+        # what the learner computes (model.sampling) and what TIS compares
+        logprobs_mode="processed_logprobs",
         model=str(path), trust_remote_code=True, dtype=dtype, seed=seed, max_model_len=max_model_len,
         limit_mm_per_prompt={"image": max_images, "video": max_videos}, worker_extension_cls=WORKER_EXTENSION)
     if on_cpu():
@@ -53,4 +62,45 @@ def make_llm(path: str | os.PathLike, dtype: str = "auto", seed: int = 0, max_mo
     else:
         options["gpu_memory_utilization"] = gpu_memory_utilization
     options.update(kwargs)
-    return LLM(**options)
+    private = _engine_tempdir()
+    saved = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"] = tempfile.tempdir = str(private)  # also the engine's own processes' (inherited)
+    try:
+        llm = LLM(**options)
+    except BaseException:
+        shutil.rmtree(private, ignore_errors=True)
+        raise
+    finally:
+        if saved[0] is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved[0]
+        tempfile.tempdir = saved[1]
+    llm.minicpmv_tempdir = private
+    return llm
+
+
+def release_tempdir(llm) -> None:
+    """Remove the engine's temp folder (after its processes have stopped)."""
+    folder = getattr(llm, "minicpmv_tempdir", None)
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _engine_tempdir() -> Path:
+    """A new temp folder for one engine; the folders of engines whose process is gone (killed) are removed."""
+    for old in Path(tempfile.gettempdir()).glob(ENGINE_TMP_PREFIX + "*"):
+        pid = old.name.removeprefix(ENGINE_TMP_PREFIX).split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{ENGINE_TMP_PREFIX}{os.getpid()}-"))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

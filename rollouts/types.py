@@ -74,7 +74,8 @@ class RolloutSample:
     prompt_token_ids: list[int]
     completion_token_ids: list[int]
     logprobs: list[float]
-    """Per completion token: the sampling engine's log-probability (raw logits, before temperature)."""
+    """Per completion token: the sampling engine's log-probability under the distribution it sampled from (after
+    temperature, top-k and top-p: vLLM's processed log-probs)."""
     text: str
     answer: str
     """The final-answer part: after `</think>` in long mode, the whole text in short mode."""

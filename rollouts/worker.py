@@ -18,7 +18,7 @@ from core.modes import split_completion
 from model.checkpoint import iter_safetensors
 from model.processor import PromptInputs, Processor
 
-from .engine import make_llm
+from .engine import make_llm, release_tempdir
 from .types import RolloutRequest, RolloutResult, RolloutSample, SamplingConfig, default_mode_sampling
 from .weights import SAFETENSORS_FILE, from_shared, nbytes, staging_dir, write_safetensors
 
@@ -227,3 +227,4 @@ class RolloutWorker:
         llm, self.llm = getattr(self, "llm", None), None
         if llm is not None:
             llm.llm_engine.engine_core.shutdown(timeout=timeout)
+            release_tempdir(llm)

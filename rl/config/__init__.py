@@ -4,9 +4,9 @@ its loader (`loader.py`: YAML + dotted overrides, errors that name the key, the 
 of `rl/`. Checks that need the disk (model and data paths, reward plugins, resume) are `rl.preflight`."""
 
 from .loader import ConfigError, build, dump, load, save, set_dotted, to_dict
-from .sections import (AlgoConfig, ClusterConfig, DataConfig, LearnerConfig, ModeScheduleConfig, ModelConfig, RewardConfig,
-                       RolloutConfig, RunConfig, SyncConfig, TrainConfig)
+from .sections import (AlgoConfig, ClusterConfig, DataConfig, LearnerConfig, ModeScheduleConfig, ModelConfig,
+                       RewardConfig, RolloutConfig, RunConfig, SyncConfig, TrainConfig)
 
-__all__ = ["AlgoConfig", "ClusterConfig", "ConfigError", "DataConfig", "LearnerConfig", "ModeScheduleConfig", "ModelConfig",
-           "RewardConfig", "RolloutConfig", "RunConfig", "SyncConfig", "TrainConfig", "build", "dump", "load",
-           "save", "set_dotted", "to_dict"]
+__all__ = ["AlgoConfig", "ClusterConfig", "ConfigError", "DataConfig", "LearnerConfig", "ModeScheduleConfig",
+           "ModelConfig", "RewardConfig", "RolloutConfig", "RunConfig", "SyncConfig", "TrainConfig", "build", "dump",
+           "load", "save", "set_dotted", "to_dict"]

@@ -72,6 +72,14 @@ class DataConfig:
     """Keep the first N valid rows (0: all); reading stops there."""
     check_images: Literal["load", "lazy"] = "load"
     """load: decode every image when loading; lazy: check they exist now and decode a row's images when first drawn."""
+    max_image_pixels: Optional[int] = Field(89_478_485, ge=1)
+    """The most pixels (width x height) a row's image may have: a larger one is a bad row (a decompression-bomb guard,
+    checked on the image header before any pixel is decoded, when rows are loaded or first drawn). Default: PIL's own
+    limit, 89,478,485; None: no limit. PIL's process-wide limit is left as it is (the model's processor uses that)."""
+    max_prompt_tokens: Optional[int] = Field(None, ge=1)
+    """A row whose prompt is longer is a bad row: text and image tokens as model.processor builds them, for the row's
+    mode (the longer of short and long for a row without one). None: no check. Checked at load with the processor:
+    PromptDataset.from_config(cfg, processor=Processor.from_pretrained(checkpoint))."""
     max_errors: int = Field(20, ge=0)
     """Error messages kept in the report (all bad rows are counted)."""
     demo: Optional[str] = None
@@ -165,6 +173,9 @@ class RewardConfig:
     workers: int = Field(2, ge=1)
     memory_mb: int = Field(4096, ge=64)
     """Address-space limit of each sandboxed reward worker."""
+    max_failed_steps: int = Field(3, ge=1)
+    """A reward part that fails (raises or times out) on every row of this many steps in a row stops the run
+    (each such step is a warning; errors and timeouts are counted in reward/errors/<part>, reward/timeouts/<part>)."""
 
     def runner_config(self) -> RunnerConfig:
         return RunnerConfig(sandbox=SandboxConfig(workers=self.workers, timeout_s=self.timeout_s,
@@ -373,6 +384,12 @@ class TrainConfig:
             raise ValueError("sync.kind=full is for learner.lora=false; LoRA syncs adapter or merged (or auto)")
         if kind == "merged" and not lora:
             raise ValueError("sync.kind=merged merges LoRA adapters: it needs learner.lora=true (else: full)")
+        budget = self.data.max_prompt_tokens
+        for mode, sampling in self.rollout.sampling().items() if budget else ():
+            if budget + sampling.max_new_tokens > self.rollout.max_model_len:
+                raise ValueError(f"data.max_prompt_tokens={budget} + rollout.{mode}.max_new_tokens="
+                                 f"{sampling.max_new_tokens} > rollout.max_model_len={self.rollout.max_model_len}: "
+                                 "a prompt that passes the data check could still overflow the context")
         if self.cluster.sharded() and self.algo.kl != KL_OFF and not lora:
             raise ValueError(f"algo.kl={self.algo.kl} with full weights needs a frozen reference model, which the "
                              "sharded learner (cluster.learner_ranks > 1 or learner_gpus_per_rank > 0) does not "

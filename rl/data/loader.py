@@ -3,13 +3,16 @@
     cfg = DataConfig(path="data/train.jsonl", on_bad_row="skip")  # rl.config.DataConfig
     data = PromptDataset.from_config(cfg)          # every row checked (rl/data/schema.py); bad ones counted
     print(data.report.summary())                   # "train.jsonl: 1000 rows read, 998 kept, 2 bad: ..."
+    data = PromptDataset.from_config(cfg, processor=Processor.from_pretrained(ckpt))  # with data.max_prompt_tokens
     rows = data.take(8)                            # the next 8 rows of seeded, shuffled epochs
     requests = [to_request(r, mode="long", n=8) for r in rows]
     state = data.state_dict()                      # epoch and index: a resumed run continues exactly there
 
 JSONL is read line by line here, so that a malformed line is a bad row named by its line number (rather than an
 error of the whole file); Parquet is read through `datasets` (streamed, images not decoded). A bad row is skipped
-and counted (`on_bad_row: skip`) or stops the load (`fail`).
+and counted (`on_bad_row: skip`) or stops the load (`fail`): a malformed row, an image that does not decode (not an
+image, truncated, zero size, over `data.max_image_pixels`: at load, or when first drawn with `check_images: lazy`),
+or a prompt over `data.max_prompt_tokens` (counted with the model's processor, which is then needed at load).
 """
 
 from __future__ import annotations
@@ -23,11 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from core.modes import FIXED_MODES
 from rollouts.types import RolloutRequest
 
 from ..config import DataConfig
 
-from .schema import MODES, Row, RowError, SchemaOptions, copy_messages, parse_row
+from .schema import DEFAULT_MAX_IMAGE_PIXELS, MODES, Row, RowError, SchemaOptions, copy_messages, parse_row
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +40,8 @@ SUFFIXES = (".jsonl", ".parquet")
 
 def schema_options(cfg: DataConfig) -> SchemaOptions:
     allowed = tuple(cfg.allowed_rewards) if cfg.allowed_rewards is not None else None
-    return SchemaOptions(default_reward=cfg.default_reward, allowed_rewards=allowed, check_images=cfg.check_images)
+    return SchemaOptions(default_reward=cfg.default_reward, allowed_rewards=allowed, check_images=cfg.check_images,
+                         max_image_pixels=cfg.max_image_pixels)
 
 
 @dataclass
@@ -129,15 +134,54 @@ def read_parquet(path: Path) -> Iterator[tuple[int, Any]]:
             enable_progress_bars()
 
 
-def load_rows(cfg: DataConfig | str | Path | Sequence[str | Path], **overrides: Any) -> tuple[list[Row], LoadReport]:
+def prompt_tokens(row: Row, processor: Any, mode: str | None = None,
+                  max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> tuple[int, str]:
+    """(tokens, mode): the length of the row's prompt, text and image tokens, as `processor` (a
+    model.processor.Processor) builds it for `mode`, else the row's own mode, else the longer of short and long.
+
+    Exactly `len(processor(messages, mode).input_ids)`, without the pixel work: images are read for their size
+    (the header) alone, and each image pattern is expanded into the placeholder tokens the slicing gives that size.
+    """
+    fixed = mode if mode is not None else row.mode
+    sizes = row.image_sizes(max_pixels)
+    longest = (-1, "")
+    for m in [fixed] if fixed is not None else FIXED_MODES:
+        text = processor.render(copy_messages(row.messages), m)
+        expanded = processor.hf.expand_placeholders(text, sizes)
+        longest = max(longest, (len(processor.tokenizer.encode(expanded, add_special_tokens=False)), m))
+    return longest
+
+
+def check_prompt_length(row: Row, processor: Any, max_tokens: int,
+                        max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> None:
+    """A RowError when the row's prompt (`prompt_tokens`) is over `max_tokens` or cannot be built."""
+    try:
+        tokens, mode = prompt_tokens(row, processor, max_pixels=max_pixels)
+    except RowError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a prompt the processor cannot build is the row's problem
+        raise RowError(row.source, row.row, None, f"cannot build the prompt ({type(e).__name__}: {e})") from None
+    if tokens > max_tokens:
+        raise RowError(row.source, row.row, None,
+                       f"prompt of {tokens} tokens > data.max_prompt_tokens={max_tokens} ({mode} mode, text and "
+                       "image tokens)")
+
+
+def load_rows(cfg: DataConfig | str | Path | Sequence[str | Path], processor: Any = None,
+              **overrides: Any) -> tuple[list[Row], LoadReport]:
     """The valid rows of the data files and the load report; `on_bad_row="fail"` raises the first RowError.
 
-    `cfg` is a DataConfig, or the path(s) with DataConfig fields as keyword arguments.
+    `cfg` is a DataConfig, or the path(s) with DataConfig fields as keyword arguments. `processor` (a
+    model.processor.Processor) counts prompt tokens; it is needed when `max_prompt_tokens` is set, unused otherwise.
     """
     if not isinstance(cfg, DataConfig):
         cfg = DataConfig(path=str(cfg) if isinstance(cfg, (str, Path)) else [str(p) for p in cfg], **overrides)
     elif overrides:
         cfg = dataclasses.replace(cfg, **overrides)
+    if cfg.max_prompt_tokens is not None and processor is None:
+        raise ValueError(f"data.max_prompt_tokens={cfg.max_prompt_tokens}: counting prompt tokens needs the model's "
+                         "processor: PromptDataset.from_config(cfg, processor=Processor.from_pretrained(checkpoint)) "
+                         "(model.processor.Processor)")
     options = schema_options(cfg)
     report = LoadReport(max_errors=cfg.max_errors)
     rows: list[Row] = []
@@ -154,6 +198,8 @@ def load_rows(cfg: DataConfig | str | Path | Sequence[str | Path], **overrides: 
                 row = parse_row(raw, str(path), number, path.parent, options)
                 if row.id in seen:
                     raise RowError(str(path), number, "id", f"{row.id!r} is already the id of {seen[row.id]}")
+                if cfg.max_prompt_tokens is not None:
+                    check_prompt_length(row, processor, cfg.max_prompt_tokens, cfg.max_image_pixels)
             except RowError as e:
                 if cfg.on_bad_row == "fail":
                     raise
@@ -192,13 +238,15 @@ class PromptDataset:
     """
 
     def __init__(self, rows: list[Row], report: LoadReport | None = None, shuffle: bool = True, seed: int = 0,
-                 eval_holdout: int = 0, on_bad_row: str = "skip"):
+                 eval_holdout: int = 0, on_bad_row: str = "skip",
+                 max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS):
         if len(rows) <= eval_holdout:
             summary = f" ({report.summary()})" if report else ""
             raise ValueError(f"{len(rows)} valid rows: not enough to train on after holding out {eval_holdout} "
                              f"for evaluation{summary}")
         self.report = report or LoadReport(read=len(rows), kept=len(rows))
         self.shuffle, self.seed, self.on_bad_row = shuffle, seed, on_bad_row
+        self.max_image_pixels = max_image_pixels  # the limit of images decoded when first drawn (lazy check)
         held = set(random.Random(seed).sample(range(len(rows)), eval_holdout) if shuffle else range(eval_holdout))
         self.eval = [r for i, r in enumerate(rows) if i in held]
         self.rows = [r for i, r in enumerate(rows) if i not in held]
@@ -208,8 +256,12 @@ class PromptDataset:
         self._bad: dict[int, str] = {}  # rows found bad when drawn (lazy image check) -> their error
 
     @classmethod
-    def from_config(cls, cfg: Any, seed: int | None = None, eval_holdout: int = 0) -> "PromptDataset":
-        """Load `cfg.path` (a DataConfig, or any object with its fields); generate the demo set there if asked."""
+    def from_config(cls, cfg: Any, seed: int | None = None, eval_holdout: int = 0,
+                    processor: Any = None) -> "PromptDataset":
+        """Load `cfg.path` (a DataConfig, or any object with its fields); generate the demo set there if asked.
+
+        `processor` (model.processor.Processor of the policy checkpoint) counts prompt tokens for
+        `cfg.max_prompt_tokens`; needed when that is set, unused otherwise."""
         if not isinstance(cfg, DataConfig):
             known = DataConfig.__dataclass_fields__
             cfg = DataConfig(**{k: getattr(cfg, k) for k in known if hasattr(cfg, k)})  # checked like rl-train's
@@ -219,13 +271,13 @@ class PromptDataset:
             from .demo import write_demo
 
             write_demo(cfg.demo, path, rows=cfg.demo_rows, seed=seed)
-        rows, report = load_rows(cfg)
+        rows, report = load_rows(cfg, processor=processor)
         for message in report.errors[:5]:
             log.warning("bad row skipped: %s", message)
         if report.bad:
             log.warning("%s", report.summary())
         return cls(rows, report, shuffle=cfg.shuffle, seed=seed, eval_holdout=eval_holdout,
-                   on_bad_row=cfg.on_bad_row)
+                   on_bad_row=cfg.on_bad_row, max_image_pixels=cfg.max_image_pixels)
 
     # ---- counts ----
     def __len__(self) -> int:
@@ -256,7 +308,7 @@ class PromptDataset:
             return False
         if i not in self._checked:
             try:
-                self.rows[i].check_images()
+                self.rows[i].check_images(self.max_image_pixels)
             except RowError as e:
                 if self.on_bad_row == "fail":
                     raise

@@ -32,7 +32,7 @@ from urllib.parse import unquote, urlparse
 import PIL.Image
 
 from core.modes import MODES
-from model.processor import InputError, load_image
+from model.processor import DEFAULT_MAX_IMAGE_PIXELS, InputError, load_image
 from rewards import VERIFIERS, check_reference, get_reward
 
 ROLES: tuple[str, ...] = ("system", "user", "assistant")
@@ -111,13 +111,25 @@ class Row:
             f"image {k}" for k in range(len(parts))]
         return [(name, part["image"]) for name, part in zip(names, parts)]
 
-    def check_images(self) -> None:
-        """Decode every image; a RowError naming the file, row and field for the first that fails."""
+    def check_images(self, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> None:
+        """Decode every image; a RowError naming the file, row and field for the first that fails (whatever the
+        failure: not an image, truncated, zero size, over `max_pixels` (data.max_image_pixels; None: no limit))."""
         for name, image in self.images():
             try:
-                load_image(image, name)
+                load_image(image, name, max_pixels)
             except InputError as e:
-                raise RowError(self.source, self.row, name, _strip_where(str(e), name)) from None
+                raise RowError(self.source, self.row, name, _image_problem(e, name)) from None
+
+    def image_sizes(self, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> list[tuple[int, int]]:
+        """(width, height) of every image part, from the headers alone (no pixel is decoded); a RowError naming the
+        field for one that cannot be read or is over `max_pixels`."""
+        sizes = []
+        for name, image in self.images():
+            try:
+                sizes.append(tuple(load_image(image, name, max_pixels, decode=False).size))
+            except InputError as e:
+                raise RowError(self.source, self.row, name, _image_problem(e, name)) from None
+        return sizes
 
 
 @dataclass
@@ -130,6 +142,8 @@ class SchemaOptions:
     """Reward names a row may give; None: any spec `rewards.get_reward` resolves (names, `module:function`)."""
     check_images: str = "load"
     """load: decode every image now; lazy: check they exist and are non-empty now, decode when first drawn."""
+    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
+    """The most pixels an image may have (a decompression-bomb guard, checked on the header); None: no limit."""
     drop_none: bool = False
     """Treat None values in `meta` and in content parts as absent (Parquet fills missing struct keys with None)."""
 
@@ -156,6 +170,12 @@ def _strip_where(message: str, where: str) -> str:
     return message[len(where) + 2:] if message.startswith(where + ": ") else message
 
 
+def _image_problem(error: InputError, where: str) -> str:
+    """The problem of a load_image error, without its `where:` prefix, naming the setting a size limit comes from."""
+    problem = _strip_where(str(error), where)
+    return problem + "; data.max_image_pixels sets the limit" if "over the limit of" in problem else problem
+
+
 def _answer(value: Any) -> str | list[str]:
     if isinstance(value, bool):
         raise ValueError(f"expected a string or a number, got {value!r}")
@@ -174,7 +194,8 @@ def _answer(value: Any) -> str | list[str]:
     raise ValueError(f"expected a string or a number, got {type(value).__name__}")
 
 
-def _image_value(value: Any, base: Path, check: str, where: str) -> Any:
+def _image_value(value: Any, base: Path, check: str, where: str,
+                 max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> Any:
     """An image as an absolute path string or bytes, checked; ValueError(problem) if bad."""
     if isinstance(value, dict) and ("bytes" in value or "path" in value):  # a `datasets` Image feature cell
         value = value.get("bytes") or value.get("path")
@@ -206,9 +227,9 @@ def _image_value(value: Any, base: Path, check: str, where: str) -> Any:
         raise ValueError(f"expected a path, a file:// URL or bytes, got {type(value).__name__}")
     if check == "load" or isinstance(image, (bytes, PIL.Image.Image)):
         try:
-            load_image(image, where)
+            load_image(image, where, max_pixels)
         except InputError as e:
-            raise ValueError(_strip_where(str(e), where)) from None
+            raise ValueError(_image_problem(e, where)) from None
     return image
 
 
@@ -315,7 +336,8 @@ def _parse(raw: Any, source: str, row: int, base: Path, opt: SchemaOptions) -> R
 
     def image(value: Any, name: str) -> dict:
         try:
-            part = {"type": "image", "image": _image_value(value, base, opt.check_images, name)}
+            part = {"type": "image", "image": _image_value(value, base, opt.check_images, name,
+                                                           opt.max_image_pixels)}
         except ValueError as e:
             raise bad(name, str(e)) from None
         names[id(part)] = name

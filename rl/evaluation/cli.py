@@ -37,8 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-model-len", type=int)
     parser.add_argument("--no-base", action="store_true", help="for a run directory: skip the base model")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--debug", action="store_true", help="full tracebacks")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    from model.checkpoint import CheckpointError
     from rl.config import ConfigError
 
     from .run import EvalSettings, run_eval
@@ -49,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
                                 max_new_tokens=args.max_new_tokens, temperature=args.temperature, dtype=args.dtype,
                                 max_model_len=args.max_model_len, progress=not args.quiet)
         summary = run_eval(args.checkpoint, args.data, args.out, settings)
-    except (ValueError, FileNotFoundError, ConfigError) as e:
+    except (ValueError, OSError, ConfigError, CheckpointError) as e:
+        if args.debug:
+            raise
         print(f"rl-eval: {e}", file=sys.stderr)
         return 2
     print(_table(summary))

@@ -25,7 +25,7 @@ from ..scoring import score_results
 from . import plots
 from .records import evaluate_rows, write_records
 from .summary import summarize
-from .targets import Target, find_targets
+from .targets import Target, find_targets, verify_target
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,8 @@ def run_eval(checkpoint: str | Path, data: str | Path, out: str | Path, settings
     settings = settings or EvalSettings()
     out = Path(out)
     targets, run_cfg = find_targets(checkpoint, settings.include_base)
+    for target in targets:  # every file the engine will read, named if it is corrupt, before the engine starts
+        verify_target(target)
     cfg = run_cfg or TrainConfig()
     rows, report = load_rows(data, default_reward=cfg.data.default_reward,
                              allowed_rewards=cfg.data.allowed_rewards, max_rows=settings.max_rows)

@@ -33,6 +33,21 @@ class Target:
         return json.loads((self.adapter / "adapter_config.json").read_text())["r"] if self.adapter else None
 
 
+def verify_target(target: Target) -> None:
+    """The target's files read (config, safetensors headers): a CheckpointError naming the file otherwise."""
+    from model.checkpoint import CheckpointError, open_safetensors, verify_checkpoint
+
+    verify_checkpoint(target.base)
+    if target.weights is not None:
+        verify_checkpoint(target.weights)
+    if target.adapter is not None:
+        if not (target.adapter / "adapter_config.json").is_file():
+            raise CheckpointError(f"{target.adapter / 'adapter_config.json'}: missing")
+        for f in sorted(target.adapter.glob("*.safetensors")):
+            with open_safetensors(f) as opened:
+                opened.keys()
+
+
 def run_config(run_dir: Path) -> TrainConfig | None:
     """The resolved config a run saved (`RUN/config.yaml`), or None."""
     path = run_dir / "config.yaml"
@@ -66,6 +81,9 @@ def checkpoint_target(path: Path, base: Path) -> Target:
         return Target(path.name, step, base, adapter=path / "adapter")
     if (path / "policy").is_dir():
         return Target(path.name, step, base, weights=path / "policy")
+    if (path / "sharded").is_dir():
+        raise ValueError(f"{path}: a sharded learner's checkpoint (torch.distributed.checkpoint shards); evaluate "
+                         "the run's export/ instead")
     raise FileNotFoundError(f"{path}: neither adapter/ nor policy/ inside: not a run checkpoint")
 
 

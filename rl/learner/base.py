@@ -19,6 +19,11 @@ class TrainSample:
     advantage: float
     rollout_logprobs: list[float] | None = None
     mode: str = "auto"
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    """The sampling distribution it was drawn from (0 / 1.0: no top-k / top-p): the learner scores it under the
+    same one, as the engine's processed log-probs do."""
 
 
 class Learner(Protocol):

@@ -153,6 +153,7 @@ class LocalLearner:
                     offset += n_all
                 else:
                     spans.append((row, n_prompt, n_all))
+            batch.update(_sampling(chosen, spans, batch["input_ids"].shape))
             out.append(_MicroBatch(idx, to_device(batch, self.device), spans))
         return out
 
@@ -354,6 +355,20 @@ def checkpoint_dtype(ckpt: Path) -> torch.dtype:
     except (OSError, ValueError):
         return torch.float32
     return DTYPES.get(str(config.get("torch_dtype") or config.get("dtype") or "float32"), torch.float32)
+
+
+def _sampling(chosen: list[TrainSample], spans, shape) -> dict[str, torch.Tensor]:
+    """Each completion token's temperature, top-k and top-p as [R, T] tensors at the token's position (none when
+    every sample was drawn at temperature 1 without filtering: the forward's defaults)."""
+    if all(s.temperature == 1.0 and not s.top_k and s.top_p >= 1.0 for s in chosen):
+        return {}
+    out = {"temperature": torch.ones(shape), "top_k": torch.zeros(shape, dtype=torch.long),
+           "top_p": torch.ones(shape)}
+    for s, (row, start, end) in zip(chosen, spans):
+        out["temperature"][row, start:end] = s.temperature if s.temperature > 0 else 1.0  # greedy: raw log-probs
+        out["top_k"][row, start:end] = s.top_k
+        out["top_p"][row, start:end] = s.top_p
+    return out
 
 
 def _stack(rows: list[list[float]], shape, device) -> torch.Tensor:

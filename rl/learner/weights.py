@@ -14,10 +14,10 @@ from typing import Iterator
 import torch
 from huggingface_hub import save_torch_state_dict
 from peft import set_peft_model_state_dict
-from peft.tuners.lora import LoraLayer
 from torch.distributed.tensor import DTensor
 
 from model.checkpoint import iter_safetensors, write_config
+from model.lora import merged_state
 
 
 def full_tensor(t: torch.Tensor) -> torch.Tensor:
@@ -34,21 +34,9 @@ def full_state(model: torch.nn.Module, keep=lambda name: True) -> Iterator[tuple
 
 def merged(peft_model) -> list[tuple[str, torch.Tensor]]:
     """The sharded PEFT model's weights in the checkpoint's names with every LoRA delta merged (as
-    `model.lora.merged_weights` for a local model): W + scaling * B @ A."""
+    `model.lora.merged_weights` for a local model), from whole tensors gathered one at a time."""
     base = peft_model.get_base_model()
-    state = dict(full_state(base))
-    for module_name, module in base.named_modules():
-        if not isinstance(module, LoraLayer):
-            continue
-        key = f"{module_name}.base_layer.weight"
-        weight = state[key].clone()
-        for adapter in module.active_adapters:
-            if adapter in module.lora_A:
-                a = state.pop(f"{module_name}.lora_A.{adapter}.weight")
-                b = state.pop(f"{module_name}.lora_B.{adapter}.weight")
-                weight += (b @ a * module.scaling[adapter]).to(weight.dtype)
-        state[key] = weight
-    return [(name.replace(".base_layer.", "."), t) for name, t in state.items() if ".lora_" not in name]
+    return merged_state(base, dict(full_state(base)))
 
 
 def save_adapter(peft_model, path: str | Path, rank0: bool = True) -> None:

@@ -10,7 +10,9 @@ import torch
 from model import MiniCPMV
 from model.processor import Processor
 from model.synthetic import shapes_image
-from rl.checkpointing import SUPPORT_FILES, checkpoint_dirs, export_checkpoint, load_checkpoint, save_checkpoint
+from rl.checkpointing import (SUPPORT_FILES, checkpoint_dirs, export_checkpoint, load_checkpoint, load_latest,
+                              save_checkpoint)
+from rl.errors import CheckpointError
 from rl.config import LearnerConfig
 from rl.learner import LocalLearner, TrainSample
 
@@ -145,18 +147,24 @@ def test_interrupted_write_leaves_the_previous_checkpoint(tiny_ckpt, samples, tm
 
     real_save = torch.save
 
-    def dies_at_state(obj, f, *args, **kwargs):  # the adapter and optimizer.pt are written, then the run dies
-        if Path(f).name == "state.pt":
-            raise OSError("No space left on device")
+    written = []
+
+    def dies_at_state(obj, f, *args, **kwargs):  # the adapter and optimizer.pt are written, then the disk is full
+        written.append(Path(f).name)
+        if Path(f).name == "state.pt":  # what torch says on a full disk: no path, no errno
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1472 vs 1366")
         return real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", dies_at_state)
-    with pytest.raises(OSError, match="No space"):
+    half = tmp_path / "checkpoints" / ".tmp-step-000002"
+    with pytest.raises(CheckpointError) as err:
         save_checkpoint(tmp_path, 2, learner, {"data": "two"})
     monkeypatch.setattr(torch, "save", real_save)
-
-    half = tmp_path / "checkpoints" / ".tmp-step-000002"
-    assert (half / "optimizer.pt").is_file() and not (half / "state.pt").exists()  # it did die mid-write
+    message = str(err.value)
+    assert message.startswith(f"{half}: could not write the checkpoint of step 2 (RuntimeError: ")
+    assert f"the previous one, {tmp_path / 'checkpoints' / 'step-000001'}, is intact" in message
+    assert "optimizer.pt" in written and "state.pt" in written  # it did die mid-write
+    assert not half.exists()  # and the half-written folder is gone
     assert names(tmp_path) == ["step-000001"]
     restored = make_learner(tiny_ckpt, seed=1, **config)
     state = load_checkpoint(checkpoint_dirs(tmp_path)[-1], restored)
@@ -209,3 +217,41 @@ def test_full_export_and_reexport_over_it(tiny_ckpt, samples, tmp_path):
         learner.step(samples)
     base = MiniCPMV.from_pretrained(tiny_ckpt).state_dict()
     assert any(not torch.equal(t, base[n]) for n, t in exported.items())
+
+
+def test_resume_falls_back_past_a_truncated_checkpoint(tiny_ckpt, samples, tmp_path, caplog):
+    config = dict(SCHEDULE, lora=True, lr=1e-2)
+    learner = trained(tiny_ckpt, samples, steps=1, **config)
+    at_step_1 = trainable(learner)
+    save_checkpoint(tmp_path, 1, learner, {"data": "one"}, keep=3)
+    learner.step(samples)
+    newest = save_checkpoint(tmp_path, 2, learner, {"data": "two"}, keep=3)
+    adapter = newest / "adapter" / "adapter_model.safetensors"
+    adapter.write_bytes(adapter.read_bytes()[:20])  # a write cut short (a kill, a full disk)
+
+    restored = make_learner(tiny_ckpt, seed=1, **config)
+    with pytest.raises(CheckpointError, match=f"{newest}: cannot be read"):
+        load_checkpoint(newest, restored)
+    path, state = load_latest(tmp_path, restored, log=__import__("logging").getLogger("test"))
+    assert path.name == "step-000001" and state["data"] == "one" and restored.version == 1
+    for n, p in at_step_1.items():
+        assert torch.equal(trainable(restored)[n], p), n
+    assert f"{newest}: cannot be read" in caplog.text
+
+    (tmp_path / "checkpoints" / "step-000001" / "state.pt").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="no checkpoint can be read: .*step-000002.*step-000001"):
+        load_latest(tmp_path, make_learner(tiny_ckpt, seed=1, **config))
+    with pytest.raises(CheckpointError, match="--resume: no checkpoint under"):
+        load_latest(tmp_path / "empty", restored)
+
+
+def test_an_interrupted_export_keeps_the_previous_one(tiny_ckpt, samples, tmp_path, monkeypatch):
+    learner = trained(tiny_ckpt, samples, steps=1, lora=False, lr=1e-3, entropy_metric=False)
+    out = export_checkpoint(learner, tiny_ckpt, tmp_path / "export")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    learner.step(samples)
+    monkeypatch.setattr(learner, "export", lambda folder: (_ for _ in ()).throw(OSError(28, "No space left")))
+    with pytest.raises(CheckpointError, match=f"{out}: could not write the export"):
+        export_checkpoint(learner, tiny_ckpt, out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # no half-written folder beside it

@@ -65,3 +65,34 @@ def test_check_validates_and_starts_nothing(tmp_path):
 def test_the_model_context_is_checked(tiny_ckpt):
     out, err, _ = rl_train("--config", TINY, f"model.path={tiny_ckpt}", "rollout.max_model_len=9000", "--check")
     assert out["rc"] == 2 and "rollout.max_model_len=9000 exceeds the model's context" in err
+
+
+def test_a_run_directory_belongs_to_one_run(tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints" / "step-000002").mkdir(parents=True)
+    (run / "metrics.jsonl").write_text('{"step": 1}\n')
+    out, err, _ = rl_train("--config", TINY, f"run.dir={run}", "--check")
+    assert out["rc"] == 2 and f"run.dir={run} is not empty (checkpoints, metrics.jsonl)" in err
+    assert "--resume" in err and "--overwrite" in err
+    out, err, _ = rl_train("--config", TINY, f"run.dir={run}", "--check", "--overwrite")
+    assert out["rc"] == 0 and (run / "metrics.jsonl").exists()  # --check deletes nothing
+    out, err, _ = rl_train("--config", TINY, f"run.dir={run}", "--check", "--resume")
+    assert out["rc"] == 0
+    (run / "notes.txt").write_text("mine")
+    out, err, _ = rl_train("--config", TINY, f"run.dir={run}", "--overwrite", "--check")
+    assert out["rc"] == 2 and "also holds notes.txt: choose another run.dir" in err
+
+
+def test_overwrite_deletes_only_the_runs_files(tmp_path):
+    from rl.config import load
+    from rl.preflight import clear_run_dir, preflight
+
+    run = tmp_path / "run"
+    (run / "checkpoints" / "step-000001").mkdir(parents=True)
+    (run / "tensorboard").mkdir()
+    (run / "config.yaml").write_text("x: 1\n")
+    cfg = load(TINY, [f"run.dir={run}"])
+    assert preflight(cfg, overwrite=True) == []
+    clear_run_dir(cfg)
+    assert run.is_dir() and list(run.iterdir()) == []
+    assert preflight(cfg) == []

@@ -100,11 +100,15 @@ def test_learning_run_reward_rises(tiny_ckpt, tmp_path):
 
 def test_dynamic_sampling_drops_zero_variance_groups_and_refills(common, tmp_path):
     """A reward that is 0 for every sample (its one part has weight 0): every group has zero variance, all are
-    dropped, the batch is refilled up to the bound, and the step goes on without an update rather than failing."""
+    dropped, the batch is refilled up to the bound, and the step goes on without an update rather than failing; a run
+    in which no step updated the policy then ends with an error, not exit 0."""
     run = tmp_path / "dyn"
-    rl_train("--config", "configs/tiny_cpu.yaml", *common, f"run.dir={run}", "run.steps=1", "run.export=false",
-             "algo.dynamic_sampling=true", "algo.max_refill_rounds=2", "reward.combine.parts={acc: acc}",
-             "reward.combine.weights={acc: 0.0}", "reward.combine.group_normalize=[]")
+    proc = rl_train("--config", "configs/tiny_cpu.yaml", *common, f"run.dir={run}", "run.steps=1",
+                    "run.export=false", "algo.dynamic_sampling=true", "algo.max_refill_rounds=2",
+                    "reward.combine.parts={acc: acc}", "reward.combine.weights={acc: 0.0}",
+                    "reward.combine.group_normalize=[]", check=False)
+    assert proc.returncode == 1 and "rl-train: error: no step of this run updated the policy" in proc.stderr
+    assert "Traceback" not in proc.stderr
     [row] = metrics(run)
     assert row["dynamic/refill_rounds"] == 2
     assert row["dynamic/groups_dropped"] == 2 * 3  # prompts_per_step x (1 + refill rounds)

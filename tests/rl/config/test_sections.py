@@ -54,6 +54,11 @@ def test_bad_values_name_the_key_and_the_allowed_values(override, message):
     (["sync.kind=adapter", "learner.train_vision=true"], r"use sync\.kind=merged"),
     (["run.eval_every=2", "run.eval_rows=0"], r"run\.eval_every=2 needs run\.eval_rows >= 1"),
     (["data.default_reward=prob", "data.allowed_rewards=[math]"], r"data\.default_reward='prob': not one of"),
+    (["data.max_prompt_tokens=4000"], r"data\.max_prompt_tokens=4000 \+ rollout\.long\.max_new_tokens=8192 > "
+                                      r"rollout\.max_model_len=10240"),
+    (["cluster.learner=local", "cluster.learner_ranks=2"], r"cluster\.learner=local runs one rank"),
+    (["cluster.learner_ranks=2", "learner.lora=false", "algo.kl=k3", "algo.kl_coef=0.1"],
+     r"needs a frozen reference model, which the sharded learner"),
 ])
 def test_combinations(overrides, message):
     with pytest.raises(ConfigError, match=message):

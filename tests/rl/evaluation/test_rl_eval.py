@@ -2,6 +2,7 @@
 one engine serving adapters and full weights exactly as the merged export."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -112,3 +113,15 @@ def test_bad_arguments_are_named(runs, tmp_path):
     proc = rl_eval("--checkpoint", str(root / "lora" / "export"), "--data", str(bad), "--out", str(tmp_path),
                    check=False)
     assert proc.returncode == 2 and "bad.jsonl: row 1: field 'answer'" in proc.stderr
+
+
+def test_a_corrupt_checkpoint_in_a_run_is_named_and_fails(runs, tmp_path):
+    root, evalset = runs
+    run = tmp_path / "run"
+    shutil.copytree(root / "lora", run)
+    latest = sorted((run / "checkpoints").iterdir())[-1]
+    adapter = latest / "adapter" / "adapter_model.safetensors"
+    adapter.write_bytes(b"\x00" * 16)
+    proc = rl_eval("--checkpoint", str(run), "--data", str(evalset), "--out", str(tmp_path / "out"), check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"{adapter}: not a readable safetensors file" in proc.stderr

@@ -1,0 +1,16 @@
+"""Expected failures of a run: each is reported by the commands as one line naming the file, row, key or part
+(a traceback only with `--debug`)."""
+
+from model.checkpoint import CheckpointError  # noqa: F401  (run checkpoints fail as model checkpoints do: by file)
+
+
+class RunError(RuntimeError):
+    """A failure the user can act on from its message alone."""
+
+
+class RewardFailure(RunError):
+    """A reward part that failed on every row for too many steps in a row (`reward.max_failed_steps`)."""
+
+
+class NothingTrained(RunError):
+    """A run that ended without a single update."""

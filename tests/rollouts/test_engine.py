@@ -1,0 +1,39 @@
+"""An engine leaves nothing in the temp folder: vLLM's per-start rendezvous file goes with the engine's own folder."""
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from rollouts.engine import ENGINE_TMP_PREFIX, _engine_tempdir
+from rollouts.worker import RolloutWorker
+from tests.rollouts.helpers import SAMPLING
+
+pytestmark = pytest.mark.vllm
+
+
+def leftovers() -> set[str]:
+    root = Path(tempfile.gettempdir())
+    return {p.name for p in root.iterdir() if p.name.startswith(("vllm_dist_", ENGINE_TMP_PREFIX))}
+
+
+def test_a_worker_leaves_no_temp_files(tiny_ckpt):
+    before = leftovers()
+    worker = RolloutWorker(str(tiny_ckpt), mode_sampling=SAMPLING, dtype="float32", max_model_len=1024)
+    folder = worker.llm.minicpmv_tempdir
+    assert any(p.name.startswith("vllm_dist_") for p in folder.iterdir())  # vLLM's file went into it
+    assert os.environ.get("TMPDIR") != str(folder) and tempfile.gettempdir() != str(folder)  # restored
+    worker.shutdown()
+    assert not folder.exists() and leftovers() <= before
+
+
+def test_the_folders_of_dead_engines_are_removed(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = tmp_path / f"{ENGINE_TMP_PREFIX}999999999-x"
+    dead.mkdir()
+    (dead / "vllm_dist_0").write_text("")
+    mine = tmp_path / f"{ENGINE_TMP_PREFIX}{os.getpid()}-y"
+    mine.mkdir()
+    fresh = _engine_tempdir()
+    assert not dead.exists() and mine.exists() and fresh.parent == tmp_path
