@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -89,7 +90,7 @@ def build_tiny_checkpoint(out_dir: str | Path, seed: int = 0, preset: str = "tin
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rl-tiny-model", description=__doc__.splitlines()[0])
     parser.add_argument("out_dir")
     parser.add_argument("--seed", type=int, default=0)
@@ -97,13 +98,21 @@ def main(argv: list[str] | None = None) -> None:
                         help="the stored dtype (the release stores bfloat16)")
     parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS),
                         help="tiny: the test fixture; small, qwen3-0.6b (Qwen3-0.6B LLM shapes): for benchmarks")
+    parser.add_argument("--debug", action="store_true", help="full tracebacks")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    out = build_tiny_checkpoint(args.out_dir, args.seed, args.preset, getattr(torch, args.dtype))
+    try:
+        out = build_tiny_checkpoint(args.out_dir, args.seed, args.preset, getattr(torch, args.dtype))
+    except OSError as e:  # a folder that cannot be written: one line naming it
+        if args.debug:
+            raise
+        print(f"rl-tiny-model: error: {args.out_dir}: {e.strerror or e}", file=sys.stderr)
+        return 1
     n = sum(p.numel() for p in MiniCPMV.from_pretrained(out).parameters())
     print(f"wrote a random-weight MiniCPM-V 4.5 (preset {args.preset}, {n / 1e6:.2f}M parameters) to {out} "
           f"in {time.perf_counter() - start:.1f}s")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

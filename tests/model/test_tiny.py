@@ -44,3 +44,13 @@ def test_cli(tmp_path):
                          capture_output=True, text=True, check=True)
     assert "random-weight MiniCPM-V 4.5 (preset tiny" in out.stdout
     assert (tmp_path / "cli" / "model.safetensors").is_file()
+
+
+def test_cli_error_is_one_line(tmp_path, capsys):
+    from model.tiny import main
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main([str(blocker / "ckpt")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"rl-tiny-model: error: {blocker / 'ckpt'}: ") and "\n" not in err

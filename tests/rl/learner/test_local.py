@@ -118,7 +118,7 @@ def test_rollout_logprobs_give_tis_metrics(tiny_ckpt, samples):
 
 
 @pytest.mark.vllm
-def test_lora_adapter_sync_gives_the_worker_the_learners_logprobs(tiny_ckpt, samples):
+def test_lora_adapter_sync_gives_the_worker_the_learners_logprobs(tiny_ckpt, samples, tmp_path):
     from rollouts.types import RolloutRequest, SamplingConfig
     from rollouts.worker import RolloutWorker
     from tests.rollouts.helpers import learner_diff
@@ -126,8 +126,8 @@ def test_lora_adapter_sync_gives_the_worker_the_learners_logprobs(tiny_ckpt, sam
     learner = LocalLearner(tiny_ckpt, LearnerConfig(lora=True, lr=5e-2), device="cpu")
     learner.step(samples)
     learner.step(samples)
-    kind, path = learner.sync_payload()
-    assert kind == "adapter"
+    kind, path = learner.sync_payload(adapter_dir=str(tmp_path / "adapter"))
+    assert kind == "adapter" and path == str(tmp_path / "adapter")
     worker = RolloutWorker(str(tiny_ckpt), dtype="float32", max_model_len=2048, enable_lora=True,
                            max_lora_rank=16, mode_sampling={m: SamplingConfig(16) for m in ("short", "long", "auto")})
     worker.load_lora(learner.version, path)

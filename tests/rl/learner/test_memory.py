@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import math
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -79,30 +81,20 @@ def unit_params(model: torch.nn.Module) -> dict[str, list[torch.nn.Parameter]]:
     return owned
 
 
-@pytest.fixture
-def fake_world():
-    """init(ranks): this process becomes rank 0 of a fake process group of `ranks` (torn down afterwards)."""
-    assert not dist.is_initialized(), "a process group is already up in this process"
-
-    def init(ranks: int) -> None:
-        dist.init_process_group("fake", rank=0, world_size=ranks, store=FakeStore())
-
-    yield init
-    if dist.is_initialized():
-        dist.destroy_process_group()
-
-
 def test_the_multi_gpu_full_weight_configs_are_found():
     assert {p.name for p in FULL} >= {"minicpm-v-4_5_full_8gpu.yaml", "minicpm-v-4_5_full_2x8gpu.yaml"}
 
 
-@pytest.mark.parametrize("path", FULL, ids=lambda p: p.name)
-def test_sharded_state_per_rank_matches_the_header(path, fake_world):
+def measure(path: str | Path) -> dict[str, int]:
+    """Rank 0's bytes (params, grads, adam, root_unit, largest_unit) of the config's sharded learner, checked against
+    the arithmetic from the shapes. Makes this process rank 0 of a fake process group: run it in a fresh process
+    (an in-process vLLM engine of the test session already holds the default group)."""
+    path = Path(path)
     cfg = load(path)
     n = cfg.cluster.learner_ranks
     model = meta_model(cfg)
     shapes = {name: (tuple(p.shape), p.requires_grad) for name, p in model.named_parameters()}
-    fake_world(n)
+    dist.init_process_group("fake", rank=0, world_size=n, store=FakeStore())
     shard_model(model, model, bf16=cfg.learner.bf16)
 
     # the arithmetic from the shapes: rank 0 holds ceil(dim0 / N) rows of every parameter, 4 B per fp32 entry
@@ -137,8 +129,18 @@ def test_sharded_state_per_rank_matches_the_header(path, fake_world):
     root_unit = gathered.pop("<root>")
     largest_unit = max(gathered.values())
 
-    measured = {"params": param_bytes, "grads": grad_bytes, "adam": adam, "root_unit": root_unit,
-                "largest_unit": largest_unit}
+    dist.destroy_process_group()
+    return {"params": param_bytes, "grads": grad_bytes, "adam": adam, "root_unit": root_unit,
+            "largest_unit": largest_unit}
+
+
+@pytest.mark.parametrize("path", FULL, ids=lambda p: p.name)
+def test_sharded_state_per_rank_matches_the_header(path):
+    code = "import json, sys; from tests.rl.learner.test_memory import measure; print(json.dumps(measure(sys.argv[1])))"
+    proc = subprocess.run([sys.executable, "-c", code, str(path)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    measured = json.loads(proc.stdout.strip().splitlines()[-1])
     header = stated(path)
     assert set(header) == set(measured), f"{path.name}: the memory line names {sorted(header)}"
     off = {k: (header[k], round(v / GB, 3)) for k, v in measured.items() if abs(header[k] - v / GB) > TOLERANCE_GB}
