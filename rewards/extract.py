@@ -1,7 +1,8 @@
 """Answer extraction from a final-answer text: pure string functions shared by the verifiers (no parsing of math).
 
-The order the verifiers use (`candidate`): the last `\\boxed{...}`, then the last "answer is ..." phrase, then the whole
-text when it is a bare expression, then the last `$...$`-style math segment, then the last number.
+The order the verifiers use (`candidate`): the last `\\boxed{...}`, then GSM8K's `#### answer` line when it holds an
+expression, then the last "answer is ..." phrase, then the whole text when it is a bare expression, then the last
+`$...$`-style math segment, then the last number.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ _SEGMENT_DELIMS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
 _SEGMENT_START = re.compile(r"\$|\\[(\[]")
 _NUMBER = re.compile(r"(?<![\w.])[-\u2212]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s*/\s*\d+(?:\.\d+)?)?(?:\s*\\?%)?"
                      r"|(?<![\w.])[-\u2212]?\.\d+(?:\s*\\?%)?")
+_HASH_MARKER = re.compile(r"^[ \t]*####[ \t]*(\S[^\n]*)", re.MULTILINE)  # GSM8K's final line: "#### 42"
 _BOXED_TOKEN = re.compile(r"[^\s$]+")
 _LATEX_COMMAND = re.compile(r"\\(?:begin|end)\s*\{[A-Za-z*]*\}|\\[A-Za-z]+")
 _TEXT_ARG = re.compile(r"\\(?:text|mathrm|textbf|mbox|operatorname)\s*\{[^{}]*\}")
@@ -77,6 +79,15 @@ def answer_phrase(text: str) -> str | None:
     line = re.split(r"\.(?=\s|$)", line, maxsplit=1)[0]  # a full stop, not a decimal point
     line = line.strip().strip("*").strip()
     return line.rstrip(".").strip() or None
+
+
+def hash_marker(text: str) -> str | None:
+    """What follows the last line-initial `####` (GSM8K's answer line), when it is an expression, not prose (a
+    markdown heading such as `#### Final answer` is not an answer)."""
+    found = None
+    for match in _HASH_MARKER.finditer(text):
+        found = match.group(1).strip()
+    return found if found and is_bare_expression(strip_math_delims(found)) else None
 
 
 def strip_math_delims(text: str) -> str:
@@ -179,11 +190,11 @@ def last_number(text: str) -> str | None:
 
 
 def candidate_with_source(text: str, max_chars: int | None = None) -> tuple[str | None, str | None]:
-    """(candidate, where it came from): `boxed`, `phrase`, `whole`, `segment`, `number`, or (None, None)."""
+    """(candidate, where it came from): `boxed`, `marker`, `phrase`, `whole`, `segment`, `number`, or (None, None)."""
     text = text.strip()
     if not text:
         return None, None
-    for source, step in (("boxed", last_boxed), ("phrase", answer_phrase)):
+    for source, step in (("boxed", last_boxed), ("marker", hash_marker), ("phrase", answer_phrase)):
         found = step(text)
         if found is not None and found.strip():
             return strip_math_delims(found), source

@@ -35,11 +35,13 @@ class MathConfig:
 
     rel_tol: float = 1e-4
     """Decimals: when either side holds a decimal number, |pred - ref| <= rel_tol * |ref| counts as equal
-    (Qwen2.5-Math's `numeric_equal` default). Exact numbers (integers, fractions, pi) are compared exactly."""
+    (Qwen2.5-Math's `numeric_equal` default). Exact numbers (integers, fractions, pi) are compared exactly.
+    0 turns the tolerance off: a decimal is then read as the exact number it writes (0.142857 is 142857/10^6, not
+    1/7) and math-verify's rounding to `float_rounding` places is not used; only `abs_tol` remains."""
     abs_tol: float = 1e-9
     """Absolute tolerance of the same test, for references at or near zero."""
     float_rounding: int = 6
-    """math-verify: decimal places floats are rounded to before its own comparison."""
+    """math-verify: decimal places floats are rounded to before its own comparison (with rel_tol > 0)."""
     strict: bool = True
     """math-verify strict mode: variable names matter and sets are not compared with tuples."""
     parse_timeout_s: int = 2
@@ -48,6 +50,9 @@ class MathConfig:
     """math-verify's per-comparison limit, same rules."""
     max_answer_chars: int = 1000
     """An extracted answer longer than this is not parsed and scores `incorrect`."""
+    max_nesting: int = 8
+    """An extracted answer whose brackets (`(`, `[`, `{`) nest deeper than this is not parsed and scores
+    `incorrect`: math-verify's LaTeX parser takes time exponential in the depth (about 1 s at depth 10)."""
     correct: float = 1.0
     """Score of an equivalent answer."""
     incorrect: float = 0.0
@@ -64,13 +69,138 @@ def _unwrap_text(s: str) -> str:
     return m.group(1).strip() if m and "}" not in m.group(1) else s
 
 
+# ---------------------------------------------------------------------------------------- normalisation (both sides)
+# Each pattern here is linear in the string's length; the strings are at most `max_answer_chars` long anyway.
+
+_UNICODE = {"\u03c0": "\\pi ", "\u00b0": "^{\\circ}", "\u2212": "-", "\u00d7": "\\times ", "\u00b7": "\\cdot ",
+            "\u221e": "\\infty ", "\u2264": "\\le ", "\u2265": "\\ge ", "\u221a": "\\sqrt"}
+_SCI_E = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?|\.\d+)[eE]([-+]?\d+)(?![\w.])")  # 1.5e3, 2E-4
+_PI_WORD = re.compile(r"(?<![A-Za-z\\])pi(?![A-Za-z])")
+_SPACED_THOUSANDS = re.compile(r"(?<![\d.])\d{1,3}(?:\\[,;:! ]\d{3})+(?![\d.])")  # 1\,000 (a LaTeX thin space)
+_LATEX_SPACE = re.compile(r"\\[,;:! ]")
+_ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+         "seventeen eighteen nineteen").split()
+_TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
+_NUMBER_WORDS = {w: i for i, w in enumerate(_ONES)}
+_NUMBER_WORDS.update({t: 20 + 10 * i for i, t in enumerate(_TENS)})
+_NUMBER_WORDS.update({f"{t}{sep}{o}": 20 + 10 * i + j for i, t in enumerate(_TENS) for j, o in enumerate(_ONES[1:10], 1)
+                      for sep in ("-", " ")})
+_NUMBER_WORDS.update({"hundred": 100, "one hundred": 100, "a hundred": 100, "thousand": 1000, "one thousand": 1000,
+                      "a thousand": 1000})
+
+
+def number_word(text: str) -> str | None:
+    """The digits of an answer that is one number word (`five`, `\\text{Twenty-one}`, `zero.`), else None."""
+    s = _unwrap_text(strip_math_delims(text)).strip().rstrip(".").strip().lower()
+    value = _NUMBER_WORDS.get(" ".join(s.split()))
+    return None if value is None else str(value)
+
+
+def normalize_answer(s: str) -> str:
+    """The string math-verify parses: unicode signs as LaTeX (`π`, `°`, `−`, `×`, `√`, ...), markdown bold removed,
+    `1.5e3` as `1.5\\times10^{3}`, a bare word `pi` as `\\pi`, `1\\,000` as `1000`, a number word as its digits."""
+    s = s.strip()
+    while len(s) > 4 and s.startswith("**") and s.endswith("**"):
+        s = s[2:-2].strip()
+    if any(c in s for c in _UNICODE):
+        s = "".join(_UNICODE.get(c, c) for c in s)
+    s = _SCI_E.sub(lambda m: f"{m.group(1)}\\times10^{{{m.group(2)}}}", s)
+    s = _PI_WORD.sub(lambda m: "\\pi ", s)
+    s = _SPACED_THOUSANDS.sub(lambda m: _LATEX_SPACE.sub("", m.group(0)), s)
+    return number_word(s) or s
+
+
+def nesting_depth(s: str) -> int:
+    """How deep `(`, `[` and `{` nest; an opener that is never closed counts too (`((((` is 4 deep)."""
+    depth = deepest = 0
+    for c in s:
+        if c in "([{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in ")]}":
+            depth = max(depth - 1, 0)
+    return deepest
+
+
+# ------------------------------------------------------------------------------------------------------------ units
+# A unit is ignored when one side has none (`5 cm` = `5`); when both sides end with a unit of the table, the units
+# must be the same (`5 cm` != `5 m`; no conversions: `100 cm` != `1 m`).
+
+_UNIT_NAMES = {
+    "mm": "mm millimeter millimetre", "cm": "cm centimeter centimetre", "m": "m meter metre",
+    "km": "km kilometer kilometre", "in": "in inch", "ft": "ft foot feet", "yd": "yd yard", "mi": "mi mile",
+    "mg": "mg milligram", "g": "g gram gramme", "kg": "kg kilogram", "lb": "lb pound", "oz": "oz ounce",
+    "ms": "ms millisecond", "s": "s sec second", "min": "min minute", "h": "h hr hour", "day": "day", "week": "week",
+    "month": "month", "year": "year yr", "ml": "ml milliliter millilitre", "l": "l liter litre",
+    "dollar": "dollar usd", "cent": "cent", "degree": "degree deg", "radian": "radian rad", "km/h": "km/h kph",
+    "mph": "mph", "m/s": "m/s",
+}
+_UNIT_OF = {alias: key for key, names in _UNIT_NAMES.items() for alias in names.split()}
+_TEXT_GROUP = re.compile(r"\\(?:text|mathrm|textrm|mbox|operatorname)\s*\{([^{}]*)\}")
+_UNIT_TOKEN = re.compile(r"\s+|\\[,;:! ]|~|\^\s*\{?\s*\\circ\s*\}?|\^\s*\{?\s*[23]\s*\}?|\\circ|\x00\d+\x00"
+                         r"|(?<![\\A-Za-z])[A-Za-z]+(?:/[A-Za-z]+)?(?![A-Za-z])")
+_UNIT_WORD = re.compile(r"[A-Za-z]+(?:/[A-Za-z]+)?|\^\s*\{?\s*[23]")
+
+
+def _unit_key(word: str) -> str | None:
+    word = word.lower()
+    for form in (word, word[:-1] if word.endswith("s") else "", word[:-2] if word.endswith("es") else ""):
+        if form in _UNIT_OF:
+            return _UNIT_OF[form]
+    return None
+
+
+def answer_unit(s: str) -> str | None:
+    """The unit an answer ends with (`cm`, `cm^2`, `degree`, `dollar`, ...): None when it has none, or one that is
+    not in the table (`square units`), or letters that are not units (`2x`)."""
+    groups: list[str] = []
+
+    def mask(m: re.Match) -> str:
+        groups.append(m.group(1))
+        return f"\x00{len(groups) - 1}\x00"
+
+    masked = _TEXT_GROUP.sub(mask, s.strip())
+    tokens: list[str] = []
+    end = len(masked)
+    for m in reversed(list(_UNIT_TOKEN.finditer(masked))):  # the tokens that end the string, from its end
+        if m.end() != end:
+            break
+        tokens.insert(0, m.group(0))
+        end = m.start()
+    if end == 0:  # nothing before the unit: not a quantity
+        tokens = []
+    words: list[str] = []
+    for token in tokens:
+        if token.startswith("\x00"):
+            words.extend(_UNIT_WORD.findall(groups[int(token.strip("\x00"))]))
+        elif "\\circ" in token:
+            words.append("degree")
+        elif token.startswith("^") or token[0].isalpha():
+            words.append(token)
+    if not words:
+        return "dollar" if masked.startswith(("\\$", "$")) else None
+    power, units = "", []
+    for w in words:
+        if w.startswith("^"):
+            power = w[-1]
+        elif w.lower() in ("square", "sq"):
+            power = "2"
+        elif w.lower() == "cubic":
+            power = "3"
+        elif (key := _unit_key(w)) is not None:
+            units.append(key)
+        else:
+            return None  # a word that is not a unit: this is not a unit phrase
+    return units[0] + (f"^{power}" if power else "") if len(units) == 1 else None
+
+
 def parse_math(text: str, config: MathConfig = MathConfig(), lenient: bool = False) -> list[Any]:
     """math-verify's parse of one extracted answer string: a list of sympy objects and strings (its raw-string
     fallback when nothing parses).
 
     Strict (the default): the string must be one LaTeX/plain expression as a whole. Lenient (an "answer is" phrase
     that goes on in prose, e.g. "5 apples because ..."): math-verify may also pick an expression out of the text."""
-    s = _unwrap_text(strip_math_delims(text))
+    s = normalize_answer(_unwrap_text(strip_math_delims(text)))
     if not s:
         return []
     timeout = _alarm(config.parse_timeout_s)

@@ -11,13 +11,19 @@ import pytest
 pytestmark = pytest.mark.vllm
 
 
-def test_rl_doctor_json_reports_agreement(tiny_ckpt):
+def rl_doctor(*args, timeout=600) -> subprocess.CompletedProcess:
     exe = Path(sys.executable).parent / "rl-doctor"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "rollouts.doctor"]
-    proc = subprocess.run(cmd + [str(tiny_ckpt), "--json", "--max-tokens", "32", "--n", "2"],
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, timeout=timeout)
+
+
+def report_of(proc: subprocess.CompletedProcess) -> dict:
     assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_rl_doctor_json_reports_agreement(tiny_ckpt):
+    report = report_of(rl_doctor(tiny_ckpt, "--json", "--max-tokens", "32", "--n", "2"))
     assert report["prompt_ids_match"] is True
     assert report["n_tokens"] >= 256
     assert report["n_image_prompts"] >= 2
@@ -31,20 +37,13 @@ def test_a_corrupt_checkpoint_is_one_line_naming_the_file(tiny_ckpt, tmp_path):
     shutil.copytree(tiny_ckpt, broken)
     weights = next(broken.glob("*.safetensors"))
     weights.write_bytes(weights.read_bytes()[:100])
-    exe = Path(sys.executable).parent / "rl-doctor"
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "rollouts.doctor"]
-    proc = subprocess.run(cmd + [str(broken)], capture_output=True, text=True, timeout=120)
+    proc = rl_doctor(broken, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     [line] = proc.stderr.strip().splitlines()
     assert line.startswith(f"rl-doctor: error: {weights}: not a readable safetensors file")
 
 
 def test_rl_doctor_agrees_at_temperature_and_top_k(tiny_ckpt):
-    exe = Path(sys.executable).parent / "rl-doctor"
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "rollouts.doctor"]
-    proc = subprocess.run(cmd + [str(tiny_ckpt), "--json", "--temperature", "0.5", "--top-k", "5"],
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    report = report_of(rl_doctor(tiny_ckpt, "--json", "--temperature", "0.5", "--top-k", "5"))
     assert report["temperature"] == 0.5 and report["top_k"] == 5
     assert report["n_tokens"] >= 256 and report["max_abs_logprob_diff"] <= 1e-4
