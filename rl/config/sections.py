@@ -196,6 +196,13 @@ class AlgoConfig:
     """DAPO: drop groups whose rewards are all equal (zero advantage) and refill the batch (off in the paper)."""
     max_refill_rounds: int = Field(2, ge=0)
     """Dynamic sampling: extra rollout rounds per step at most; the step goes on with what it has."""
+    ppo_epochs: int = Field(1, ge=1)
+    """Passes over each rollout batch (verl's ppo_epochs, TRL's num_iterations). Paper silent; 1: on-policy."""
+    mini_batches: int = Field(1, ge=1)
+    """Optimizer steps per pass, each on one contiguous part of the batch with its own loss normalisers (RLPR,
+    by the paper's group: 768 prompts per batch, PPO mini-batches of 192, i.e. 4). With more than one update in
+    all, the learner first stores the old log-probs of the weights that sampled and the clip acts; the scheduler
+    counts optimizer steps."""
     policy_loss: Annotated[str, _registered(POLICY_LOSSES, "policy loss")] = "ppo_clip"
     """ppo_clip | gspo (rl.algos.POLICY_LOSSES)."""
     clip_low: Optional[float] = Field(None, ge=0)
@@ -219,6 +226,12 @@ class AlgoConfig:
         if self.loss_agg == "seq-mean-token-sum-norm" and self.norm_length is None:
             raise ValueError("algo.loss_agg=seq-mean-token-sum-norm needs algo.norm_length (Dr. GRPO's constant: "
                              "the generation budget in tokens)")
+        clips = {k: v for k, v in (("clip_low", self.clip_low), ("clip_high", self.clip_high),
+                                    ("dual_clip_c", self.dual_clip_c)) if v is not None}
+        if clips and self.ppo_epochs * self.mini_batches == 1:
+            raise ValueError(f"algo.{next(iter(clips))}={next(iter(clips.values()))} cannot act with one update per "
+                             "batch (the ratio is 1): set algo.ppo_epochs or algo.mini_batches above 1, or leave the "
+                             "clip unset")
         if (self.kl == KL_OFF) != (self.kl_coef == 0):
             raise ValueError(f"algo.kl={self.kl} with algo.kl_coef={self.kl_coef}: a KL term needs both an "
                              "estimator (k1 | k2 | k3) and kl_coef > 0; leave both off (the paper) otherwise")

@@ -199,29 +199,48 @@ class LocalLearner:
         return self._ref_model
 
     # ---- the update ----
-    def step(self, samples: list[TrainSample], dummy: TrainSample | None = None) -> dict[str, float]:
-        """One optimizer step on the whole batch (gradient accumulation over its micro-batches). Sharded: this
-        rank's share of the batch (possibly empty; `dummy` fills the passes it lacks)."""
-        cfg = self.config
+    def step(self, samples: list[TrainSample], dummy: TrainSample | None = None,
+             parts: list[list[TrainSample]] | None = None) -> dict[str, float]:
+        """One step on a batch: `algo.ppo_epochs` x `algo.mini_batches` optimizer (and scheduler) steps, each over
+        one mini-batch with its own loss normalisers (gradient accumulation over its micro-batches). With more than
+        one update, the old log-probs are first computed under the weights the samples were drawn with (the synced
+        ones), and every update's ratio is taken against them, so that the clip acts. Sharded: `samples` is this
+        rank's share and `parts` its share of each global mini-batch (possibly empty; `dummy` fills the passes it
+        lacks)."""
+        cfg, algo = self.config, self.algo
         start = time.perf_counter()
-        metrics, mbs = self.accumulate(samples, dummy)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        if parts is None:
+            parts = [[samples[i] for i in idx] for idx in mini_batches(len(samples), algo.mini_batches)]
+        updates = algo.ppo_epochs * len(parts)
+        olds = [self.logprobs(part, dummy=dummy) for part in parts] if updates > 1 else [None] * len(parts)
+        totals, norms, micro = Reduced(), [], 0
+        for _ in range(algo.ppo_epochs):
+            for part, old in zip(parts, olds):
+                metrics, mbs = self.accumulate(part, dummy, old)
+                norms.append(float(weights_io.full_tensor(
+                    torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm))))
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                totals.add({k: v if k.endswith(("_min", "_max")) else v / updates for k, v in metrics.items()})
+                micro += len(mbs)
         self.version += 1
         seconds = time.perf_counter() - start
         lengths = [len(s.prompt.input_ids) + len(s.completion_ids) for s in samples]
-        metrics.update(grad_norm=float(weights_io.full_tensor(grad_norm)), lr=self.scheduler.get_last_lr()[0],
-                       micro_batches=len(mbs), tokens=sum(lengths), seconds=seconds,
-                       completion_tokens=sum(len(s.completion_ids) for s in samples),
-                       padding_fraction=padding_fraction(lengths, [mb.indices for mb in mbs], cfg.packing)
-                       if samples else 0.0)
-        metrics["tokens_per_s"] = metrics["tokens"] / seconds
-        return metrics
+        groups = self._layout(samples)
+        out = totals.values
+        out.update(grad_norm=sum(norms) / len(norms), lr=self.scheduler.get_last_lr()[0], updates=updates,
+                   micro_batches=micro, tokens=sum(lengths) * algo.ppo_epochs, seconds=seconds,
+                   completion_tokens=sum(len(s.completion_ids) for s in samples),
+                   padding_fraction=padding_fraction(lengths, groups, cfg.packing) if samples else 0.0)
+        out["tokens_per_s"] = out["tokens"] / seconds
+        return out
 
-    def accumulate(self, samples: list[TrainSample],
-                   dummy: TrainSample | None = None) -> tuple[dict[str, float], list[_MicroBatch]]:
+    def _layout(self, samples: list[TrainSample]) -> list[list[int]]:
+        return [mb.indices for mb in self.micro_batches(samples)] if samples else []
+
+    def accumulate(self, samples: list[TrainSample], dummy: TrainSample | None = None,
+                   old_logprobs: list[torch.Tensor] | None = None) -> tuple[dict[str, float], list[_MicroBatch]]:
         """Forward and backward over every micro-batch: the gradient of the whole batch's loss ends up in
         `.grad`, whatever the micro-batching and the number of ranks (the aggregation uses the global
         normalisers)."""
@@ -244,8 +263,10 @@ class LocalLearner:
             out = self._forward(self.model, mb, entropy=self.config.entropy_metric)
             logp, mask = self.per_sequence(out.logprobs, mb.spans)
             # One update per batch (on-policy GRPO as the paper runs it): the old policy is the current one, so the
-            # ratio is 1 and its gradient is the policy gradient; the clip cannot act (issue: PPO mini-batches).
-            old = logp.detach()
+            # ratio is 1 and its gradient is the policy gradient. Several (ppo_epochs x mini_batches): the stored
+            # log-probs of the weights that sampled, and the clip acts from the second update on.
+            old = logp.detach() if old_logprobs is None else _stack(
+                [old_logprobs[i].tolist() for i in mb.indices], logp.shape, logp.device)
             adv = torch.tensor([samples[i].advantage for i in mb.indices], device=logp.device, dtype=logp.dtype)
             weights = None
             if algo.tis_cap is not None and all(samples[i].rollout_logprobs is not None for i in mb.indices):
@@ -346,6 +367,18 @@ class LocalLearner:
 
     def close(self) -> None:
         pass
+
+
+def mini_batches(count: int, parts: int) -> list[list[int]]:
+    """`count` sample indices in `parts` contiguous, near-equal mini-batches (fewer when there are fewer samples)."""
+    parts = max(1, min(parts, count))
+    size, extra = divmod(count, parts)
+    out, start = [], 0
+    for k in range(parts):
+        end = start + size + (1 if k < extra else 0)
+        out.append(list(range(start, end)))
+        start = end
+    return out
 
 
 def checkpoint_dtype(ckpt: Path) -> torch.dtype:

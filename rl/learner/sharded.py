@@ -22,9 +22,9 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from ..config import AlgoConfig, LearnerConfig
 from .base import TrainSample
-from .local import LocalLearner, Reduced
+from .local import LocalLearner, Reduced, mini_batches
 
-PER_RANK = ("grad_norm", "lr")
+PER_RANK = ("grad_norm", "lr", "updates")
 """Step metrics every rank computes identically (taken from rank 0)."""
 SUMMED = ("tokens", "completion_tokens", "micro_batches")
 """Step metrics that are counts: summed over the ranks."""
@@ -133,9 +133,14 @@ class ShardedLearner:
         return ray.get([r.call.remote(method, *args) for r in self.ranks])
 
     def step(self, samples: list[TrainSample]) -> dict[str, float]:
-        parts = self.split(samples)
-        outs = ray.get([r.call.remote("step", [samples[i] for i in idx], samples[0])
-                        for r, idx in zip(self.ranks, parts)])
+        """The global mini-batches are formed first (as the local learner forms them), then each is shared out."""
+        shares: list[list[list[TrainSample]]] = [[] for _ in self.ranks]  # rank -> its part of each mini-batch
+        for idx in mini_batches(len(samples), self.algo.mini_batches):
+            part = [samples[i] for i in idx]
+            for rank, mine in enumerate(self.split(part)):
+                shares[rank].append([part[i] for i in mine])
+        outs = ray.get([r.call.remote("step", [x for p in parts for x in p], samples[0], parts)
+                        for r, parts in zip(self.ranks, shares)])
         reduced = Reduced()
         for out in outs:
             reduced.add({k: v for k, v in out.items() if k not in PER_RANK + SUMMED + ("seconds", "tokens_per_s",

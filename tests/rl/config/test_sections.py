@@ -57,6 +57,8 @@ def test_bad_values_name_the_key_and_the_allowed_values(override, message):
     (["data.max_prompt_tokens=4000"], r"data\.max_prompt_tokens=4000 \+ rollout\.long\.max_new_tokens=8192 > "
                                       r"rollout\.max_model_len=10240"),
     (["cluster.learner=local", "cluster.learner_ranks=2"], r"cluster\.learner=local runs one rank"),
+    (["algo.clip_high=0.28"], r"algo\.clip_high=0\.28 cannot act with one update per batch"),
+    (["algo.dual_clip_c=3"], r"algo\.dual_clip_c=3\.0 cannot act with one update per batch"),
     (["cluster.learner_ranks=2", "learner.lora=false", "algo.kl=k3", "algo.kl_coef=0.1"],
      r"needs a frozen reference model, which the sharded learner"),
 ])
@@ -69,6 +71,7 @@ def test_the_good_combinations_load():
     assert load(None, ["algo.loss_agg=seq-mean-token-sum-norm", "algo.norm_length=4096"]).algo.norm_length == 4096
     assert load(None, ["algo.kl=k3", "algo.kl_coef=0.01"]).algo.kl == "k3"
     assert load(None, ["learner.train_vision=true", "sync.kind=merged"]).sync.kind == "merged"
+    assert load(None, ["algo.clip_high=0.28", "algo.ppo_epochs=2"]).algo.clip_high == 0.28
 
 
 def test_a_name_registered_by_the_user_is_accepted():

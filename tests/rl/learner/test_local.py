@@ -136,3 +136,28 @@ def test_lora_adapter_sync_gives_the_worker_the_learners_logprobs(tiny_ckpt, sam
     learner.model.eval()
     assert results[0].policy_version == learner.version
     assert learner_diff(learner.model, results).max() <= 1e-4
+
+
+def test_one_mini_batch_one_epoch_is_one_plain_update(tiny_ckpt, samples):
+    cfg = LearnerConfig(lora=False, lr=1e-3, entropy_metric=False)
+    torch.manual_seed(0)
+    stepped = LocalLearner(tiny_ckpt, cfg, AlgoConfig(), device="cpu")
+    stepped.step(samples)
+    torch.manual_seed(0)
+    by_hand = LocalLearner(tiny_ckpt, cfg, AlgoConfig(), device="cpu")
+    by_hand.accumulate(samples)  # the old logp is the current one: no old-log-prob pass
+    torch.nn.utils.clip_grad_norm_(by_hand.params, cfg.max_grad_norm)
+    by_hand.optimizer.step()
+    for (n, a), b in zip(stepped.model.named_parameters(), by_hand.model.parameters()):
+        assert torch.equal(a, b), n
+
+
+def test_mini_batches_and_epochs_move_the_ratio_and_the_clip_acts(tiny_ckpt, samples):
+    algo = AlgoConfig(mini_batches=2, ppo_epochs=2, clip_low=0.01, clip_high=0.01)
+    learner = LocalLearner(tiny_ckpt, LearnerConfig(lora=False, lr=3e-3, entropy_metric=False), algo, device="cpu")
+    metrics = learner.step(samples)
+    assert metrics["updates"] == 4 and learner.version == 1
+    assert learner.scheduler.last_epoch == 4  # a scheduler step per optimizer step
+    assert metrics["ratio_max"] > 1.0 + 1e-3 or metrics["ratio_min"] < 1.0 - 1e-3  # later updates are off-policy
+    assert metrics["clip_frac"] > 0  # and the clip acts on them
+    assert learner.micro_batches(samples)  # the batch is still whole for the next step

@@ -103,3 +103,21 @@ def test_a_bf16_checkpoint_trains_in_fp32(bf16_ckpt, samples, local_ray, tmp_pat
         assert {t.dtype for t in stored.values()} == {torch.bfloat16}  # the export keeps the release's dtype
     finally:
         learner.close()
+
+
+def test_two_ranks_equal_the_local_learner_with_mini_batches_and_epochs(tiny_ckpt, samples, local_ray, tmp_path):
+    cfg = LearnerConfig(lora=True, lr=1e-2, adam_eps=1e-3, entropy_metric=False)
+    algo = AlgoConfig(mini_batches=2, ppo_epochs=2, clip_high=0.05)
+    torch.manual_seed(0)
+    local = LocalLearner(tiny_ckpt, cfg, algo, device="cpu")
+    sharded = ShardedLearner(tiny_ckpt, cfg, algo, ranks=2, seed=0)
+    try:
+        a, b = local.step(samples), sharded.step(samples)
+        assert a["updates"] == b["updates"] == 4
+        for key in ("loss", "clip_frac", "ratio_max"):
+            assert b[key] == pytest.approx(a[key], abs=1e-5), key
+        mine, theirs = trainable(local, True, tmp_path / "a"), trainable(sharded, True, tmp_path / "b")
+        for name, tensor in mine.items():
+            torch.testing.assert_close(theirs[name], tensor, rtol=0, atol=1e-5, msg=name)
+    finally:
+        sharded.close()
