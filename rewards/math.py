@@ -3,7 +3,11 @@
 Extraction (`rewards.extract.candidate`) runs on the final-answer text only (after `</think>` in long mode).
 Equivalence is math-verify's `parse` + `verify` (fractions, percentages, units and `\\text{}`, LaTeX, symbolic
 expressions, equations, tuples, sets, intervals, matrices). Added here, what it lacks: a relative tolerance for
-decimals (`rel_tol`), unwrapping a whole-answer `\\text{...}`, and a length cap on the parsed answer.
+decimals (`rel_tol`, or exact decimals with 0), unwrapping a whole-answer `\\text{...}`, a normalisation of both
+sides (`normalize_answer`: unicode signs, `1.5e3`, `1\\,000`, number words, `**bold**`), units that must agree
+when both sides name one (`answer_unit`), the percentage conventions, `i` as the imaginary unit, inequalities
+against intervals, sets in braces against tuples, and caps on the parsed answer's length and bracket depth. The
+conventions are REWARDS.md's (section 2); tests/rewards/data/math_equivalence.jsonl holds the labelled cases.
 
 Safety (why math-verify is acceptable): its LaTeX path is an ANTLR grammar that builds sympy objects (no eval);
 its plain-expression path calls sympy `parse_expr` only on strings its regex limits to digits, `.`, spaces and
@@ -78,6 +82,7 @@ _SCI_E = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?|\.\d+)[eE]([-+]?\d+)(?![\w.])")  
 _PI_WORD = re.compile(r"(?<![A-Za-z\\])pi(?![A-Za-z])")
 _SPACED_THOUSANDS = re.compile(r"(?<![\d.])\d{1,3}(?:\\[,;:! ]\d{3})+(?![\d.])")  # 1\,000 (a LaTeX thin space)
 _LATEX_SPACE = re.compile(r"\\[,;:! ]")
+_PERCENT_WORD = re.compile(r"(?<=\d)\s*(?:\\(?:text|mathrm|mbox)\s*\{\s*per\s?cent\s*\}|per\s?cent\b)", re.IGNORECASE)
 _ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
          "seventeen eighteen nineteen").split()
 _TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
@@ -100,13 +105,14 @@ def normalize_answer(s: str) -> str:
     """The string math-verify parses: unicode signs as LaTeX (`π`, `°`, `−`, `×`, `√`, ...), markdown bold removed,
     `1.5e3` as `1.5\\times10^{3}`, a bare word `pi` as `\\pi`, `1\\,000` as `1000`, a number word as its digits."""
     s = s.strip()
-    while len(s) > 4 and s.startswith("**") and s.endswith("**"):
-        s = s[2:-2].strip()
+    if len(s) > 4 and s.startswith("**") and s.endswith("**"):
+        s = s.strip("*").strip()
     if any(c in s for c in _UNICODE):
         s = "".join(_UNICODE.get(c, c) for c in s)
     s = _SCI_E.sub(lambda m: f"{m.group(1)}\\times10^{{{m.group(2)}}}", s)
     s = _PI_WORD.sub(lambda m: "\\pi ", s)
     s = _SPACED_THOUSANDS.sub(lambda m: _LATEX_SPACE.sub("", m.group(0)), s)
+    s = _PERCENT_WORD.sub(lambda m: "\\%", s)  # 25 percent, 25\text{ percent}
     return number_word(s) or s
 
 
@@ -137,9 +143,9 @@ _UNIT_NAMES = {
 }
 _UNIT_OF = {alias: key for key, names in _UNIT_NAMES.items() for alias in names.split()}
 _TEXT_GROUP = re.compile(r"\\(?:text|mathrm|textrm|mbox|operatorname)\s*\{([^{}]*)\}")
-_UNIT_TOKEN = re.compile(r"\s+|\\[,;:! ]|~|\^\s*\{?\s*\\circ\s*\}?|\^\s*\{?\s*[23]\s*\}?|\\circ|\x00\d+\x00"
+_UNIT_TOKEN = re.compile(r"\s+|\\[,;:! ]|~|\^\s*(?:\{\s*)?\\circ\s*\}?|\^\s*(?:\{\s*)?[23]\s*\}?|\\circ|\x00\d+\x00"
                          r"|(?<![\\A-Za-z])[A-Za-z]+(?:/[A-Za-z]+)?(?![A-Za-z])")
-_UNIT_WORD = re.compile(r"[A-Za-z]+(?:/[A-Za-z]+)?|\^\s*\{?\s*[23]")
+_UNIT_WORD = re.compile(r"[A-Za-z]+(?:/[A-Za-z]+)?|\^\s*(?:\{\s*)?[23]")
 
 
 def _unit_key(word: str) -> str | None:
@@ -182,7 +188,7 @@ def answer_unit(s: str) -> str | None:
     power, units = "", []
     for w in words:
         if w.startswith("^"):
-            power = w[-1]
+            power = "2" if "2" in w else "3"
         elif w.lower() in ("square", "sq"):
             power = "2"
         elif w.lower() == "cubic":
@@ -206,6 +212,16 @@ def parse_math(text: str, config: MathConfig = MathConfig(), lenient: bool = Fal
     timeout = _alarm(config.parse_timeout_s)
     parsed = parse(f"${s}$", extraction_config=[LatexExtractionConfig(boxed_match_priority=0)],
                    parsing_timeout=timeout)
+    number_text = s.rstrip()[:-1].removesuffix("\\").rstrip() if s.rstrip().endswith("%") else ""
+    if all(isinstance(p, str) for p in parsed) and number_text:
+        # math-verify reads `50\%` but not every `X\%` (`33\frac{1}{3}\%`): parse X, then mark it a percentage
+        # as math-verify does (X * UnevaluatedExpr(1/100))
+        import sympy
+
+        number = parse(f"${number_text}$", extraction_config=[LatexExtractionConfig(boxed_match_priority=0)],
+                       parsing_timeout=timeout)
+        if number and isinstance(number[0], sympy.Expr):
+            return [sympy.Mul(number[0], sympy.UnevaluatedExpr(sympy.Rational(1, 100)), evaluate=False), s]
     if lenient and all(isinstance(p, str) for p in parsed):
         return parse(s, extraction_config=[LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()],
                      parsing_timeout=timeout)
@@ -262,10 +278,62 @@ def reference_candidate(reference: Any) -> str:
     return strip_math_delims(boxed if boxed is not None else s)
 
 
-def math_equal(pred: str, reference: str, config: MathConfig = MathConfig(), lenient: bool = False) -> bool:
+def _readings(parsed: list[Any], exact: bool) -> tuple[list[Any], list[Any] | None, bool]:
+    """(the parsed answer as math-verify compares it, the same with each percentage's sign dropped or None when it has
+    none, whether it is a number written as digits: an integer or a decimal, not a fraction or an expression).
+    Every `i` is the imaginary unit (math-verify makes it one only in some forms). `exact`: decimals become the
+    exact rationals they write, so that math-verify's rounding cannot make 0.142857 equal to 1/7."""
+    import sympy
+
+    percent = sympy.UnevaluatedExpr(sympy.Rational(1, 100))
+    out, stripped, has_percent = [], [], False
+    plain = any(isinstance(obj, (sympy.Integer, sympy.Float)) for obj in parsed)
+    for obj in parsed:
+        if isinstance(obj, (sympy.Basic, sympy.MatrixBase)):
+            try:
+                obj = obj.xreplace({x: sympy.I for x in obj.free_symbols if getattr(x, "name", None) == "i"})
+                if exact:
+                    obj = obj.xreplace({f: sympy.Rational(str(f)) for f in obj.atoms(sympy.Float)})
+                if obj.has(percent):
+                    has_percent = True
+                    stripped.append(obj.replace(
+                        lambda e: isinstance(e, sympy.Mul) and len(e.args) == 2 and e.args[1] == percent,
+                        lambda e: e.args[0]))
+                    out.append(obj)
+                    continue
+            except Exception:  # noqa: BLE001 - sympy raises many kinds on odd input; keep the object as parsed
+                pass
+        out.append(obj)
+        stripped.append(obj)
+    return out, (stripped if has_percent else None), plain
+
+
+def _braces_vs_parentheses(a: str, b: str) -> bool:
+    """One side is written as a set (`\\{1, 2\\}`), the other in parentheses (`(1, 2)`: a tuple or an interval)."""
+    def kind(s: str) -> str:
+        s = s.strip().replace("\\left", "").replace("\\right", "").strip()
+        if s.startswith("\\{") and s.endswith("\\}"):
+            return "set"
+        return "paren" if s[:1] == "(" and s[-1:] in ")]" else ""
+    return {kind(a), kind(b)} == {"set", "paren"}
+
+
+def math_equal(pred: str, reference: str, config: MathConfig = MathConfig(), lenient: bool = False,
+               unit_text: str | None = None) -> bool:
     """Whether an extracted answer string is mathematically equivalent to the reference string.
-    lenient: the answer may carry prose around the expression (see `parse_math`)."""
-    if len(pred) > config.max_answer_chars:
+    lenient: the answer may carry prose around the expression (see `parse_math`). unit_text: where to read the
+    answer's unit when `pred` lost it (a number taken out of "5 cents"); `pred` by default.
+
+    Beyond math-verify: two different units of the table are not equal (`5 cm` != `5 m`); a percentage equals its
+    fraction (`50%` = `0.5`) and, against a number written as digits, its number (`50%` = `50`, but `0.25%` !=
+    `\\frac{1}{4}`); an inequality equals its interval (`x \\le 3` = `(-\\infty, 3]`); a set in braces is not a
+    tuple (`\\{1, 2\\}` != `(1, 2)`); `rel_tol` for decimals, or exact decimals with `rel_tol=0`."""
+    if len(pred) > config.max_answer_chars or nesting_depth(pred) > config.max_nesting:
+        return False
+    pred_unit, ref_unit = answer_unit(pred if unit_text is None else unit_text), answer_unit(reference)
+    if pred_unit and ref_unit and pred_unit != ref_unit:
+        return False
+    if _braces_vs_parentheses(pred, reference):
         return False
     gold = parse_math(reference, config)
     if all(isinstance(g, str) for g in gold):  # math-verify falls back to the raw string when parsing fails
@@ -273,10 +341,21 @@ def math_equal(pred: str, reference: str, config: MathConfig = MathConfig(), len
     target = parse_math(pred, config, lenient=lenient)
     if not target:
         return False
-    if verify(gold, target, float_rounding=config.float_rounding, strict=config.strict,
-              timeout_seconds=_alarm(config.verify_timeout_s)):
-        return True
-    return _numeric_close(gold, target, config) or _symbol_vs_expression(gold, target)
+    exact = config.rel_tol == 0
+    (gold_v, gold_p, gold_plain), (target_v, target_p, target_plain) = _readings(gold, exact), _readings(target, exact)
+    pairs = [(gold_v, target_v)]
+    if gold_p is not None and target_p is not None:
+        pairs.append((gold_p, target_p))
+    elif target_p is not None and gold_plain:  # 50% against 50
+        pairs.append((gold_v, target_p))
+    elif gold_p is not None and target_plain:
+        pairs.append((gold_p, target_v))
+    for g, t in pairs:
+        if verify(g, t, float_rounding=config.float_rounding, strict=config.strict, allow_set_relation_comp=True,
+                  timeout_seconds=_alarm(config.verify_timeout_s)):
+            return True
+    close = [(gold, target)] if exact else pairs  # exact: the decimals as parsed, against abs_tol only
+    return any(_numeric_close(g, t, config) for g, t in close) or _symbol_vs_expression(gold_v, target_v)
 
 
 @register_reward("math", config=MathConfig)
@@ -284,9 +363,18 @@ def math_reward(sample: RewardInput, config: MathConfig = MathConfig()) -> float
     """1 if the final answer is mathematically equivalent to the reference, else 0; None without a reference."""
     if sample.reference is None or str(sample.reference).strip() == "":
         return None
-    pred, source = candidate_with_source(sample.answer_text, max_chars=config.max_answer_chars)
+    answer = sample.answer_text.strip()
+    pred, source = candidate_with_source(answer, max_chars=config.max_answer_chars)
+    if pred is None and answer and "\n" not in answer and len(answer) <= 100:
+        pred, source = number_word(answer) or strip_math_delims(answer), "short text"  # "five", "Evelyn"
     if pred is None:
         return config.incorrect
     lenient = source == "phrase" and not is_bare_expression(pred)
-    equal = math_equal(pred, reference_candidate(sample.reference), config, lenient=lenient)
+    unit_text = None
+    if source == "number" and len(answer) <= config.max_answer_chars:  # a number out of prose: keep its unit, its %
+        unit_text = strip_math_delims(answer)
+        after = answer[answer.rfind(pred) + len(pred):] if pred in answer else ""
+        if _PERCENT_WORD.match(pred[-1:] + after, 1):
+            pred += "\\%"
+    equal = math_equal(pred, reference_candidate(sample.reference), config, lenient=lenient, unit_text=unit_text)
     return config.correct if equal else config.incorrect

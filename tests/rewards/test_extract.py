@@ -2,8 +2,8 @@
 
 import pytest
 
-from rewards.extract import (answer_phrase, candidate, is_bare_expression, last_boxed, last_math_segment, last_number,
-                             strip_math_delims)
+from rewards.extract import (answer_phrase, candidate, hash_marker, is_bare_expression, last_boxed, last_math_segment,
+                             last_number, math_segments, strip_math_delims)
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -14,6 +14,10 @@ from rewards.extract import (answer_phrase, candidate, is_bare_expression, last_
     ("\\fbox{7}", "7"),
     ("\\boxed 5", "5"),
     ("\\boxed{1} and an unbalanced \\boxed{2", "1"),
+    ("\\boxed{a\\{b} \\boxed{c}", "c"),  # an escaped brace does not count
+    ("\\boxed{1} \\boxed{2 \\boxed{3}", "3"),  # the last balanced one
+    ("\\boxed\\frac12", None),  # `\\boxed 5` needs the space
+
     ("no box here", None),
 ])
 def test_last_boxed(text, expected):
@@ -52,6 +56,22 @@ def test_is_bare_expression(text, expected):
     assert is_bare_expression(text) is expected
 
 
+def test_math_segments():
+    assert math_segments("a $x$ b $$y$$ \\(z\\) \\[w\\]") == [(2, 5, "x"), (8, 13, "y"), (14, 19, "z"), (20, 25, "w")]
+    assert math_segments("$$ $x$") == [(0, 4, "$ ")]  # `$$` needs `$$` to close; then `$` takes the nearest `$`
+    assert math_segments("\\(" * 5 + "1") == [] and math_segments("$") == [] and math_segments("$$") == []
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Natalia sold 48 clips.\n#### 72", "72"),
+    ("#### 1,000", "1,000"),
+    ("#### Final answer\nThe total is 5.", None),  # a markdown heading, not GSM8K's answer line
+    ("no marker 42", None),
+])
+def test_hash_marker(text, expected):
+    assert hash_marker(text) == expected
+
+
 def test_last_math_segment_and_last_number():
     assert last_math_segment("we get $x=1$ and then $y = 2$ here") == "y = 2"
     assert last_math_segment("none") is None
@@ -70,6 +90,7 @@ def test_last_math_segment_and_last_number():
     ("$\\frac{1}{2}$.", "\\frac{1}{2}"),
     ("We find $x = 4$ after simplifying.", "x = 4"),  # then the last math segment
     ("It costs 12 dollars and 3 cents", "3"),  # then the last number
+    ("Each box has 8.\n#### 24", "24"),  # GSM8K's answer line, before the "answer is" phrase
     ("no idea", None),
     ("", None),
 ])

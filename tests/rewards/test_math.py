@@ -4,7 +4,7 @@ import collections
 
 import pytest
 
-from rewards.math import MathConfig, math_equal, math_reward, reference_candidate
+from rewards.math import MathConfig, math_equal, math_reward, nesting_depth, reference_candidate
 
 # (category, model answer, reference, equivalent?). The model answer is scored as a short-mode completion (the whole
 # text is the final answer), so each row also exercises extraction. About a third are negatives.
@@ -68,7 +68,8 @@ CASES = [
     ("units", "12 \\text{ cm}^2", "12", True),
     ("units", "11 \\text{ cm}", "10", False),
     ("units", "The train needs 4 hours.", "3", False),
-    ("units", "\\text{ten}", "10", False),
+    ("units", "\\text{ten}", "10", True),  # a number word reads as its number (REWARDS.md, math)
+    ("units", "\\text{nine}", "10", False),
     # --- LaTeX: roots, pi, powers, functions
     ("latex", "2\\sqrt{2}", "\\sqrt{8}", True),
     ("latex", "3\\sqrt{2}", "\\sqrt{18}", True),
@@ -251,6 +252,13 @@ def test_options(mk):
     assert math_reward(mk("\\boxed{4}", "3"), config=MathConfig(incorrect=-1.0)) == -1.0
     long_answer = "1+" * 600 + "1"
     assert math_equal(long_answer, "601") is False  # over max_answer_chars: not parsed
+    deep = "(" * 9 + "1" + ")" * 9  # math-verify's parser is exponential in the nesting depth
+    assert nesting_depth(deep) == 9 and nesting_depth("(((") == 3 and nesting_depth("\\frac{1}{2}") == 1
+    assert math_equal(deep, "1") is False  # deeper than max_nesting (8): not parsed
+    assert math_equal("(" * 3 + "1" + ")" * 3, "1") is True
+    assert math_reward(mk("0.333333", "\\frac{1}{3}")) == 1.0  # the default rel_tol
+    assert math_reward(mk("0.333333", "\\frac{1}{3}"), config=MathConfig(rel_tol=0.0)) == 0.0  # no tolerance: exact
+    assert math_reward(mk("0.375", "\\frac{3}{8}"), config=MathConfig(rel_tol=0.0)) == 1.0
 
 
 def test_reference_candidate():

@@ -6,6 +6,9 @@ import pathlib
 import re
 import time
 
+import pytest
+
+from rewards.api import RewardInput, get_reward
 from rewards.math import math_reward
 from rewards.runner import RewardRunner, RunnerConfig
 
@@ -173,3 +176,111 @@ def test_in_process_mode_for_debugging(mk):
         outcomes = local.score(f"{PLUGINS}:by_answer", [mk("ok", "ok"), mk("raise", "ok")])
         assert local._sandbox is None  # no worker was started
     assert outcomes[0].score == 1.0 and outcomes[1].error.startswith("RuntimeError")
+
+
+# ------------------------------------------------------------------------------ degenerate completions, in-process
+# Model text can be 100 000 characters of anything. Every built-in verifier must scan it in about linear time: one
+# super-linear regex made a 50 000-letter completion cost a full sandbox timeout and a worker restart (issue 16).
+# The verifiers are called directly (not through the sandbox) so that the time measured is theirs.
+
+N = 100_000
+
+
+def _fill(unit: str, n: int = N) -> str:
+    return (unit * (n // len(unit) + 1))[:n]
+
+
+DEGENERATE = {
+    "letters": "a" * N,  # was quadratic: the prose check `[A-Za-z]{2,}[\\s,;]+[A-Za-z]{2,}` from every letter
+    "boxed_open": _fill("\\boxed{"),  # was quadratic: each unbalanced box scanned to the end
+    "boxed_bare": _fill("\\boxed"),  # was quadratic: a copy of the rest of the text per `\\boxed`
+    "boxed_a": _fill("\\boxed{a"),
+    "braces_open": "{" * N,
+    "braces_close": "}" * N,
+    "parens": "(" * N,
+    "brackets": "[" * N,
+    "spaces": " " * N,
+    "newlines": "\n" * N,
+    "tabs": "\t" * N,
+    "digits": "7" * N,
+    "digits_spaced": _fill("123 "),
+    "dollars": "$" * N,  # nested `$...$` delimiters: stripped one pair at a time
+    "dollar_segments": _fill("$$a"),
+    "paren_math": _fill("\\("),  # was quadratic: `\\((.+?)\\)` with no closer, from every opener
+    "bracket_math": _fill("\\["),
+    "backslashes": "\\" * N,
+    "numbered": _fill("1."),
+    "lettered": _fill("A)"),
+    "lettered_dot": _fill("A. "),
+    "options": _fill("(A)"),
+    "option_word": "option" + " " * N,
+    "commas": _fill("1,"),
+    "minus": "-" * N,
+    "dots": "." * N,
+    "percent": _fill("1 %"),
+    "think_open": _fill("<think>"),
+    "think_close": _fill("</think>"),
+    "answer_spaces": "answer" + " " * N,  # was quadratic: `\\s*(?:\\*\\*)?\\s*` after "answer"
+    "answer_is": _fill("answer is "),
+    "final_answer": _fill("Final Answer: "),
+    "hash_marker": _fill("#### "),
+    "bold": "*" * N,
+    "text_open": _fill("\\text{"),
+    "begin_open": _fill("\\begin{"),
+    "frac_open": _fill("\\frac{"),
+    "frac_tabs": "\\boxed{\\frac{" + "\t" * N + "}{1}}",  # was quadratic in `number`: `\\{\\s*([^{}]+?)\\s*\\}`
+    "times_tabs": "\\boxed{1" + "\t" * N + "x}",  # was quadratic in `number`: `^(.+?)\\s*(?:\\times|...)`
+    "sci": _fill("1x10^"),
+    "exponents": _fill("1e"),
+    "distinct_words": " ".join(f"w{i}" for i in range(N // 7)),  # was quadratic in reward_model: list.count per word
+    "words_spaced": "ab" + " " * N + "1",
+    "mixed": _fill("a1 (b) {c} $d$ \\e "),
+    "deep_parens_answer": "a " * (N // 2) + "\\boxed{" + "(" * 40 + "1" + ")" * 40 + "}",  # math-verify: exponential
+}
+WRAPS = {
+    "short": lambda t: (t, "short"),
+    "long": lambda t: (t + "</think>\n\n" + t, "long"),
+    "phrase": lambda t: ("The answer is " + t, "short"),
+    "boxed": lambda t: ("\\boxed{" + t + "}", "short"),
+}
+VERIFIER_ROWS = {  # name: (reference, meta)
+    "math": ("\\frac{1}{2}", {}),
+    "number": ("12", {}),
+    "choice": ("B", {"options": ["3 cm", "4 cm", "5 cm"]}),
+    "exact": ("abc", {}),
+    "regex": ("\\d+", {}),
+    "acc": ("7", {}),
+    "format": (None, {}),
+    "repetition": (None, {}),
+    "overlong": (None, {"completion_tokens": 9000}),
+    "prob": ("x", {"ref_logprobs": [-0.1], "ref_logprobs_no_reasoning": [-0.2]}),
+    "reward_model": ("a b", {}),
+}
+BOUND_S = 1.0
+"""Per call. Timings are normally kept out of these tests; issue 16 asks for this bound, so it is generous (a linear
+scan of 100 000 characters takes milliseconds) and asserted once per case."""
+
+
+@pytest.fixture(scope="module")
+def warm_verifiers():
+    """Each built-in, called once on an ordinary row first (imports and caches are not the verifier's time)."""
+    verifiers = {name: get_reward(name) for name in VERIFIER_ROWS}
+    for name, (reference, meta) in VERIFIER_ROWS.items():
+        row = RewardInput.make("\\boxed{12} B abc", reference, "short", dict(meta))
+        verifiers[name].fn([row]) if verifiers[name].batched else verifiers[name].fn(row)
+    return verifiers
+
+
+@pytest.mark.parametrize("case", DEGENERATE)
+def test_degenerate_completions_are_scored_quickly(case, warm_verifiers):
+    worst = (0.0, "")
+    for name, (reference, meta) in VERIFIER_ROWS.items():
+        reward = warm_verifiers[name]
+        for wrap_name, wrap in WRAPS.items():
+            completion, mode = wrap(DEGENERATE[case])
+            row = RewardInput.make(completion, reference, mode, dict(meta))
+            start = time.perf_counter()
+            reward.fn([row]) if reward.batched else reward.fn(row)
+            elapsed = time.perf_counter() - start
+            worst = max(worst, (elapsed, f"{name}/{wrap_name}"))
+    assert worst[0] <= BOUND_S, (case, worst)
