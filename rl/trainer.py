@@ -29,12 +29,12 @@ from .algos import get_advantage, options_for
 from .checkpointing import export_checkpoint, load_latest, save_checkpoint
 from .config import TrainConfig
 from .data import PromptDataset
+from .errors import NothingTrained, RewardFailure, RunError
 from .evaluation.records import evaluate_rows, write_records
 from .evaluation.summary import flat_metrics, summarize
 from .learner import TrainSample, make_learner
 from .metrics import MetricsLogger, mode_metrics
 from .modes import assign_modes, long_fraction_at
-from .errors import NothingTrained, RewardFailure, RunError
 from .scoring import PartHealth, Scored, metric_rows, score_results, score_with_health
 
 log = logging.getLogger(__name__)
