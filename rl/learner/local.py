@@ -131,17 +131,18 @@ class LocalLearner:
         return self.micro_batches([chosen])[0] if (self.sharded and chosen is not None) else None
 
     # ---- micro-batches ----
-    def micro_batches(self, samples: list[TrainSample]) -> list[_MicroBatch]:
-        lengths = [len(s.prompt.input_ids) + len(s.completion_ids) for s in samples]
+    def layout(self, lengths: list[int]) -> list[list[int]]:
+        """Which sequences (by index, of these token lengths) go into each micro-batch."""
         cfg = self.config
         if cfg.packing:
-            groups = pack_by_budget(lengths, cfg.micro_batch_tokens)
-        elif cfg.sort_by_length:
-            groups = pad_by_budget(lengths, cfg.micro_batch_tokens)
-        else:
-            groups = pad_by_count(lengths, cfg.padded_batch_size)
+            return pack_by_budget(lengths, cfg.micro_batch_tokens)
+        if cfg.sort_by_length:
+            return pad_by_budget(lengths, cfg.micro_batch_tokens)
+        return pad_by_count(lengths, cfg.padded_batch_size)
+
+    def micro_batches(self, samples: list[TrainSample]) -> list[_MicroBatch]:
         out = []
-        for idx in groups:
+        for idx in self.layout(sample_lengths(samples)):
             chosen = [samples[i] for i in idx]
             batch = collate([s.prompt for s in chosen], [s.completion_ids for s in chosen], self.pad_id,
                             packed=self.config.packing)
@@ -226,8 +227,11 @@ class LocalLearner:
                 micro += len(mbs)
         self.version += 1
         seconds = time.perf_counter() - start
-        lengths = [len(s.prompt.input_ids) + len(s.completion_ids) for s in samples]
-        groups = self._layout(samples)
+        lengths = sample_lengths(samples)
+        groups, offset = [], 0  # the micro-batches the updates ran, in `samples`' indices (the parts in order)
+        for part in parts:
+            groups += [[offset + i for i in idx] for idx in self.layout(sample_lengths(part))]
+            offset += len(part)
         out = totals.values
         out.update(grad_norm=sum(norms) / len(norms), lr=self.scheduler.get_last_lr()[0], updates=updates,
                    micro_batches=micro, tokens=sum(lengths) * algo.ppo_epochs, seconds=seconds,
@@ -235,9 +239,6 @@ class LocalLearner:
                    padding_fraction=padding_fraction(lengths, groups, cfg.packing) if samples else 0.0)
         out["tokens_per_s"] = out["tokens"] / seconds
         return out
-
-    def _layout(self, samples: list[TrainSample]) -> list[list[int]]:
-        return [mb.indices for mb in self.micro_batches(samples)] if samples else []
 
     def accumulate(self, samples: list[TrainSample], dummy: TrainSample | None = None,
                    old_logprobs: list[torch.Tensor] | None = None) -> tuple[dict[str, float], list[_MicroBatch]]:
@@ -388,6 +389,11 @@ def checkpoint_dtype(ckpt: Path) -> torch.dtype:
     except (OSError, ValueError):
         return torch.float32
     return DTYPES.get(str(config.get("torch_dtype") or config.get("dtype") or "float32"), torch.float32)
+
+
+def sample_lengths(samples: list[TrainSample]) -> list[int]:
+    """Prompt + completion tokens of each sample."""
+    return [len(s.prompt.input_ids) + len(s.completion_ids) for s in samples]
 
 
 def _sampling(chosen: list[TrainSample], spans, shape) -> dict[str, torch.Tensor]:

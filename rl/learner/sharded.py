@@ -22,7 +22,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from ..config import AlgoConfig, LearnerConfig
 from .base import TrainSample
-from .local import LocalLearner, Reduced, mini_batches
+from .local import LocalLearner, Reduced, mini_batches, sample_lengths
 
 PER_RANK = ("grad_norm", "lr", "updates")
 """Step metrics every rank computes identically (taken from rank 0)."""
@@ -122,7 +122,7 @@ class ShardedLearner:
         """Sample indices per rank, balanced by tokens (longest first onto the least-loaded rank)."""
         load = [0] * len(self.ranks)
         parts: list[list[int]] = [[] for _ in self.ranks]
-        sizes = [len(s.prompt.input_ids) + len(s.completion_ids) for s in samples]
+        sizes = sample_lengths(samples)
         for i in sorted(range(len(samples)), key=lambda i: -sizes[i]):
             k = load.index(min(load))
             parts[k].append(i)
