@@ -37,11 +37,12 @@ logging.getLogger("latex2sympy2_extended").setLevel(logging.ERROR)
 class MathConfig:
     """Options of the `math` verifier."""
 
-    rel_tol: float = 1e-4
-    """Decimals: when either side holds a decimal number, |pred - ref| <= rel_tol * |ref| counts as equal
-    (Qwen2.5-Math's `numeric_equal` default). Exact numbers (integers, fractions, pi) are compared exactly.
-    0 turns the tolerance off: a decimal is then read as the exact number it writes (0.142857 is 142857/10^6, not
-    1/7) and math-verify's rounding to `float_rounding` places is not used; only `abs_tol` remains."""
+    rel_tol: float = 0.0
+    """Decimals: 0 (the default) compares exactly: a decimal is the exact number it writes (0.142857 is
+    142857/10^6, not 1/7; 0.375 = 3/8), math-verify's rounding to `float_rounding` places is not used, and only
+    `abs_tol` remains, so a rounded decimal is not equal to an exact reference. Above 0, when either side holds a
+    decimal number, |pred - ref| <= rel_tol * |ref| counts as equal (1e-4 is Qwen2.5-Math's `numeric_equal`
+    default: 0.33333 = 1/3). Exact numbers (integers, fractions, pi) are always compared exactly."""
     abs_tol: float = 1e-9
     """Absolute tolerance of the same test, for references at or near zero."""
     float_rounding: int = 6

@@ -9,6 +9,7 @@ directory and loads back to the same config.
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -22,12 +23,32 @@ class ConfigError(ValueError):
     """A config file or override that does not fit the schema; the message names the key."""
 
 
+class YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader reading `1e-4` as a float, as YAML 1.2 does (YAML 1.1 wants `1.0e-4` and gives the
+    string "1e-4" otherwise, which a typed field converts but a free-form mapping such as a reward part's options
+    keeps as a string)."""
+
+
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                  |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                  |[-+]?\.(?:inf|Inf|INF)
+                  |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def read_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=YamlLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def set_dotted(tree: dict, dotted: str) -> None:
     """Apply `a.b.c=value` (value parsed as YAML: numbers, booleans, lists) to a nested dict."""
     if "=" not in dotted:
         raise ConfigError(f"override {dotted!r}: expected key=value")
     key, raw = dotted.split("=", 1)
-    value = yaml.safe_load(raw) if raw != "" else ""
+    value = read_yaml(raw) if raw != "" else ""
     node = tree
     parts = key.strip().split(".")
     for part in parts[:-1]:
@@ -106,7 +127,7 @@ def load(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Train
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
         try:
-            tree = yaml.safe_load(path.read_text()) or {}
+            tree = read_yaml(path.read_text()) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML ({e})") from e
         if not isinstance(tree, dict):

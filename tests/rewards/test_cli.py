@@ -27,7 +27,7 @@ def by_id(rows):
 
 
 @pytest.mark.parametrize("name, path, expected", [
-    ("math", "math.jsonl", {"m1": 1.0, "m2": 0.0, "m3": 0.0, "m4": 1.0, "m5": 1.0, "m6": 1.0, "m7": 1.0, "m8": 0.0,
+    ("math", "math.jsonl", {"m1": 1.0, "m2": 0.0, "m3": 0.0, "m4": 1.0, "m5": 1.0, "m6": 1.0, "m7": 0.0, "m8": 0.0,
                             "m9": 1.0, "m10": 1.0}),
     ("choice", "choice.jsonl", {"c1": 1.0, "c2": 0.0, "c3": 1.0, "c4": 0.0, "c5": 1.0}),
     ("acc", "text.jsonl", {"t1": 1.0, "t2": 1.0, "t3": 1.0, "t4": 1.0, "t5": 1.0, "t6": 0.0}),
@@ -117,5 +117,5 @@ def test_module_entry_point_end_to_end(tmp_path):
                           input=rows, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     out = [json.loads(line) for line in done.stdout.splitlines()]
-    assert [r["score"] for r in out] == [1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0]
+    assert [r["score"] for r in out] == [1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0]
     assert "rl-reward math: 10 rows, 10 scored, 0 errors" in done.stderr

@@ -31,16 +31,18 @@ CASES = [
     ("fraction", "\\frac{2}{3}", "\\frac{3}{2}", False),
     ("fraction", "22/7", "\\pi", False),
     ("fraction", "\\frac{1}{2}", "-\\frac{1}{2}", False),
-    # --- decimals with tolerance (rel_tol 1e-4 when a decimal is involved)
+    # --- decimals: exact by default (a rounded decimal is not an exact value; TOLERANT below has rel_tol)
     ("decimal", "0.5", "\\frac{1}{2}", True),
-    ("decimal", "0.3333", "\\frac{1}{3}", True),
-    ("decimal", "0.33333333", "1/3", True),
-    ("decimal", "3.1416", "\\pi", True),
-    ("decimal", "1.41421", "\\sqrt{2}", True),
-    ("decimal", "2.71828", "e", True),
+    ("decimal", "0.3333", "\\frac{1}{3}", False),
+    ("decimal", "0.33333333", "1/3", False),
+    ("decimal", "3.1416", "\\pi", False),
+    ("decimal", "1.41421", "\\sqrt{2}", False),
+    ("decimal", "2.71828", "e", False),
     ("decimal", "0.1 + 0.2", "0.3", True),
     ("decimal", "12.50", "12.5", True),
-    ("decimal", "1.00005", "1", True),
+    ("decimal", "1.00005", "1", False),
+    ("decimal", "0.375", "\\frac{3}{8}", True),
+    ("decimal", "0.125", "1/8", True),
     ("decimal", "0.333", "\\frac{1}{3}", False),
     ("decimal", "3.14", "\\pi", False),
     ("decimal", "0.33", "1/3", False),
@@ -53,7 +55,7 @@ CASES = [
     ("percent", "25\\%", "\\frac{1}{4}", True),
     ("percent", "12.5%", "0.125", True),
     ("percent", "The rate is 40%.", "40\\%", True),
-    ("percent", "33.3333%", "\\frac{1}{3}", True),
+    ("percent", "33.3333%", "\\frac{1}{3}", False),
     ("percent", "60\\%", "0.5", False),
     ("percent", "5%", "0.5", False),
     ("percent", "The rate is 45%.", "40\\%", False),
@@ -202,6 +204,26 @@ CASES = [
 
 
 
+TOLERANT = [  # rounded decimals, equal with a tolerance configured (rel_tol=1e-4, Qwen2.5-Math's numeric_equal)
+    ("0.3333", "\\frac{1}{3}", True),
+    ("0.33333333", "1/3", True),
+    ("3.1416", "\\pi", True),
+    ("1.41421", "\\sqrt{2}", True),
+    ("2.71828", "e", True),
+    ("1.00005", "1", True),
+    ("33.3333%", "\\frac{1}{3}", True),
+    ("0.333", "\\frac{1}{3}", False),
+    ("3.14", "\\pi", False),
+    ("1.001", "1", False),
+]
+
+
+@pytest.mark.parametrize("answer, reference, expected", TOLERANT)
+def test_rounded_decimals_with_a_tolerance(mk, answer, reference, expected):
+    assert math_reward(mk(answer, reference), config=MathConfig(rel_tol=1e-4)) == (1.0 if expected else 0.0)
+    assert math_reward(mk(answer, reference)) == 0.0  # the default: exact
+
+
 def test_table_size_and_balance():
     assert len(CASES) >= 150
     negatives = sum(not expected for *_, expected in CASES)
@@ -256,9 +278,9 @@ def test_options(mk):
     assert nesting_depth(deep) == 9 and nesting_depth("(((") == 3 and nesting_depth("\\frac{1}{2}") == 1
     assert math_equal(deep, "1") is False  # deeper than max_nesting (8): not parsed
     assert math_equal("(" * 3 + "1" + ")" * 3, "1") is True
-    assert math_reward(mk("0.333333", "\\frac{1}{3}")) == 1.0  # the default rel_tol
-    assert math_reward(mk("0.333333", "\\frac{1}{3}"), config=MathConfig(rel_tol=0.0)) == 0.0  # no tolerance: exact
-    assert math_reward(mk("0.375", "\\frac{3}{8}"), config=MathConfig(rel_tol=0.0)) == 1.0
+    assert math_reward(mk("0.333333", "\\frac{1}{3}")) == 0.0  # the default: exact, a rounded decimal is not 1/3
+    assert math_reward(mk("0.333333", "\\frac{1}{3}"), config=MathConfig(rel_tol=1e-4)) == 1.0  # a tolerance
+    assert math_reward(mk("0.375", "\\frac{3}{8}")) == 1.0  # exact decimals are equal
 
 
 def test_reference_candidate():

@@ -79,14 +79,14 @@ def test_the_set_covers_the_answer_styles(rows):
 
 
 def test_rounded_decimals_need_a_tolerance(rows):
-    """The same pairs appear without a tolerance (rel_tol=0: not equal) and with the default rel_tol (equal)."""
-    exact = {(r["gold"], r["prediction"]) for r in rows if r.get("options") == {"rel_tol": 0.0} and not r["equal"]}
-    tolerant = {(r["gold"], r["prediction"]) for r in rows if "options" not in r and r["equal"]}
+    """The same pairs appear with the default (exact: not equal) and with a tolerance configured (equal)."""
+    exact = {(r["gold"], r["prediction"]) for r in rows if "options" not in r and not r["equal"]}
+    tolerant = {(r["gold"], r["prediction"]) for r in rows if r.get("options") == {"rel_tol": 1e-4} and r["equal"]}
     assert len(exact & tolerant) >= 5
     for gold, prediction in exact & tolerant:
         row = RewardInput.make(prediction, gold, "short")
-        assert math_reward(row, config=MathConfig(rel_tol=0.0)) == 0.0, (gold, prediction)
-        assert math_reward(row) == 1.0, (gold, prediction)
+        assert math_reward(row) == 0.0, (gold, prediction)
+        assert math_reward(row, config=MathConfig(rel_tol=1e-4)) == 1.0, (gold, prediction)
 
 
 def test_math_verifier_accuracy_on_the_set(rows):
