@@ -128,8 +128,11 @@ class PromptInputs:
 
 class Processor:
     def __init__(self, tokenizer, image_processor: MiniCPMVImageProcessor, frames_per_package: int = 6,
-                 video_max_slice_nums: int = 1):
+                 video_max_slice_nums: int = 1, max_image_pixels: int | None | str = PIL_LIMIT):
+        """max_image_pixels: the pixel limit of every image decoded here (`load_image`'s `max_pixels`): pass the
+        data check's limit (`data.max_image_pixels`) so that an image the check let through also decodes here."""
         self.tokenizer = tokenizer
+        self.max_image_pixels = max_image_pixels
         self.image_processor = image_processor
         self.hf = MiniCPMVProcessor(image_processor=image_processor, tokenizer=tokenizer)
         self.frames_per_package = frames_per_package
@@ -153,8 +156,7 @@ class Processor:
         kwargs = {} if ENABLE_THINKING[mode] is None else {"enable_thinking": ENABLE_THINKING[mode]}
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **kwargs)
 
-    @staticmethod
-    def media(messages: list[dict]) -> list[Any]:
+    def media(self, messages: list[dict]) -> list[Any]:
         """Images and videos of the messages' content parts, in order."""
         found = []
         for i, message in enumerate(messages):
@@ -165,12 +167,14 @@ class Processor:
             for j, part in enumerate(message["content"]):
                 kind = part.get("type")
                 if kind == "image":
-                    found.append(load_image(part.get("image"), f"messages[{i}].content[{j}].image"))
+                    found.append(load_image(part.get("image"), f"messages[{i}].content[{j}].image",
+                                            self.max_image_pixels))
                 elif kind == "video":
                     video = part.get("video")
                     if not isinstance(video, Video):
                         raise InputError(f"messages[{i}].content[{j}].video: expected a model.processor.Video")
-                    found.append(Video([load_image(f, f"messages[{i}].content[{j}].video.frames[{k}]")
+                    where = f"messages[{i}].content[{j}].video.frames"
+                    found.append(Video([load_image(f, f"{where}[{k}]", self.max_image_pixels)
                                         for k, f in enumerate(video.frames)], list(video.timestamps)))
                 elif kind != "text":
                     raise InputError(f"messages[{i}].content[{j}].type: {kind!r} is not text, image or video")
@@ -179,7 +183,8 @@ class Processor:
     def __call__(self, messages: list[dict] | str, mode: str = "auto", images: Sequence[Any] = ()) -> PromptInputs:
         """messages (content parts may hold images and videos) or an already rendered prompt text with images."""
         if isinstance(messages, str):
-            text, media = messages, [load_image(im, f"images[{k}]") for k, im in enumerate(images)]
+            text, media = messages, [load_image(im, f"images[{k}]", self.max_image_pixels)
+                                     for k, im in enumerate(images)]
         else:
             text, media = self.render(messages, mode), self.media(messages)
         return self.encode(text, media, mode)

@@ -90,7 +90,8 @@ class Trainer:
         self.ckpt = ensure_model(cfg)
         self.dataset = PromptDataset.from_config(
             cfg.data, seed=cfg.run.seed, eval_holdout=cfg.run.eval_rows if cfg.run.eval_every else 0,
-            processor=Processor.from_pretrained(self.ckpt) if cfg.data.max_prompt_tokens is not None else None)
+            processor=Processor.from_pretrained(self.ckpt, max_image_pixels=cfg.data.max_image_pixels)
+            if cfg.data.max_prompt_tokens is not None else None)
         start_ray(cfg)
         self.learner = make_learner(cfg, self.ckpt)
         self.sync_kind = self.learner.resolve_sync_kind(cfg.sync.kind)
@@ -105,7 +106,7 @@ class Trainer:
             max_lora_rank=cfg.learner.lora_rank, seed=cfg.run.seed,
             tensor_parallel_size=cfg.rollout.tensor_parallel_size,
             gpu_memory_utilization=cfg.rollout.gpu_memory_utilization, resources=cfg.cluster.rollout_resources,
-            ray_address=cfg.cluster.address)
+            ray_address=cfg.cluster.address, max_image_pixels=cfg.data.max_image_pixels)
         self.runner = RewardRunner(cfg.reward.runner_config())
         self.rng = random.Random(cfg.run.seed)
         self.step = 0

@@ -16,7 +16,7 @@ import torch
 
 from core.modes import split_completion
 from model.checkpoint import iter_safetensors
-from model.processor import PromptInputs, Processor
+from model.processor import PIL_LIMIT, PromptInputs, Processor
 
 from .engine import make_llm, release_tempdir
 from .types import RolloutRequest, RolloutResult, RolloutSample, SamplingConfig, default_mode_sampling
@@ -29,7 +29,8 @@ class RolloutWorker:
 
     def __init__(self, ckpt: str, worker_id: int = 0, mode_sampling: dict[str, SamplingConfig] | None = None,
                  seed: int = 0, max_model_len: int = 4096, dtype: str = "auto", enable_lora: bool = False,
-                 max_lora_rank: int = 16, max_images: int = 4, **engine_kwargs):
+                 max_lora_rank: int = 16, max_images: int = 4, max_image_pixels: int | None | str = PIL_LIMIT,
+                 **engine_kwargs):
         self.worker_id = worker_id
         self.ckpt = str(ckpt)
         self.mode_sampling = mode_sampling or default_mode_sampling()
@@ -38,7 +39,7 @@ class RolloutWorker:
         lora = {"enable_lora": True, "max_lora_rank": max_lora_rank, "max_loras": 1} if enable_lora else {}
         self.llm = make_llm(ckpt, dtype=dtype, seed=seed + worker_id, max_model_len=max_model_len,
                             max_images=max_images, **lora, **engine_kwargs)
-        self.processor = Processor.from_pretrained(ckpt)
+        self.processor = Processor.from_pretrained(ckpt, max_image_pixels=max_image_pixels)
         self.policy_version = 0
         self.lora_request = None
 

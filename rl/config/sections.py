@@ -75,7 +75,8 @@ class DataConfig:
     max_image_pixels: Optional[int] = Field(89_478_485, ge=1)
     """The most pixels (width x height) a row's image may have: a larger one is a bad row (a decompression-bomb guard,
     checked on the image header before any pixel is decoded, when rows are loaded or first drawn). Default: PIL's own
-    limit, 89,478,485; None: no limit. PIL's process-wide limit is left as it is (the model's processor uses that)."""
+    limit, 89,478,485; None: no limit. The rollout workers' processor decodes images under the same limit (PIL's
+    process-wide limit is left as it is)."""
     max_prompt_tokens: Optional[int] = Field(None, ge=1)
     """A row whose prompt is longer is a bad row: text and image tokens as model.processor builds them, for the row's
     mode (the longer of short and long for a row without one). None: no check. Checked at load with the processor:

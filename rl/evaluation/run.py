@@ -79,7 +79,7 @@ class _Engine:
         self.worker = RolloutWorker(str(targets[0].base), mode_sampling=settings.sampling(cfg), seed=settings.seed,
                                     max_model_len=settings.max_model_len or cfg.rollout.max_model_len,
                                     dtype=settings.dtype or cfg.rollout.dtype, enable_lora=bool(ranks),
-                                    max_lora_rank=max(ranks, default=16))
+                                    max_lora_rank=max(ranks, default=16), max_image_pixels=cfg.data.max_image_pixels)
         self.base = targets[0].base
         self.replaced = False  # the engine holds weights other than `base`'s
         self.version = 0

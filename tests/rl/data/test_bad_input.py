@@ -158,6 +158,24 @@ def test_the_limit_is_passed_through_not_left_in_pil(tmp_path, monkeypatch):
         load_image(tmp_path / "img.png")
 
 
+def test_the_processor_decodes_under_the_configured_limit(tmp_path, monkeypatch, tiny_ckpt):
+    """The rollout workers' processor takes `data.max_image_pixels` too: an image the data check let through (over
+    PIL's own limit) also decodes there, and one over the configured limit fails there with the limit named."""
+    from model.processor import Processor
+
+    monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 100)
+    (tmp_path / "img.png").write_bytes(png_bytes(size=(40, 40)))  # 1600 > 2 x 100: PIL alone would refuse it
+    messages = [{"role": "user", "content": [{"type": "image", "image": str(tmp_path / "img.png")},
+                                             {"type": "text", "text": "What is it?"}]}]
+    with pytest.raises(InputError, match="DecompressionBombError"):
+        Processor.from_pretrained(tiny_ckpt)(messages, "short")  # PIL's limit, as before
+    prompt = Processor.from_pretrained(tiny_ckpt, max_image_pixels=10_000)(messages, "short")
+    assert len(prompt.pixel_values) >= 1 and PIL.Image.MAX_IMAGE_PIXELS == 100
+    with pytest.raises(InputError, match=r"messages\[0\]\.content\[0\]\.image: the image is 40x40 = 1600 pixels, "
+                                         "over the limit of 1000"):
+        Processor.from_pretrained(tiny_ckpt, max_image_pixels=1000)(messages, "short")
+
+
 def test_load_image_raises_only_input_errors(tmp_path, bomb_bytes):
     bombs = [bomb_bytes, memoryview(bomb_bytes)]
     cases = bombs + [b"", b"junk", noise_png()[:100], bilevel_png(10, 0), PIL.Image.new("RGB", (0, 4)),
