@@ -44,6 +44,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
+from core.process import alive, descendants, start_time
+
 
 @dataclass(frozen=True)
 class SandboxConfig:
@@ -102,36 +104,12 @@ _POLL_S = 0.1
 """How often `map` counts the processes below each worker; the guards check who is alive every 5 x this."""
 
 
-def _proc_state(pid: int) -> tuple[str, str] | None:
-    """(state, start time) of a process from /proc/PID/stat; None where unreadable (gone, or no /proc)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        return fields[0].decode(), fields[19].decode()
-    except (OSError, IndexError):
-        return None
-
-
-def _alive(pid: int, start_time: str | None) -> bool:
-    """The process runs (not a zombie) and is the one that started at `start_time` (not a reuse of its pid)."""
-    state = _proc_state(pid)
-    if state is not None:
-        return state[0] not in "ZXx" and (start_time is None or state[1] == start_time)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return start_time is None
-
-
 def _guard(worker_pid: int, caller_pid: int, caller_start: str | None) -> None:
     """Runs in a process forked by the worker, in the worker's group: when the worker or the caller dies (even by
     SIGKILL, which no handler sees), SIGKILL the whole group. Polling, not signals, so it needs no ctypes and works
     whatever thread or process started the worker."""
     try:
-        while os.getppid() == worker_pid and _alive(caller_pid, caller_start):
+        while os.getppid() == worker_pid and alive(caller_pid, caller_start):
             time.sleep(5 * _POLL_S)
         os.killpg(0, signal.SIGKILL)  # the worker, the plugin's processes and this guard
     finally:
@@ -139,8 +117,7 @@ def _guard(worker_pid: int, caller_pid: int, caller_start: str | None) -> None:
 
 
 def _start_guard(caller_pid: int) -> None:
-    state = _proc_state(caller_pid)
-    caller_start = state[1] if state else None
+    caller_start = start_time(caller_pid)
     worker_pid = os.getpid()
     if os.fork() == 0:
         try:
@@ -152,29 +129,11 @@ def _start_guard(caller_pid: int) -> None:
 
 
 def _count_below(pid: int) -> int | None:
-    """Processes below `pid` (children, their children, ...; zombies included), from /proc/PID/task/TID/children;
-    None where /proc has no such lists (not Linux, or a kernel without CONFIG_PROC_CHILDREN)."""
+    """Processes below `pid` (children, their children, ...; zombies included); None where /proc has no such lists
+    (not Linux, or a kernel without CONFIG_PROC_CHILDREN)."""
     if not os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children"):
         return None
-    count, stack, seen = 0, [pid], {pid}
-    while stack:
-        parent = stack.pop()
-        try:
-            tasks = os.listdir(f"/proc/{parent}/task")
-        except OSError:  # exited meanwhile
-            continue
-        for task in tasks:
-            try:
-                with open(f"/proc/{parent}/task/{task}/children", "rb") as f:
-                    children = f.read().split()
-            except OSError:
-                continue
-            for child in map(int, children):
-                if child not in seen:
-                    seen.add(child)
-                    count += 1
-                    stack.append(child)
-    return count
+    return len(descendants(pid))
 
 
 def _kill_group(pid: int) -> None:

@@ -16,9 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-ENGINE_TMP_PREFIX = "minicpmv-rl-engine-"
-"""Each engine starts with a temp folder of its own (`ENGINE_TMP_PREFIX<pid>-*`): vLLM writes a `vllm_dist_*`
-rendezvous file into the temp folder at every start and never deletes it."""
+from core.process import new_tempdir
+
 WORKER_EXTENSION = "rollouts.weights.EngineWeightLoader"
 """Added to vLLM's worker (`worker_extension_cls`): weight loading by path in whichever process holds the model,
 which is how `RolloutWorker` syncs weights into a multiprocess engine."""
@@ -88,19 +87,7 @@ def release_tempdir(llm) -> None:
 
 
 def _engine_tempdir() -> Path:
-    """A new temp folder for one engine; the folders of engines whose process is gone (killed) are removed."""
-    for old in Path(tempfile.gettempdir()).glob(ENGINE_TMP_PREFIX + "*"):
-        pid = old.name.removeprefix(ENGINE_TMP_PREFIX).split("-")[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(old, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=f"{ENGINE_TMP_PREFIX}{os.getpid()}-"))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """A new temp folder for one engine (`core.process.new_tempdir`): vLLM writes a `vllm_dist_*` rendezvous file
+    into the temp folder at every start and never deletes it. The folders of processes that are gone (killed) are
+    removed first."""
+    return new_tempdir()

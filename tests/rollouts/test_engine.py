@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from rollouts.engine import ENGINE_TMP_PREFIX, _engine_tempdir
+from core.process import TMP_PREFIX, start_time
+from rollouts.engine import _engine_tempdir
 from rollouts.worker import RolloutWorker
 from tests.rollouts.helpers import SAMPLING
 
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.vllm
 
 def leftovers() -> set[str]:
     root = Path(tempfile.gettempdir())
-    return {p.name for p in root.iterdir() if p.name.startswith(("vllm_dist_", ENGINE_TMP_PREFIX))}
+    return {p.name for p in root.iterdir() if p.name.startswith(("vllm_dist_", f"{TMP_PREFIX}{os.getpid()}-"))}
 
 
 def test_a_worker_leaves_no_temp_files(tiny_ckpt):
@@ -30,10 +31,10 @@ def test_a_worker_leaves_no_temp_files(tiny_ckpt):
 
 def test_the_folders_of_dead_engines_are_removed(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    dead = tmp_path / f"{ENGINE_TMP_PREFIX}999999999-x"
+    dead = tmp_path / f"{TMP_PREFIX}999999999-1-x"
     dead.mkdir()
     (dead / "vllm_dist_0").write_text("")
-    mine = tmp_path / f"{ENGINE_TMP_PREFIX}{os.getpid()}-y"
+    mine = tmp_path / f"{TMP_PREFIX}{os.getpid()}-{start_time(os.getpid())}-y"
     mine.mkdir()
     fresh = _engine_tempdir()
     assert not dead.exists() and mine.exists() and fresh.parent == tmp_path
