@@ -1,6 +1,6 @@
 """The house plan: which package may import which, no import cycles, and vLLM's environment set in one place.
 
-  core/      imports nothing of the project (the modes and think tags)
+  core/      imports nothing of the project (the modes and think tags, process clean-up)
   model/     core
   rewards/   core
   rollouts/  core, model
