@@ -1,6 +1,7 @@
 """End-to-end GRPO throughput: `rl-train` against TRL's GRPOTrainer on the same work and the same weights.
 
     python bench/e2e.py --json OUT.json [--steps 3] [--preset small]
+    python bench/e2e.py --json OUT.json --ours-modes [--steps 4]   # rl-train alone: its loop modes
 
 Workload (the issue's): text-only prompts, 8 prompts x 8 samples x 128 new tokens per step, reward = the share of
 digits (examples/rewards/digits.py) on both sides. The weights: one random MiniCPM-V checkpoint; TRL gets its `llm`
@@ -11,6 +12,12 @@ in fp32 without checkpointing, the precision and work of rl-train's learner. TRL
 generation with scoring and advantages, `time/update` the rest of the step (forward, backward, optimizer).
 rl-train runs once more with the learner in bf16 autocast (`learner.cpu_bf16`), then the hybrid length mix
 (short 64 / long 1024 new tokens, half the prompts each).
+
+`--ours-modes`: rl-train alone on the same workload in three loop modes: on-policy (one update per batch), the
+one-step-off loop (`run.async_mode=one_step_off`: the next batch is generated during the update) and PPO-style
+updates (`algo.mini_batches=2`, `algo.ppo_epochs=2`: four optimizer steps per batch, after a pass for the old
+log-probs). On a CPU both sides share the same cores, so the overlap shows here only as far as they do not compete
+(bench/overlap.py measures it with sleeping stand-ins).
 """
 
 from __future__ import annotations
@@ -124,7 +131,11 @@ def main() -> None:
     parser.add_argument("--json", required=True)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--preset", default="small")
+    parser.add_argument("--ours-modes", action="store_true",
+                        help="rl-train alone: on-policy, one-step-off and 2 mini-batches x 2 epochs (no TRL)")
     args = parser.parse_args()
+    if args.ours_modes:
+        return main_modes(args)
     from model.tiny import build_tiny_checkpoint
     from rl.data.demo import write_demo
 
@@ -169,6 +180,35 @@ def digit_share_text(text: str) -> float:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
         f"{'cuda ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu'}",
     }
+    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report))
+    shutil.rmtree(work, ignore_errors=True)
+
+
+MODES = {"on_policy": (), "one_step_off": ("run.async_mode=one_step_off",),
+         "mini_batches_2x2": ("algo.mini_batches=2", "algo.ppo_epochs=2", "algo.clip_high=0.28")}
+
+
+def main_modes(args) -> None:
+    import ray
+
+    from model.tiny import build_tiny_checkpoint
+    from rl.data.demo import write_demo
+
+    work = Path(tempfile.mkdtemp(prefix="e2e-modes-"))
+    ckpt = build_tiny_checkpoint(work / "ckpt", seed=0, preset=args.preset)
+    data = write_demo("arith", work / "data" / "arith.jsonl", rows=256, seed=0)
+    report: dict = {"steps": args.steps, "prompts": PROMPTS, "n": N, "new_tokens": NEW_TOKENS,
+                    "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+                    f"{'cuda ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu'}"}
+    for name, extra in MODES.items():
+        history = run_ours(ckpt, data, work / name, args.steps, NEW_TOKENS, NEW_TOKENS, ignore_eos=True, extra=extra)
+        ray.shutdown()
+        tps, phases = throughput(history, "learner/completion_tokens")
+        report[name] = {"tokens_per_s": tps, "phases": phases,
+                        "updates_per_step": history[-1].get("learner/updates"),
+                        "clip_fraction": statistics.fmean(h.get("clip_fraction", 0.0) for h in history[1:])}
+    report["one_step_off_over_on_policy"] = report["one_step_off"]["tokens_per_s"] / report["on_policy"]["tokens_per_s"]
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report))
     shutil.rmtree(work, ignore_errors=True)

@@ -1,11 +1,18 @@
-"""Learner throughput with packing vs padding on the hybrid length mix.
+"""Learner throughput with packing vs padding on the hybrid length mix, and the log-prob head's peak memory.
 
     python bench/learner.py --ckpt DIR --json OUT.json [--samples 16] [--budget 4096] [--padded-batch 4]
+    python bench/learner.py --head-only --json OUT.json [--head-tokens 4096] [--head-chunk 1024]
 
 Three layouts: packed rows (`packing`), padded micro-batches of `--padded-batch` sequences in arrival order (the
 naive baseline), and length-sorted padded micro-batches of at most `--budget` tokens (`sort_by_length`).
 Half the samples are short-mode answers of 16-64 tokens, half long-mode traces of 512-2048 tokens, in a shuffled
 order (as a hybrid batch arrives). One learner step each way (after a warm-up step), same samples, same weights.
+
+The log-prob head (`model.logprob_head`, `logprob_head` in the JSON): forward + backward of the head alone over
+`--head-tokens` scored tokens with the release's vocabulary (151,748; hidden width `--head-hidden`, small: the
+[tokens x vocab] fp32 tensors do not depend on it), unchunked (all tokens at once, autograd), chunked
+(`ChunkedLogProbs`, `--head-chunk` tokens) and `torch.utils.checkpoint` per chunk, each in a fresh process: peak RSS
+above the process's RSS before the head (ru_maxrss), in GB and in GB per 1k scored tokens.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import os
 import platform
 import random
 import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -50,15 +58,102 @@ def timed_step(learner: LocalLearner, samples: list[TrainSample]) -> dict:
     return metrics
 
 
+RELEASE_VOCAB = 151748  # configs/model/minicpm-v-4_5.json
+HEAD_VARIANTS = ("unchunked", "chunked", "checkpoint")
+
+
+def head_peak_here(variant: str, tokens: int, chunk: int, hidden: int, sampling: bool) -> dict:
+    """Forward + backward of the log-prob head in this process (run it in a fresh one): bytes above the RSS before."""
+    from torch.utils.checkpoint import checkpoint
+
+    from model.logprob_head import token_logprobs
+
+    def rss() -> int:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(hidden, RELEASE_VOCAB, bias=False)
+    h = torch.randn(tokens, hidden, requires_grad=True)
+    targets = torch.randint(0, RELEASE_VOCAB, (tokens,))
+    params = dict(temperature=torch.full((tokens,), 0.7), top_k=torch.full((tokens,), 50),
+                  top_p=torch.full((tokens,), 0.9)) if sampling else {}
+
+    def run(n: int) -> None:
+        p = {k: v[:n] for k, v in params.items()}
+        if variant == "unchunked":
+            lp = token_logprobs(h[:n], head, targets[:n], **p, entropy=True)[0]
+        elif variant == "chunked":
+            lp = token_logprobs(h[:n], head, targets[:n], **p, chunk_tokens=chunk, entropy=True)[0]
+        else:  # checkpoint: the unchunked head per chunk, recomputed in the backward (entropy computed inside)
+            parts, hn, tn = [], h[:n], targets[:n]
+            for s in range(0, n, chunk):
+                pc = {k: v[s:s + chunk] for k, v in p.items()}
+                parts.append(checkpoint(lambda x, t, pc=pc: token_logprobs(x, head, t, **pc, entropy=True),
+                                        hn[s:s + chunk], tn[s:s + chunk], use_reentrant=False)[0])
+            lp = torch.cat(parts)
+        lp.sum().backward()
+
+    run(8)  # kernels and allocator warm
+    head.zero_grad()
+    h.grad = None
+    before = rss()
+    start = time.perf_counter()
+    run(tokens)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    return {"variant": variant, "peak_gb": peak / 1e9, "peak_gb_per_1k_tokens": peak / 1e9 / (tokens / 1000),
+            "seconds": seconds}
+
+
+def head_peaks(tokens: int, chunk: int, hidden: int) -> dict:
+    """Each variant of the head in a fresh process (ru_maxrss is a process's high-water mark)."""
+    out = {"vocab": RELEASE_VOCAB, "hidden": hidden, "tokens": tokens, "chunk_tokens": chunk}
+    runs = [(v, False) for v in HEAD_VARIANTS] + [(v, True) for v in HEAD_VARIANTS[1:]]  # unchunked + top-p: ~20 GB
+    for variant, sampling in runs:
+        cmd = [sys.executable, __file__, "--head-variant", variant, "--head-tokens", str(tokens), "--head-chunk",
+               str(chunk), "--head-hidden", str(hidden)] + (["--head-sampling"] if sampling else [])
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        key = variant + ("_top_k_top_p" if sampling else "")
+        for k in ("peak_gb", "peak_gb_per_1k_tokens", "seconds"):
+            out[f"{key}_{k}"] = result[k]
+    out["unchunked_over_chunked_peak"] = out["unchunked_peak_gb"] / out["chunked_peak_gb"]
+    return out
+
+
+def machine() -> str:
+    return (f"{platform.machine()}, {os.cpu_count()} cores, "
+            f"{'cuda ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ckpt", required=True)
-    parser.add_argument("--json", required=True)
+    parser.add_argument("--ckpt")
+    parser.add_argument("--json")
+    parser.add_argument("--head-only", action="store_true", help="only the log-prob head's peak memory")
+    parser.add_argument("--head-tokens", type=int, default=4096, help="scored tokens through the log-prob head")
+    parser.add_argument("--head-chunk", type=int, default=1024, help="chunked head: tokens per chunk")
+    parser.add_argument("--head-hidden", type=int, default=64, help="hidden width of the head benchmark")
+    parser.add_argument("--head-variant", choices=HEAD_VARIANTS, help=argparse.SUPPRESS)  # one run, in this process
+    parser.add_argument("--head-sampling", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--budget", type=int, default=2048, help="packed micro-batch token budget")
     parser.add_argument("--padded-batch", type=int, default=4, help="sequences per padded micro-batch")
     parser.add_argument("--lora", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args()
+    if args.head_variant:
+        print(json.dumps(head_peak_here(args.head_variant, args.head_tokens, args.head_chunk, args.head_hidden,
+                                        args.head_sampling)))
+        return
+    head = head_peaks(args.head_tokens, args.head_chunk, args.head_hidden)
+    if args.head_only:
+        report = {"logprob_head": head, "machine": machine()}
+        if args.json:
+            Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        print(json.dumps(report))
+        return
+    if not args.ckpt or not args.json:
+        parser.error("--ckpt and --json are required (unless --head-only)")
     processor = Processor.from_pretrained(args.ckpt)
     samples = hybrid_samples(processor, args.samples, len(processor.tokenizer))
     tokens = sum(len(s.prompt.input_ids) + len(s.completion_ids) for s in samples)
@@ -85,8 +180,8 @@ def main() -> None:
         "lora": args.lora,
         "model_params": sum(p.numel() for p in LocalLearner.base_model(LocalLearner(args.ckpt, LearnerConfig())
                                                                   .model).parameters()),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-        f"{'cuda ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu'}",
+        "logprob_head": head,
+        "machine": machine(),
     }
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report))

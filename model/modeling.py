@@ -15,10 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
-from .entropy import entropy_from_logits
+from .logprob_head import token_logprobs
 from .remote_code.configuration_minicpm import MiniCPMVConfig
 from .resampler import Resampler3D
-from .sampling import processed_logits
 from .vision import VisionTower, idefics2_config
 
 
@@ -106,13 +105,17 @@ class MiniCPMV(nn.Module):
                 temporal_ids: list[list[int]] | None = None, target_mask: torch.Tensor | None = None,
                 return_logits: bool = False, return_entropy: bool = False,
                 temperature: float | torch.Tensor = 1.0, top_k: int | torch.Tensor | None = None,
-                top_p: float | torch.Tensor | None = None) -> MiniCPMVOutput:
+                top_p: float | torch.Tensor | None = None,
+                logprob_chunk_tokens: int | None = None) -> MiniCPMVOutput:
         """input_ids [B, T]. Padded batch: attention_mask [B, T] (left or right padding; positions restart at 0
         after the padding, as in vLLM). Packed batch: attention_mask None and position_ids [B, T] that restart at 0
         at each sequence start: no attention across sequences. target_mask [B, T] bool: which tokens to score
         (position 0 is never scored). Log-probabilities (and entropy) are computed in fp32 under the distribution the
         sample was drawn from: logits / temperature, top-k and top-p filtered (`model.sampling`); each may be a
-        scalar or a [B, T] tensor holding every scored token's value at the token's position."""
+        scalar or a [B, T] tensor holding every scored token's value at the token's position.
+        logprob_chunk_tokens: compute them from the final hidden states that many scored tokens at a time, recomputed
+        in the backward (`model.logprob_head`: no [tokens x vocab] fp32 tensor beyond one chunk); None or 0: all
+        scored tokens at once. Same values either way."""
         if position_ids is None:
             if attention_mask is None:
                 position_ids = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
@@ -126,14 +129,14 @@ class MiniCPMV(nn.Module):
             target_mask = target_mask.bool().clone()
             target_mask[:, 0] = False
             src = target_mask[:, 1:]  # hidden at t-1 predicts token t
-            logits = processed_logits(self.llm.lm_head(hidden[:, :-1][src]).float(), *(
-                v[:, 1:][src] if torch.is_tensor(v) and v.dim() == 2 else v for v in (temperature, top_k, top_p)))
-            lp = torch.log_softmax(logits, dim=-1).gather(-1, input_ids[:, 1:][src].unsqueeze(-1)).squeeze(-1)
+            lp, ent = token_logprobs(hidden[:, :-1][src], self.llm.lm_head, input_ids[:, 1:][src], *(
+                v[:, 1:][src] if torch.is_tensor(v) and v.dim() == 2 else v for v in (temperature, top_k, top_p)),
+                chunk_tokens=logprob_chunk_tokens, entropy=return_entropy)
             logprobs = torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
             logprobs[:, 1:][src] = lp
             if return_entropy:
                 entropy = torch.zeros_like(logprobs)
-                entropy[:, 1:][src] = entropy_from_logits(logits.detach())
+                entropy[:, 1:][src] = ent
         return MiniCPMVOutput(logprobs=logprobs, logits=self.llm.lm_head(hidden) if return_logits else None,
                               entropy=entropy)
 

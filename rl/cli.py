@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.overwrite:
         clear_run_dir(cfg)
     try:
-        history = run(cfg, args.resume)
+        history = run(cfg, args.resume, own_process=argv is None)
     except _expected() as e:
         if args.debug:
             raise
@@ -64,10 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run(cfg, resume: bool) -> list[dict]:
+def run(cfg, resume: bool, own_process: bool = False) -> list[dict]:
+    """own_process: this process is the rl-train command, not a caller's (see `Trainer`'s `own_tempdir`)."""
     from .trainer import Trainer
 
-    return Trainer(cfg, resume=resume).fit()
+    return Trainer(cfg, resume=resume, own_tempdir=own_process).fit()
 
 
 def _expected() -> tuple[type[BaseException], ...]:

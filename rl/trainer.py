@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from core.process import private_tempdir
 from model.processor import Processor
 from rewards import RewardRunner
 from rollouts.pool import RolloutPool
@@ -26,13 +27,14 @@ from rollouts.types import RolloutResult
 
 from . import config as config_io
 from .algos import get_advantage, options_for
+from .batches import Background, Batch, split_stale
 from .checkpointing import export_checkpoint, load_latest, save_checkpoint
 from .config import TrainConfig
 from .data import PromptDataset
 from .errors import NothingTrained, RewardFailure, RunError
 from .evaluation.records import evaluate_rows, write_records
 from .evaluation.summary import flat_metrics, summarize
-from .learner import TrainSample, make_learner
+from .learner import Learner, TrainSample, make_learner
 from .metrics import MetricsLogger, mode_metrics
 from .modes import assign_modes, long_fraction_at
 from .scoring import PartHealth, Scored, metric_rows, score_results, score_with_health
@@ -81,7 +83,12 @@ def start_ray(cfg: TrainConfig) -> None:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, resume: bool = False):
+    def __init__(self, cfg: TrainConfig, resume: bool = False, own_tempdir: bool = False,
+                 learner: Learner | None = None, pool: RolloutPool | None = None):
+        """own_tempdir: this process is the trainer's alone (the rl-train command): once Ray is up (its session
+        folder follows TMPDIR), the process's temp files (the reward sandbox's fork server...) go into a folder of
+        its own, which a later run removes if this one is killed (`core.process.private_tempdir`).
+        learner, pool: ones built by the caller (a benchmark's or a test's stand-ins) instead of the config's."""
         self.cfg = cfg
         self.dir = Path(cfg.run.dir)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -92,13 +99,16 @@ class Trainer:
             cfg.data, seed=cfg.run.seed, eval_holdout=cfg.run.eval_rows if cfg.run.eval_every else 0,
             processor=Processor.from_pretrained(self.ckpt, max_image_pixels=cfg.data.max_image_pixels)
             if cfg.data.max_prompt_tokens is not None else None)
-        start_ray(cfg)
-        self.learner = make_learner(cfg, self.ckpt)
+        if learner is None or pool is None:
+            start_ray(cfg)
+        if own_tempdir:
+            private_tempdir()
+        self.learner = learner if learner is not None else make_learner(cfg, self.ckpt)
         self.sync_kind = self.learner.resolve_sync_kind(cfg.sync.kind)
         self.sync_dir = self.dir / ".sync"  # adapter folders for the workers (under run.dir: shared across nodes)
         shutil.rmtree(self.sync_dir, ignore_errors=True)  # left by a run that was killed
         self._adapter: Path | None = None
-        self.pool = RolloutPool(
+        self.pool = pool if pool is not None else RolloutPool(
             str(self.ckpt), num_workers=cfg.rollout.num_workers, chunk_size=cfg.rollout.chunk_size,
             mode_sampling=cfg.rollout.sampling(), gpus_per_worker=cfg.rollout.gpus_per_worker,
             cpus_per_worker=cfg.rollout.cpus(), dtype=cfg.rollout.dtype,
@@ -110,6 +120,10 @@ class Trainer:
         self.runner = RewardRunner(cfg.reward.runner_config())
         self.rng = random.Random(cfg.run.seed)
         self.step = 0
+        self.one_step_off = cfg.run.async_mode == "one_step_off"
+        self._pending: Background | None = None  # one_step_off: the next step's batch, generated meanwhile
+        self._in_flight_state: dict | None = None  # the data state from before that batch was drawn
+        self._synced = 0  # the policy version the workers hold (they start with the checkpoint's: version 0)
         self._told: set[tuple[str, str]] = set()  # (reward part, error | timeout) already logged
         self._failed_steps: dict[str, int] = {}  # reward part -> steps in a row it failed on every row
         if resume:
@@ -127,6 +141,7 @@ class Trainer:
                 metrics = self.train_step()
                 self.step += 1
                 if self.cfg.run.eval_every and self.step % self.cfg.run.eval_every == 0:
+                    self.settle()
                     metrics.update(self.evaluate())
                 self.logger.log(self.step, metrics)
                 history.append(metrics)
@@ -151,62 +166,93 @@ class Trainer:
         return history
 
     def train_step(self) -> dict:
+        """One step. async_mode=off: generate and score a batch, update on it, sync. one_step_off: take the batch
+        generated in the background during the last update (or generate it now: the first step, a resumed one),
+        sync the workers to the newest weights, start generating the next batch, and update meanwhile."""
         cfg, phases = self.cfg, Phases()
         start = time.perf_counter()
-        kept: list[tuple[RolloutResult, list[float | None], list[dict]]] = []
-        seen: list[tuple[RolloutResult, list[float | None], list[dict]]] = []  # dropped groups too, for metrics
-        health: dict[str, PartHealth] = {}
-        dropped = refills = failed = 0
-        target = cfg.rollout.prompts_per_step
-        while len(kept) < target:
-            need = target - len(kept)
-            with phases("sample"):
-                rows = self.dataset.take(need)
-            with phases("modes"):
-                modes = assign_modes([r.mode for r in rows], self.step, cfg.modes, self.rng)
-                requests = [self.dataset.to_request(r, m, cfg.rollout.n, f"s{self.step}-{refills}-{i}")
-                            for i, (r, m) in enumerate(zip(rows, modes))]
-                for i, request in enumerate(requests):  # the same samples after a resume, on any worker
-                    request.seed = self._seed(self.step, refills, i)
-            with phases("generate"):
-                results = self.pool.generate(requests)
-            failed += self._failed_requests(results)
-            with phases("score"):
-                scored, batch_health = score_with_health([r for r in results if r.ok], self.runner,
-                                                         cfg.reward.combine, cfg.data.default_reward)
-            for part, h in batch_health.items():
-                health.setdefault(part, PartHealth()).add(h)
-            seen += scored
-            for result, rewards, parts in scored:
-                valid = [r for r in rewards if r is not None]
-                if cfg.algo.dynamic_sampling and (len(valid) < 2 or max(valid) == min(valid)):
-                    dropped += 1
-                    continue
-                kept.append((result, rewards, parts))
-            if not cfg.algo.dynamic_sampling or refills >= cfg.algo.max_refill_rounds:
-                break
-            refills += 1
+        if self.one_step_off:
+            with phases("wait"):
+                batch = self._pending.result() if self._pending is not None else self.collect(self.step)
+                self._pending = None
+            with phases("sync"):
+                self._sync_if_behind()
+            if self.step + 1 < cfg.run.steps:
+                self._in_flight_state = self.data_state()  # a checkpoint of this step regenerates that batch
+                self._pending = Background(self.collect, self.step + 1)
+        else:
+            batch = self.collect(self.step)
         with phases("advantages"):
+            version = self.learner.version
+            kept, ages, stale = split_stale(batch.kept, version, cfg.algo.max_staleness)
             samples = self.build_samples(kept)
         with phases("update"):
             learn = self.learner.step(samples) if samples else {}
-        with phases("sync"):
-            if samples:  # no samples with signal: no update, nothing to sync
-                self.sync()
-        rows_for_metrics = metric_rows(seen)
+        if not self.one_step_off:
+            with phases("sync"):
+                if samples:  # no samples with signal: no update, nothing to sync
+                    self.sync()
         metrics = {f"learner/{k}": v for k, v in learn.items()}
         for key, name in (("loss", "loss"), ("kl", "kl"), ("entropy", "entropy"), ("clip_frac", "clip_fraction")):
             if key in learn:
                 metrics[name] = learn[key]
-        metrics.update(mode_metrics(rows_for_metrics))
-        metrics.update(self._watch_rewards(health))
-        metrics.update({f"time/{k}": v for k, v in phases.seconds.items()})
+        metrics.update(mode_metrics(metric_rows(batch.seen)))
+        metrics.update(self._watch_rewards(batch.health))
+        metrics.update({f"time/{k}": v for k, v in {**batch.seconds, **phases.seconds}.items()})
         metrics.update({"time/step": time.perf_counter() - start, "policy_version": self.learner.version,
                         "mode/long_fraction": long_fraction_at(cfg.modes, self.step), "groups": len(kept),
-                        "dynamic/groups_dropped": dropped, "dynamic/refill_rounds": refills,
-                        "failed_requests": failed,
-                        "data/bad_rows": self.dataset.bad_rows})
+                        "dynamic/groups_dropped": batch.dropped, "dynamic/refill_rounds": batch.refills,
+                        "failed_requests": batch.failed, "data/bad_rows": self.dataset.bad_rows,
+                        "staleness/mean": sum(ages) / len(ages) if ages else 0.0,
+                        "staleness/max": max(ages, default=0), "staleness/dropped": stale})
         return metrics
+
+    def collect(self, step: int) -> Batch:
+        """The rollout side of step `step`: sample prompts, assign modes, generate, score, and with dynamic sampling
+        drop the groups without reward variance and refill (at most `algo.max_refill_rounds` more rounds)."""
+        cfg, phases = self.cfg, Phases()
+        batch = Batch()
+        target = cfg.rollout.prompts_per_step
+        while len(batch.kept) < target:
+            need = target - len(batch.kept)
+            with phases("sample"):
+                rows = self.dataset.take(need)
+            with phases("modes"):
+                modes = assign_modes([r.mode for r in rows], step, cfg.modes, self.rng)
+                requests = [self.dataset.to_request(r, m, cfg.rollout.n, f"s{step}-{batch.refills}-{i}")
+                            for i, (r, m) in enumerate(zip(rows, modes))]
+                for i, request in enumerate(requests):  # the same samples after a resume, on any worker
+                    request.seed = self._seed(step, batch.refills, i)
+            with phases("generate"):
+                results = self.pool.generate(requests)
+            batch.failed += self._failed_requests(results)
+            with phases("score"):
+                scored, health = score_with_health([r for r in results if r.ok], self.runner, cfg.reward.combine,
+                                                   cfg.data.default_reward)
+            for part, h in health.items():
+                batch.health.setdefault(part, PartHealth()).add(h)
+            batch.seen += scored
+            for result, rewards, parts in scored:
+                valid = [r for r in rewards if r is not None]
+                if cfg.algo.dynamic_sampling and (len(valid) < 2 or max(valid) == min(valid)):
+                    batch.dropped += 1
+                    continue
+                batch.kept.append((result, rewards, parts))
+            if not cfg.algo.dynamic_sampling or batch.refills >= cfg.algo.max_refill_rounds:
+                break
+            batch.refills += 1
+        batch.seconds = phases.seconds
+        return batch
+
+    def _sync_if_behind(self) -> None:
+        if self._synced != self.learner.version:
+            self.sync()
+
+    def settle(self) -> None:
+        """No generation in flight and the workers on the newest weights (before an evaluation)."""
+        if self._pending is not None:
+            self._pending.result()  # kept for the next step
+        self._sync_if_behind()
 
     def _failed_requests(self, results: list[RolloutResult]) -> int:
         """Requests that failed (a prompt over the context, an image the engine cannot decode...): logged with
@@ -272,9 +318,16 @@ class Trainer:
         return samples
 
     def sync(self) -> None:
-        """The new policy to every worker. An adapter goes through a folder, which is deleted once every worker
-        has the next one (the pool keeps the latest for a replaced worker)."""
-        version = self.learner.version
+        """The new policy to every worker, through a folder; only its path passes through here. An adapter: a
+        folder under run.dir/.sync. Full or merged weights: a staging folder of safetensors shards the learner (rank
+        0 of a sharded one) writes bucket by bucket as it gathers them (`sync.bucket_mb`, cast to the engines'
+        `rollout.dtype` when set), in /dev/shm on a one-node cluster when it has room (RAM, node-local), else under
+        run.dir/.sync (which every node sees, so workers on other nodes read it). Each folder is deleted once every
+        worker has the next one (the pool keeps the latest for a replaced worker); one a killed run left is removed
+        at the next start (run.dir/.sync by the trainer, /dev/shm by the pool)."""
+        from rollouts.weights import Staging
+
+        version = self._synced = self.learner.version
         if self.sync_kind == "adapter":
             folder = self.sync_dir / f"adapter-v{version:06d}"
             shutil.rmtree(folder, ignore_errors=True)
@@ -283,7 +336,12 @@ class Trainer:
                 shutil.rmtree(self._adapter, ignore_errors=True)
             self._adapter = folder
         else:
-            self.pool.sync_weights(version, weights=self.learner.sync_payload(self.sync_kind)[1])
+            dtype = self.cfg.rollout.dtype
+            staging = Staging(str(self.sync_dir.resolve()), shm=self.pool.single_node(),
+                              bucket_mb=self.cfg.sync.bucket_mb, dtype=None if dtype == "auto" else dtype,
+                              prefix=f"minicpmv-rl-v{version:06d}-")
+            _, folder = self.learner.sync_payload(self.sync_kind, staging=staging)
+            self.pool.sync_weights(version, path=folder, owned=True)
 
     def evaluate(self) -> dict:
         """The held-out rows in each of `run.eval_modes`, scored: rl-eval's per-mode summary as `eval/...` keys."""
@@ -296,8 +354,13 @@ class Trainer:
         return flat_metrics(summarize(records, run.eval_modes))
 
     # ---- checkpoints ----
+    def data_state(self) -> dict:
+        return {"data": self.dataset.state_dict(), "rng": self.rng.getstate(), "python_rng": random.getstate()}
+
     def save(self) -> Path:
-        state = {"data": self.dataset.state_dict(), "rng": self.rng.getstate(), "python_rng": random.getstate()}
+        """A checkpoint after `self.step` steps. With a batch in flight (one_step_off), the data state is the one
+        from before it was drawn: a resumed run draws and generates it again, so no row is lost or used twice."""
+        state = self._in_flight_state if self._pending is not None else self.data_state()
         return save_checkpoint(self.dir, self.step, self.learner, state, keep=self.cfg.run.keep_checkpoints)
 
     def _resume(self) -> None:

@@ -21,8 +21,10 @@ from typing import Iterable, Iterator
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
+from core.process import Owner
+
 from .types import RolloutRequest, RolloutResult, SamplingConfig, default_mode_sampling
-from .weights import SAFETENSORS_FILE, nbytes, staging_dir, to_shared, write_safetensors
+from .weights import SAFETENSORS_FILE, nbytes, staging_dir, sweep_stale, to_shared, write_safetensors
 from .worker import RolloutWorker
 
 log = logging.getLogger(__name__)
@@ -84,7 +86,7 @@ class RolloutPool:
         self.chunk_size = chunk_size
         self.mode_sampling = mode_sampling or default_mode_sampling()
         self.worker_kwargs = dict(worker_kwargs, mode_sampling=self.mode_sampling,
-                                  gpu_memory_utilization=gpu_memory_utilization)
+                                  gpu_memory_utilization=gpu_memory_utilization, owner=Owner.this_process())
         self.resources = dict(resources or {})
         self.demand = {k: v for k, v in {"CPU": cpus_per_worker, "GPU": gpus_per_worker}.items() if v}
         self.demand.update(self.resources)
@@ -94,7 +96,8 @@ class RolloutPool:
         # Expected completion tokens per sample, per mode: start at half the budget, then a running mean.
         self.expected_tokens = {m: s.max_new_tokens / 2 for m, s in self.mode_sampling.items()}
         self._sync: tuple[str, int, object] | None = None  # ("full" | "path" | "lora", version, payload)
-        self._shm_dir: str | None = None  # the shared-memory copy of the latest in-memory sync
+        self._shm_dir: str | None = None  # the staging folder of the latest sync, when the pool owns it
+        sweep_stale()  # weights a killed run left in /dev/shm (this node's)
         self._chunk_ids = itertools.count()
         self.slots = [_Slot(actor=None, worker_id=i) for i in range(num_workers)]
         self._check_feasible()
@@ -171,10 +174,19 @@ class RolloutPool:
                  "pending_chunks": len(s.pending), "restarts": s.restarts} for s in self.slots]
 
     # ---- weight sync ----
+    def single_node(self) -> bool:
+        """Whether the cluster is one node: then a node-local folder (/dev/shm) reaches every worker, a replaced
+        one included."""
+        return sum(1 for n in ray.nodes() if n["Alive"]) == 1
+
     def sync_weights(self, version: int, weights: Iterable | None = None, path: str | None = None,
-                     transport: str = "auto") -> float:
+                     transport: str = "auto", owned: bool = False) -> float:
         """Full weights to every worker: (name, tensor) pairs in the checkpoint's names, or a safetensors
         directory. Returns seconds; afterwards every worker must report `version`.
+
+        `owned`: the directory is a staging copy handed to the pool (a learner's `stage_weights` folder), which it
+        deletes once every worker has loaded a newer version, and at shutdown; until then it is kept for a
+        replaced worker. Otherwise a `path` stays the caller's.
 
         transport for in-memory weights: "shm" writes them once, tensor by tensor, as safetensors to shared
         memory (/dev/shm; the temporary directory when it lacks room) and
@@ -187,7 +199,7 @@ class RolloutPool:
             transport = "shm" if len(ray.nodes()) == 1 else "object_store"
         previous = self._shm_dir
         if path is not None:
-            self._sync, self._shm_dir = ("path", version, str(path)), None
+            self._sync, self._shm_dir = ("path", version, str(path)), (str(path) if owned else None)
         elif transport == "shm":
             weights = list(weights)
             self._shm_dir = staging_dir(nbytes(weights), prefix=f"minicpmv-rl-v{version}-")

@@ -7,6 +7,9 @@
   Python iterators and decodes tensors as plain lists).
 - `EngineWeightLoader`: the methods `make_llm` adds to vLLM's worker (`worker_extension_cls`), called through
   `collective_rpc` by name with a path, so nothing but a string crosses the process boundary.
+- Staged shards (`Staging`, `stage_weights`, `ShardWriter`): a learner writes full weights as it produces them, bucket
+  by bucket, as a checkpoint directory of safetensors shards in a staging folder the workers read; only the folder's
+  path travels. Staging folders record their creator, so one left by a killed run is removed (`sweep_stale`).
 Every side imports this module, so none imports another.
 """
 
@@ -15,11 +18,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import struct
 import tempfile
+from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import torch
+
+from core.process import alive, start_time
 
 SAFETENSORS_DTYPES = {
     torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
@@ -29,6 +36,9 @@ SAFETENSORS_DTYPES = {
 SHM = "/dev/shm"
 SAFETENSORS_FILE = "model.safetensors"
 """The single-file checkpoint name `model.checkpoint.iter_safetensors` reads."""
+OWNER = ".pid"
+"""A staging folder's name ends in `.pid<PID>-<START>@<HOST>`: the process that created it, and when it started (a
+later process with the same pid is not its owner): `sweep_stale` reads it."""
 
 
 def to_shared(weights: Iterable) -> list[tuple[str, str, object]]:
@@ -81,14 +91,142 @@ def nbytes(weights: Iterable[tuple[str, torch.Tensor]]) -> int:
     return sum(t.numel() * t.element_size() for _, t in weights)
 
 
-def staging_dir(size: int, prefix: str = "minicpmv-rl-") -> str:
-    """A new temporary directory for `size` bytes of weights: in /dev/shm (RAM, nothing touches a disk) when it
-    has room for them, else in the system's temporary directory (a container's /dev/shm is often 64 MiB).
-    The caller removes it."""
-    parent = None
-    if os.path.isdir(SHM) and shutil.disk_usage(SHM).free > size + (64 << 20):
+def staging_dir(size: int, prefix: str = "minicpmv-rl-", fallback: str | None = None, shm: bool = True) -> str:
+    """A new temporary directory for `size` bytes of weights: in /dev/shm (RAM, nothing touches a disk) when `shm`
+    and it has room for them, else in `fallback` (created if missing; None: the system's temporary directory; a
+    container's /dev/shm is often 64 MiB). Its name ends in its creator (`OWNER`), which `sweep_stale` reads. The
+    caller removes it."""
+    parent = fallback
+    if shm and os.path.isdir(SHM) and shutil.disk_usage(SHM).free > size + (64 << 20):
         parent = SHM
-    return tempfile.mkdtemp(prefix=prefix, dir=parent)
+    if parent is not None:
+        os.makedirs(parent, exist_ok=True)
+    me = os.getpid()
+    return tempfile.mkdtemp(prefix=prefix, suffix=f"{OWNER}{me}-{start_time(me) or 'x'}@{socket.gethostname()}",
+                            dir=parent)
+
+
+def sweep_stale(parent: str = SHM, prefix: str = "minicpmv-rl-") -> list[str]:
+    """Remove the staging folders in `parent` whose creator, a process on this host, is gone (a killed run's:
+    weights in /dev/shm are RAM that nothing else frees). Folders of live processes, of other hosts (a shared
+    /dev/shm under another hostname) and without an owner in their name are left alone. Returns those removed."""
+    try:
+        names = [n for n in os.listdir(parent) if n.startswith(prefix) and OWNER in n]
+    except OSError:
+        return []
+    removed = []
+    for name in names:
+        owner, _, host = name.rsplit(OWNER, 1)[1].partition("@")
+        pid, _, start = owner.partition("-")
+        if pid.isdigit() and host == socket.gethostname() and not alive(int(pid), start if start.isdigit() else None):
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+            removed.append(os.path.join(parent, name))
+    return removed
+
+
+@dataclass
+class Staging:
+    """Where and how a learner stages full weights for the rollout workers: a new folder of safetensors shards."""
+    fallback: str
+    """The parent folder when /dev/shm is not used or lacks room: one every reader sees (the trainer's
+    run.dir/.sync, on the shared file system of a multi-node run)."""
+    shm: bool = True
+    """Try /dev/shm first: only when every reader is on the writer's node (it is node-local RAM)."""
+    bucket_mb: int = 512
+    """Tensors are held and written as one shard per bucket of this size (a larger tensor is a shard alone)."""
+    dtype: str | None = None
+    """Floating tensors cast to this dtype ("bfloat16", ...): the engine's, which loads them in it anyway, so the
+    copy is no larger than what the engine holds. None: as the learner holds them."""
+    prefix: str = "minicpmv-rl-"
+
+
+class ShardWriter:
+    """A checkpoint directory of safetensors shards, written bucket by bucket: tensors (cast to `dtype`, copied to
+    the CPU) are held until the next one would take the bucket past `bucket_bytes`, then written as one shard;
+    a tensor that fills the bucket alone is written at once. So the writer never holds more than one bucket plus
+    the tensor being added (`peak_bytes` records it). The index, written last (renamed into place), is what
+    readers open: a folder without it is incomplete."""
+
+    def __init__(self, folder: str, bucket_bytes: int, dtype: torch.dtype | None = None):
+        self.folder, self.bucket_bytes, self.dtype = folder, max(1, bucket_bytes), dtype
+        self.bucket: list[tuple[str, torch.Tensor]] = []
+        self.held = 0
+        self.peak_bytes = 0
+        self.total_bytes = 0
+        self.weight_map: dict[str, str] = {}
+        self.names: set[str] = set()
+        self.shards = 0
+
+    def add(self, name: str, tensor: torch.Tensor) -> None:
+        if name in self.names:
+            raise ValueError(f"tensor {name!r} given twice")
+        self.names.add(name)
+        tensor = tensor.detach()
+        if self.dtype is not None and tensor.is_floating_point():
+            tensor = tensor.to(self.dtype)
+        tensor = tensor.cpu()
+        size = tensor.numel() * tensor.element_size()
+        self.peak_bytes = max(self.peak_bytes, self.held + size)
+        if self.bucket and self.held + size > self.bucket_bytes:
+            self._flush()
+        self.bucket.append((name, tensor))
+        self.held += size
+        if self.held >= self.bucket_bytes:
+            self._flush()
+
+    def _flush(self) -> None:
+        self.shards += 1
+        file = f"model-{self.shards:05d}.safetensors"
+        write_safetensors(self.bucket, os.path.join(self.folder, file))
+        self.weight_map.update({name: file for name, _ in self.bucket})
+        self.total_bytes += self.held
+        self.bucket, self.held = [], 0
+
+    def close(self) -> int:
+        """The last bucket and the index; returns the bytes of tensor data."""
+        from model.checkpoint import INDEX
+
+        if self.bucket:
+            self._flush()
+        index = {"metadata": {"total_size": self.total_bytes, "bucket_bytes": self.bucket_bytes,
+                              "peak_bytes": self.peak_bytes}, "weight_map": self.weight_map}
+        tmp = os.path.join(self.folder, INDEX + ".tmp")
+        with open(tmp, "w") as f:
+            json.dump(index, f)
+        os.replace(tmp, os.path.join(self.folder, INDEX))
+        return self.total_bytes
+
+
+def stage_weights(weights: Iterable[tuple[str, torch.Tensor]], staging: Staging, size: int) -> str:
+    """(name, tensor) pairs, consumed one at a time, as a new staging folder of shards (see `ShardWriter`) under
+    /dev/shm or `staging.fallback` (room for `size` bytes decides, see `staging_dir`); returns the folder. On an
+    error (a folder that cannot be made, a full disk) the rest of `weights` is still consumed (a sharded learner's
+    other ranks are gathering the same tensors with this one), then the partial folder is removed and the error
+    raised, naming the folder."""
+    folder, error = None, None
+    try:
+        folder = staging_dir(size, staging.prefix, fallback=staging.fallback, shm=staging.shm)
+        writer = ShardWriter(folder, staging.bucket_mb << 20, getattr(torch, staging.dtype) if staging.dtype else None)
+    except Exception as e:  # noqa: BLE001 - raised below, once the stream is drained
+        error = e
+    for name, tensor in weights:
+        if error is None:
+            try:
+                writer.add(name, tensor)
+            except Exception as e:  # noqa: BLE001 - as above
+                error = e
+    if error is None:
+        try:
+            writer.close()
+        except Exception as e:  # noqa: BLE001
+            error = e
+    if error is None:
+        return folder
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
+    if isinstance(error, OSError):
+        raise OSError(f"staging the weights in {folder or staging.fallback} failed: {error}") from error
+    raise error
 
 
 class EngineWeightLoader:

@@ -15,6 +15,7 @@ from typing import Iterable
 import torch
 
 from core.modes import split_completion
+from core.process import Owner, exit_with, private_tempdir
 from model.checkpoint import iter_safetensors
 from model.processor import PIL_LIMIT, PromptInputs, Processor
 
@@ -30,7 +31,11 @@ class RolloutWorker:
     def __init__(self, ckpt: str, worker_id: int = 0, mode_sampling: dict[str, SamplingConfig] | None = None,
                  seed: int = 0, max_model_len: int = 4096, dtype: str = "auto", enable_lora: bool = False,
                  max_lora_rank: int = 16, max_images: int = 4, max_image_pixels: int | None | str = PIL_LIMIT,
-                 **engine_kwargs):
+                 owner: Owner | None = None, **engine_kwargs):
+        """owner: the process that started this worker as a Ray actor (the pool's): the actor then keeps its temp
+        files in a folder of its own and dies with the owner (`core.process`). None in a caller's own process."""
+        self.own_tempdir = private_tempdir() if owner is not None else None  # removed by shutdown (os._exit after)
+        exit_with(owner)
         self.worker_id = worker_id
         self.ckpt = str(ckpt)
         self.mode_sampling = mode_sampling or default_mode_sampling()
@@ -229,3 +234,5 @@ class RolloutWorker:
         if llm is not None:
             llm.llm_engine.engine_core.shutdown(timeout=timeout)
             release_tempdir(llm)
+        if getattr(self, "own_tempdir", None) is not None:  # an actor: killed next, with no exit handlers
+            shutil.rmtree(self.own_tempdir, ignore_errors=True)

@@ -24,9 +24,17 @@ class ConfigError(ValueError):
 
 
 class YamlLoader(yaml.SafeLoader):
-    """PyYAML's safe loader reading `1e-4` as a float, as YAML 1.2 does (YAML 1.1 wants `1.0e-4` and gives the
+    """PyYAML's safe loader with YAML 1.2's scalars: `1e-4` is a float (YAML 1.1 wants `1.0e-4` and gives the
     string "1e-4" otherwise, which a typed field converts but a free-form mapping such as a reward part's options
-    keeps as a string)."""
+    keeps as a string), and only true/false are booleans (YAML 1.1 also reads on/off/yes/no as booleans, so
+    `algo.kl: off` or `run.async_mode: off` would be False)."""
+
+
+YamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+YamlLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                 list("tTfF"))
 
 
 YamlLoader.add_implicit_resolver(

@@ -217,8 +217,15 @@ class AlgoConfig:
     norm_length: Optional[int] = Field(None, ge=1)
     """Dr. GRPO's constant (seq-mean-token-sum-norm): the generation budget."""
     kl: Annotated[str, _registered(KL_ESTIMATORS, "KL estimator", KL_OFF)] = KL_OFF
-    """Paper: no KL (and then no reference model). k1 | k2 | k3 to enable (with kl_coef > 0)."""
+    """Paper: no KL (and then no reference model is built). k1 | k2 | k3 to enable (with kl_coef > 0). The
+    reference is the base checkpoint, frozen (the same after a resume; not in checkpoints): LoRA runs it as the
+    policy with adapters disabled (and the checkpoint's vision tower / resampler when those train); full weights
+    keep a frozen copy in the compute dtype, sharded like the policy by the sharded learner (one more bf16 model,
+    /N per rank)."""
     kl_coef: float = Field(0.0, ge=0)
+    max_staleness: int = Field(1, ge=0)
+    """run.async_mode=one_step_off: a sample drawn more than this many policy versions before the update it
+    would go into is dropped (counted in async/dropped_stale); one-step-off keeps every sample at age <= 1."""
     tis_cap: Optional[float] = Field(2.0, ge=1)
     """Truncated importance sampling between the rollout engine's and the learner's log-probs; None = off."""
 
@@ -279,6 +286,12 @@ class LearnerConfig:
     """Padded micro-batches only: length-sorted batches of at most micro_batch_tokens (rows x longest), the
     fastest layout on the CPU; False pads `padded_batch_size` sequences in arrival order (the naive baseline)."""
     padded_batch_size: int = Field(4, ge=1)
+    logprob_chunk_tokens: int = Field(1024, ge=0)
+    """Scored tokens per chunk of the log-prob head (`model/logprob_head.py`): log-probs and entropy come from the
+    final hidden states a chunk at a time, recomputed in the backward, so the fp32 logits over the vocabulary exist
+    for one chunk only (1024 x 151748 x 4 B = 0.6 GB per copy for the release; unchunked, ~10 GB per copy at 16k
+    scored tokens). 1024 keeps the head's peak at a few GB whatever the micro-batch, and a 1024-row matmul with the
+    LM head is still large enough to run at full speed on a GPU. 0: all scored tokens at once (same values)."""
     gradient_checkpointing: bool = False
     bf16: bool = True
     """bf16 autocast on CUDA; the CPU runs fp32 unless cpu_bf16."""
@@ -332,6 +345,11 @@ class SyncConfig:
     """How new weights reach the rollout workers."""
     kind: Literal["auto", "adapter", "merged", "full"] = "auto"
     """auto: the adapter alone for LoRA, merged weights when vision/resampler train too, else full."""
+    bucket_mb: int = Field(512, ge=1)
+    """Full and merged weights go to the workers through a staging folder of safetensors shards, which the learner
+    (rank 0 of a sharded one) writes as it gathers the tensors, one shard per bucket of this many MB: the most it
+    holds at once is one bucket plus one tensor. The folder is in /dev/shm on a one-node cluster when it has room,
+    else under run.dir/.sync (which every node sees); it is deleted once every worker has the next version."""
 
 
 @dataclass(config=SECTION)
@@ -358,6 +376,14 @@ class RunConfig:
     export: bool = True
     """Write run.dir/export: a standard checkpoint directory (LoRA merged) that vLLM and model/ load."""
     progress: bool = True
+    async_mode: Literal["off", "one_step_off"] = "off"
+    """off: each step generates, then updates (on-policy; the paper's loop). one_step_off (verl's one-step-off
+    pipeline; `run.async` in the issue, a Python keyword): the next step's batch is generated (and scored) on the
+    rollout workers while the learner updates on this one, with the weights from before this update, so a sample
+    is one policy version old when it is learnt from; the weights sync between steps. The loss then weighs each
+    token by the truncated ratio of the learner's log-prob to the engine's (TIS: `algo.tis_cap`, required), and
+    `algo.max_staleness` bounds the age. A resumed run regenerates the batch that was in flight (same rows, same
+    seeds)."""
 
     @model_validator(mode="after")
     def _check(self):
@@ -391,6 +417,13 @@ class TrainConfig:
         trains_more = self.learner.train_vision or self.learner.train_resampler
         if kind == "adapter" and not lora:
             raise ValueError("sync.kind=adapter needs learner.lora=true (full-weight training syncs kind full)")
+        if self.run.async_mode == "one_step_off":
+            if self.algo.tis_cap is None:
+                raise ValueError("run.async_mode=one_step_off learns from samples of the previous policy: it needs "
+                                 "algo.tis_cap (the truncated importance weights against the engine's log-probs)")
+            if self.algo.max_staleness < 1:
+                raise ValueError("run.async_mode=one_step_off with algo.max_staleness=0 would drop every sample "
+                                 "(each is one policy version old): use max_staleness >= 1 or async_mode=off")
         if kind == "adapter" and trains_more:
             raise ValueError("sync.kind=adapter cannot carry the trained vision/resampler weights "
                              "(learner.train_vision / train_resampler): use sync.kind=merged (or auto)")
@@ -404,8 +437,4 @@ class TrainConfig:
                 raise ValueError(f"data.max_prompt_tokens={budget} + rollout.{mode}.max_new_tokens="
                                  f"{sampling.max_new_tokens} > rollout.max_model_len={self.rollout.max_model_len}: "
                                  "a prompt that passes the data check could still overflow the context")
-        if self.cluster.sharded() and self.algo.kl != KL_OFF and not lora:
-            raise ValueError(f"algo.kl={self.algo.kl} with full weights needs a frozen reference model, which the "
-                             "sharded learner (cluster.learner_ranks > 1 or learner_gpus_per_rank > 0) does not "
-                             "build yet: use LoRA (its reference is the base with adapters off) or algo.kl=off")
         return self

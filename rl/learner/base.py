@@ -9,6 +9,7 @@ from typing import Any, Protocol
 import torch
 
 from model.processor import PromptInputs
+from rollouts.weights import Staging
 
 
 @dataclass
@@ -42,8 +43,12 @@ class Learner(Protocol):
     def resolve_sync_kind(self, kind: str = "auto") -> str:
         """`auto` resolved: adapter (LoRA), merged (LoRA with a trained vision tower or resampler) or full."""
 
-    def sync_payload(self, kind: str = "auto", adapter_dir: str | None = None) -> tuple[str, Any]:
-        """("adapter", directory) or ("weights", [(name, tensor)]): what the rollout workers load."""
+    def sync_payload(self, kind: str = "auto", adapter_dir: str | None = None,
+                     staging: Staging | None = None) -> tuple[str, Any]:
+        """What the rollout workers load: ("adapter", directory); full or merged weights as ("path", folder), a new
+        staging folder the learner wrote bucket by bucket as it gathered them (`staging` says where and how; the
+        caller owns the folder: nothing of the model comes back through the caller), or without `staging`,
+        ("weights", [(name, tensor)])."""
 
     def save_state(self, path: Path) -> None:
         """Trainable weights, optimizer, scheduler and version into the (new, empty) folder `path`."""

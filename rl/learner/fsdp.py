@@ -1,13 +1,23 @@
 """FSDP2 for MiniCPM-V 4.5: how the model is sharded over the learner ranks, and how full tensors come back out.
 
-`shard_model` wraps (`torch.distributed.fsdp.fully_shard`) each Qwen3 decoder layer, the token embedding and the LM
-head, and finally the root, so a forward gathers one unit's parameters at a time. Parameters stay fp32 (the master
+`shard_model` wraps (`torch.distributed.fsdp.fully_shard`) each Qwen3 decoder layer and the token embedding, and
+finally the root, so a forward gathers one unit's parameters at a time. Parameters stay fp32 (the master
 weights); `mixed_precision` computes in bf16 with fp32 gradient reduction on GPUs. The gradient is summed over
 ranks, not averaged: the loss is already normalised by the global batch's token and sequence counts.
 
 The vision tower and the resampler (0.4B of the 8.7B parameters) belong to the root unit, gathered once per forward
 on every rank. Units of their own would deadlock: every rank must gather a unit the same number of times, and the
 vision path runs a data-dependent number of times (once per chunk of image slices, never for a text-only batch).
+
+The LM head belongs to the root unit too, for the same reason: the chunked log-prob head (`model/logprob_head.py`,
+`learner.logprob_chunk_tokens`) multiplies by `lm_head.weight` once per chunk of scored tokens, a number that differs
+between ranks. As a unit of its own, called per chunk, it would be all-gathered a different number of times on each
+rank (a deadlock); read directly, as the head does, it would be the local shard. In the root it is gathered once per
+forward, with the root, and held through the backward (FSDP2 does not reshard the root after its forward); its
+gradient is reduce-scattered with the root's at the end of the backward. The cost: the bf16 head (1.24 GB for the
+release) stays gathered from each micro-batch's forward to the end of its backward, and its unsharded gradient from
+the head's backward (the first) to the end of the backward. Embeddings tied to the LM head (`tie_word_embeddings`;
+false for the release and the tiny model) put the embedding in the root as well: one parameter, one unit.
 """
 
 from __future__ import annotations
@@ -19,8 +29,10 @@ from model import MiniCPMV
 
 
 def shard_units(base: MiniCPMV) -> list[torch.nn.Module]:
-    """The modules that get their own FSDP unit, innermost first (the root is wrapped after them)."""
-    return [*base.llm.model.layers, base.llm.model.embed_tokens, base.llm.lm_head]
+    """The modules that get their own FSDP unit, innermost first (the root is wrapped after them). Not the LM head:
+    it stays in the root unit (see above), with the token embedding when the two share their weight."""
+    tied = base.llm.lm_head.weight is base.llm.model.embed_tokens.weight
+    return [*base.llm.model.layers, *([] if tied else [base.llm.model.embed_tokens])]
 
 
 def mixed_precision(bf16: bool) -> MixedPrecisionPolicy:

@@ -17,6 +17,7 @@ and weights come and go through collective calls that every rank makes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -29,8 +30,8 @@ import torch.distributed as dist
 from peft import LoraConfig, get_peft_model
 
 from model import MiniCPMV
-from model.lora import merged_weights
 from model.processor import collate, to_device
+from rollouts.weights import Staging
 
 from ..algos import (agg_loss, clip_fractions, entropy_mean, get_policy_loss, kl_enabled, kl_penalty, options_for,
                      ratio_stats, tis_stats, tis_weights)
@@ -91,7 +92,10 @@ class LocalLearner:
                                            weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.version = 0
-        self._ref_model = None
+        self._ref_model: torch.nn.Module | None = None  # full weights with KL: a frozen copy of the checkpoint
+        self._ref_vision: dict[str, torch.nn.Module] | None = None  # LoRA with KL and a trained vision side
+        if kl_enabled(self.algo.kl, self.algo.kl_coef):
+            self._build_reference(compute)
 
     @staticmethod
     def base_model(model) -> MiniCPMV:
@@ -172,7 +176,7 @@ class LocalLearner:
     def _forward(self, model, mb: _MicroBatch, entropy: bool = False):
         autocast = self._bf16() and not self.sharded  # a sharded model casts by its FSDP2 mixed-precision policy
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
-            return model(**mb.batch, return_entropy=entropy)
+            return model(**mb.batch, return_entropy=entropy, logprob_chunk_tokens=self.config.logprob_chunk_tokens)
 
     @torch.no_grad()
     def logprobs(self, samples: list[TrainSample], reference: bool = False,
@@ -181,23 +185,51 @@ class LocalLearner:
         out: list[torch.Tensor | None] = [None] * len(samples)
         filler = self._filler(samples, dummy)
         for mb in self._padded(self.micro_batches(samples)):
-            if reference and self.config.lora:
-                with self.model.disable_adapter():
-                    lp = self._forward(self.model, mb or filler).logprobs
-            else:
-                lp = self._forward(self._reference() if reference else self.model, mb or filler).logprobs
+            with self._as_reference() if reference else contextlib.nullcontext(self.model) as model:
+                lp = self._forward(model, mb or filler).logprobs
             for i, (row, start, end) in zip(mb.indices, mb.spans) if mb is not None else ():
                 out[i] = lp[row, start:end].cpu()
         return out
 
-    def _reference(self):
+    # ---- the KL reference ----
+    def _build_reference(self, dtype: torch.dtype) -> None:
+        """The frozen reference of the KL term, always the base checkpoint's weights (so a resumed run has the same
+        one, and nothing of it goes into a checkpoint). LoRA: the policy with its adapters disabled, which is the
+        base exactly, plus the checkpoint's own vision tower and resampler when those train (swapped in for the
+        reference pass); full weights: a frozen copy of the checkpoint, sharded like the policy in the sharded
+        learner. Built only when KL is on."""
+        cfg = self.config
+        if cfg.lora and not (cfg.train_vision or cfg.train_resampler):
+            return  # disable_adapter() alone gives the base
+        ref = MiniCPMV.from_pretrained(self.ckpt, dtype=dtype, device="cpu" if cfg.lora else self.device)
+        ref.eval().requires_grad_(False)
+        if cfg.lora:  # only the vision side is kept (replicated on every rank: no gradient, no sharding)
+            self._ref_vision = {"vpm": ref.vpm.to(self.device), "resampler": ref.resampler.to(self.device)}
+            return
         if self.sharded:
-            raise NotImplementedError("a KL reference for sharded full-weight training is not built (algo.kl)")
-        if self._ref_model is None:  # full-weight training with KL: a frozen copy of the starting weights
-            import copy
+            from .fsdp import shard_model
 
-            self._ref_model = copy.deepcopy(self.model).eval().requires_grad_(False)
-        return self._ref_model
+            ref = shard_model(ref, ref, bf16=self._bf16())
+        self._ref_model = ref
+
+    @contextlib.contextmanager
+    def _as_reference(self):
+        """The model to run for reference log-probs (see `_build_reference`)."""
+        if not self.config.lora:
+            if self._ref_model is None:
+                raise RuntimeError("no KL reference: it is built only when KL is on (algo.kl, algo.kl_coef)")
+            yield self._ref_model
+            return
+        base = self.base_model(self.model)
+        trained = {name: getattr(base, name) for name in (self._ref_vision or {})}
+        with self.model.disable_adapter():
+            try:
+                for name, module in (self._ref_vision or {}).items():
+                    setattr(base, name, module)
+                yield self.model
+            finally:
+                for name, module in trained.items():
+                    setattr(base, name, module)
 
     # ---- the update ----
     def step(self, samples: list[TrainSample], dummy: TrainSample | None = None,
@@ -309,11 +341,14 @@ class LocalLearner:
             return "merged" if (cfg.train_vision or cfg.train_resampler) else "adapter"
         return "full"
 
-    def sync_payload(self, kind: str = "auto", adapter_dir: str | None = None) -> tuple[str, Any]:
+    def sync_payload(self, kind: str = "auto", adapter_dir: str | None = None,
+                     staging: Staging | None = None) -> tuple[str, Any]:
         """What the rollout workers need for this policy version: ("adapter", dir) for LoRA (only the adapter
-        travels), ("weights", [(name, tensor)]) for full training or merged LoRA. kind: auto | adapter | merged |
-        full. Trained vision/resampler weights are not in an adapter: auto then merges. Sharded: collective; the
-        payload is rank 0's (the other ranks get (kind, None))."""
+        travels), and for full training or merged LoRA ("path", folder) with `staging` (the weights streamed into
+        a new staging folder, bucket by bucket, as they are gathered: `weights_io.stage`; the caller owns the
+        folder), else ("weights", [(name, tensor)]). kind: auto | adapter | merged | full. Trained
+        vision/resampler weights are not in an adapter: auto then merges. Sharded: collective; the payload is rank
+        0's (the other ranks get (kind, None))."""
         cfg = self.config
         kind = self.resolve_sync_kind(kind)
         if kind == "adapter":
@@ -323,17 +358,26 @@ class LocalLearner:
                 raise ValueError("sync kind 'adapter' needs adapter_dir (a folder the caller owns and deletes)")
             weights_io.save_adapter(self.model, adapter_dir, rank0=self.rank == 0)
             return "adapter", adapter_dir
+        rank0 = self.rank == 0
+        cpu = rank0 and staging is None  # staged: the writer casts each tensor where it is, then copies it
         if kind == "merged":
             if not cfg.lora:
                 raise ValueError("sync kind 'merged' is for lora=True; use 'full'")
-            pairs = weights_io.merged(self.model) if self.sharded else merged_weights(self.model)
+            pairs = weights_io.merged_stream(self.model, cpu=cpu)
         elif kind == "full":
             if cfg.lora:
                 raise ValueError("sync kind 'full' is for lora=False; use 'merged'")
-            pairs = list(weights_io.full_state(self.model))
+            pairs = weights_io.full_state(self.model, cpu=cpu)
         else:
             raise ValueError(f"sync kind {kind!r}: expected auto, adapter, merged or full")
-        return "weights", pairs if self.rank == 0 else None
+        if staging is not None:
+            size = weights_io.state_bytes(self.model, staging.dtype)
+            return "path", weights_io.stage(pairs, staging, size, writer=rank0)
+        if rank0:
+            return "weights", list(pairs)
+        for _ in pairs:  # take part in every gather; keep nothing
+            pass
+        return "weights", None
 
     # ---- state ----
     def save_state(self, path: Path) -> None:

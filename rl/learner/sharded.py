@@ -5,12 +5,15 @@ after a step, does not depend on the number of ranks (tested against the local l
 
     learner = ShardedLearner(ckpt, LearnerConfig(...), AlgoConfig(...), ranks=8, gpus_per_rank=1)
     metrics = learner.step(samples)                # the same interface as LocalLearner
-    kind, payload = learner.sync_payload("full")   # full tensors gathered one at a time, delivered by rank 0
+    kind, folder = learner.sync_payload("full", staging=Staging(f"{run_dir}/.sync"))  # full tensors gathered one
+    # at a time, written by rank 0 bucket by bucket into a new staging folder (/dev/shm when it has room): only the
+    # folder's path comes back
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,9 @@ import ray
 import torch
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from core.process import Owner, exit_with, private_tempdir
+from rollouts.weights import Staging
 
 from ..config import AlgoConfig, LearnerConfig
 from .base import TrainSample
@@ -34,7 +40,10 @@ class LearnerRank:
     """One rank (a Ray actor): its process group membership and its LocalLearner."""
 
     def __init__(self, rank: int, world: int, ckpt: str, config: LearnerConfig, algo: AlgoConfig, seed: int,
-                 threads: int):
+                 threads: int, owner: Owner | None = None):
+        # temp files in a folder of its own (removed by close: the actor is killed after it); dies with the trainer
+        self.own_tempdir = private_tempdir() if owner is not None else None
+        exit_with(owner)
         self.rank, self.world, self.ckpt, self.config, self.algo, self.seed = rank, world, ckpt, config, algo, seed
         self.learner: LocalLearner | None = None
         if not torch.cuda.is_available():
@@ -89,6 +98,8 @@ class LearnerRank:
 
         if dist.is_initialized():
             dist.destroy_process_group()
+        if self.own_tempdir is not None:
+            shutil.rmtree(self.own_tempdir, ignore_errors=True)
 
 
 class ShardedLearner:
@@ -111,7 +122,8 @@ class ShardedLearner:
                                f"(cluster.learner_*); it has {ray.cluster_resources()}") from None
         actor = ray.remote(num_cpus=cpus_per_rank, num_gpus=gpus_per_rank, resources=resources or None)(LearnerRank)
         self.ranks = [actor.options(scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement, i)).remote(
-            i, ranks, str(ckpt), self.config, self.algo, seed, int(cpus_per_rank)) for i in range(ranks)]
+            i, ranks, str(ckpt), self.config, self.algo, seed, int(cpus_per_rank), Owner.this_process())
+            for i in range(ranks)]
         master, port = ray.get(self.ranks[0].address.remote())
         self.nodes = ray.get([r.setup.remote(master, port) for r in self.ranks])
         """The node id of each rank (where Ray placed it)."""
@@ -168,8 +180,11 @@ class ShardedLearner:
     def resolve_sync_kind(self, kind: str = "auto") -> str:
         return LocalLearner.resolve_sync_kind(self, kind)
 
-    def sync_payload(self, kind: str = "auto", adapter_dir: str | None = None) -> tuple[str, Any]:
-        return self._on_all("sync_payload", kind, adapter_dir)[0]
+    def sync_payload(self, kind: str = "auto", adapter_dir: str | None = None,
+                     staging: Staging | None = None) -> tuple[str, Any]:
+        """Every rank takes part in each gather; rank 0 writes (with `staging`: into a folder on its node, or on
+        the shared `staging.fallback`) and only its answer, a path, comes back."""
+        return self._on_all("sync_payload", kind, adapter_dir, staging)[0]
 
     def save_state(self, path: Path) -> None:
         self._on_all("save_state", Path(path))

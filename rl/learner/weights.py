@@ -3,7 +3,9 @@
 Local (one process): LoRA as the PEFT adapter (+ trained vision/resampler weights in `extra/`), full weights as
 safetensors, the optimizer with `torch.save`. Sharded (FSDP2): `torch.distributed.checkpoint`, each rank writing its
 shards, readable by any number of ranks. Full tensors are gathered one at a time (every rank takes part, in the
-same order), so the extra memory on a rank is one tensor, not a model copy.
+same order), so the extra memory on a rank is one tensor, not a model copy. Full or merged weights for the rollout
+workers stream from that gather into a staging folder (`stage`): rank 0 writes them bucket by bucket, the others
+only take part in the gathers.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from typing import Iterator
 import torch
 from huggingface_hub import save_torch_state_dict
 from peft import set_peft_model_state_dict
+from peft.tuners.lora import LoraLayer
 from torch.distributed.tensor import DTensor
 
 from model.checkpoint import iter_safetensors, write_config
 from model.lora import merged_state
+from rollouts.weights import Staging, stage_weights
 
 
 def full_tensor(t: torch.Tensor) -> torch.Tensor:
@@ -25,18 +29,69 @@ def full_tensor(t: torch.Tensor) -> torch.Tensor:
     return t.full_tensor() if isinstance(t, DTensor) else t
 
 
-def full_state(model: torch.nn.Module, keep=lambda name: True) -> Iterator[tuple[str, torch.Tensor]]:
-    """(name, full tensor on the CPU) of the state dict's entries that `keep`, gathered one at a time."""
+def full_state(model: torch.nn.Module, keep=lambda name: True,
+               cpu: bool = True) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, full tensor on the CPU) of the state dict's entries that `keep`, gathered one at a time (`cpu=False`:
+    left where the gather put it, for a rank that only takes part)."""
     for name, t in model.state_dict().items():
         if keep(name):
-            yield name, full_tensor(t.detach()).cpu()
+            full = full_tensor(t.detach())
+            yield name, full.cpu() if cpu else full
 
 
-def merged(peft_model) -> list[tuple[str, torch.Tensor]]:
-    """The sharded PEFT model's weights in the checkpoint's names with every LoRA delta merged (as
-    `model.lora.merged_weights` for a local model), from whole tensors gathered one at a time."""
+def merged_stream(peft_model, cpu: bool = True) -> Iterator[tuple[str, torch.Tensor]]:
+    """The PEFT model's weights in the checkpoint's names with every LoRA delta merged (`model.lora.merged_state`,
+    as `model.lora.merged_weights` for a local model), gathered one at a time and merged one LoRA layer at a time:
+    a layer's entries (base weight, A, B: adjacent in the state dict) are held until the layer is complete."""
     base = peft_model.get_base_model()
-    return merged_state(base, dict(full_state(base)))
+    layers = {name: m for name, m in base.named_modules() if isinstance(m, LoraLayer)}
+    owner, group = None, {}
+    for name, tensor in full_state(base, cpu=cpu):
+        layer = _lora_layer(name, layers)
+        if group and layer != owner:
+            yield from _merge_layer(layers[owner], owner, group)
+            group = {}
+        owner = layer
+        if layer is None:
+            yield name, tensor
+        else:
+            group[name[len(layer):]] = tensor
+    if group:
+        yield from _merge_layer(layers[owner], owner, group)
+
+
+def _lora_layer(name: str, layers: dict) -> str | None:
+    """The LoRA layer a state-dict entry belongs to ("...q_proj" for "...q_proj.base_layer.weight" and
+    "...q_proj.lora_A.default.weight"), or None."""
+    for marker in (".base_layer.", ".lora_"):
+        if marker in name and name.split(marker)[0] in layers:
+            return name.split(marker)[0]
+    return None
+
+
+def _merge_layer(layer, prefix: str, entries: dict[str, torch.Tensor]) -> list[tuple[str, torch.Tensor]]:
+    """`merged_state` on one LoRA layer: in its own `named_modules` the layer is "", so its entries go in by their
+    names relative to it (".base_layer.weight", ".lora_A.default.weight") and come out as ".weight"."""
+    return [(prefix + name, t) for name, t in merged_state(layer, entries)]
+
+
+def state_bytes(model: torch.nn.Module, dtype: str | None = None) -> int:
+    """Bytes of the model's whole state (floating entries in `dtype` when given), from shapes alone: a bound on
+    what `stage` writes (a LoRA model's adapters are counted too)."""
+    cast = getattr(torch, dtype) if dtype else None
+    return sum(t.numel() * (cast.itemsize if cast is not None and t.is_floating_point() else t.element_size())
+               for t in model.state_dict().values())
+
+
+def stage(pairs: Iterator[tuple[str, torch.Tensor]], staging: Staging, size: int, writer: bool) -> str | None:
+    """Collective for a sharded model: every rank consumes `pairs` (each full tensor an all-gather, in the same
+    order on every rank); the `writer` (rank 0) writes them bucket by bucket into a new staging folder
+    (`rollouts.weights.stage_weights`) and returns it, the others return None."""
+    if writer:
+        return stage_weights(pairs, staging, size)
+    for _ in pairs:
+        pass
+    return None
 
 
 def save_adapter(peft_model, path: str | Path, rank0: bool = True) -> None:

@@ -89,11 +89,15 @@ def test_resume_is_exact(common, tmp_path):
     assert all(torch.allclose(wa[n], wb[n], atol=1e-6) for n in wa)
 
 
-def test_learning_run_reward_rises(tiny_ckpt, tmp_path):
+@pytest.mark.parametrize("mode", ["off", "one_step_off"])
+def test_learning_run_reward_rises(tiny_ckpt, tmp_path, mode):
     run = tmp_path / "learn"
     rl_train("--config", "configs/learn_cpu.yaml", f"model.path={tiny_ckpt}", f"data.path={tmp_path / 'arith.jsonl'}",
-             f"run.dir={run}", "run.progress=false", "run.tensorboard=false", "run.export=false")
-    rewards = [r["reward/mean"] for r in metrics(run)]
+             f"run.dir={run}", "run.progress=false", "run.tensorboard=false", "run.export=false",
+             f"run.async_mode={mode}")
+    rows = metrics(run)
+    assert [r["staleness/max"] for r in rows][:2] == ([0, 1] if mode == "one_step_off" else [0, 0])
+    rewards = [r["reward/mean"] for r in rows]
     first, last = statistics.fmean(rewards[:5]), statistics.fmean(rewards[-5:])
     assert last - first >= 0.2, rewards
 

@@ -1,5 +1,7 @@
 """A multi-node run on one machine: Ray's test cluster of two nodes, each with its own CPUs and a custom resource;
-the config puts the learner ranks on one node and the rollout worker on the other, and Ray's records show it."""
+the config puts the learner ranks on one node and the rollout worker on the other, and Ray's records show it. The
+weights reach the other node through run.dir/.sync (an adapter folder, or the staged shards of full weights, which
+the learner streams there rather than into its node's /dev/shm)."""
 
 from pathlib import Path
 
@@ -33,13 +35,15 @@ def nodes_with(resource: str) -> set[str]:
     return {n["NodeID"] for n in ray.nodes() if n["Alive"] and resource in n["Resources"]}
 
 
-def test_learner_and_rollouts_run_on_the_nodes_the_config_names(two_nodes, tiny_ckpt, tmp_path):
+@pytest.mark.parametrize("lora", [True, False], ids=["adapter", "full"])
+def test_learner_and_rollouts_run_on_the_nodes_the_config_names(two_nodes, tiny_ckpt, tmp_path, lora):
     cfg = load(CONFIG, [
         f"model.path={tiny_ckpt}", f"data.path={tmp_path / 'data.jsonl'}", "data.demo_rows=16",
         f"run.dir={tmp_path / 'run'}", "run.steps=2", "run.progress=false", "run.tensorboard=false",
         "run.export=false", "rollout.prompts_per_step=2", "rollout.cpus_per_worker=1",
         f"cluster.address={two_nodes.address}", "cluster.learner_ranks=2",
-        "cluster.learner_resources={learner_node: 1}", "cluster.rollout_resources={rollout_node: 1}"])
+        "cluster.learner_resources={learner_node: 1}", "cluster.rollout_resources={rollout_node: 1}",
+        f"learner.lora={str(lora).lower()}"])
     trainer = Trainer(cfg)
     try:
         learner_node, rollout_node = nodes_with("learner_node"), nodes_with("rollout_node")
@@ -49,7 +53,19 @@ def test_learner_and_rollouts_run_on_the_nodes_the_config_names(two_nodes, tiny_
         placed = {(a["class_name"], a["node_id"]) for a in actors}
         assert placed >= {("LearnerRank", next(iter(learner_node))), ("RolloutWorker", next(iter(rollout_node)))}
         assert not any(cls == "RolloutWorker" and node in learner_node for cls, node in placed)
+        staged, sync_weights = [], trainer.pool.sync_weights
+
+        def watched(version, **kwargs):  # where each full-weight sync was staged
+            staged.append(Path(kwargs["path"]))
+            return sync_weights(version, **kwargs)
+
+        trainer.pool.sync_weights = watched
         history = trainer.fit()
     finally:
         trainer.close()
     assert len(history) == 2 and all("reward/mean" in h and h["policy_version"] >= 1 for h in history)
+    if not lora:  # the staged shards went to the shared run.dir (every node sees it), not the learner node's /dev/shm
+        assert len(staged) == 2 and all(p.parent == (tmp_path / "run" / ".sync").resolve() for p in staged)
+    # step 2 sampled with the weights synced after step 1, on the other node: the learner computes its log-probs
+    assert history[1]["learner/rollout_learner_logp_abs_diff_max"] <= 1e-4
+    assert not (tmp_path / "run" / ".sync").exists()

@@ -56,7 +56,7 @@ def test_saved_config_round_trips(tmp_path):
     assert to_dict(again) == to_dict(cfg) and again.learner.betas == (0.9, 0.95)
 
 
-def test_exponent_floats_without_a_dot_are_floats_in_free_form_mappings(tmp_path):
+def test_yaml_1_2_scalars(tmp_path):
     """YAML 1.1 reads `1e-4` as a string; a reward part's options are a free mapping that nothing converts."""
     path = tmp_path / "c.yaml"
     path.write_text("reward:\n  combine:\n    part_options: {acc: {options: {math: {rel_tol: 1e-4}}}}\n")
@@ -65,3 +65,6 @@ def test_exponent_floats_without_a_dot_are_floats_in_free_form_mappings(tmp_path
     assert cfg.reward.combine.part_options["acc"]["options"]["math"]["rel_tol"] == 2e-3
     assert cfg.learner.lr == 1e-6
     assert load(None, ["run.dir='1e-4'"]).run.dir == "1e-4"  # quoted: still a string
+    assert load(None, ["algo.kl=off", "run.async_mode=off"]).algo.kl == "off"  # YAML 1.1 would read False
+    with pytest.raises(ConfigError, match="run.tensorboard: Input should be a valid boolean"):
+        load(None, ["run.tensorboard=maybe"])

@@ -1,0 +1,63 @@
+"""The one-step-off loop's overlap, measured with stand-ins that sleep (bench/stand_ins.py), so that generation and
+the update do not share the CPU: the step time should be max(generate, update) with `run.async_mode=one_step_off`
+and their sum with `off`.
+
+    python bench/overlap.py --json OUT.json [--generate 2.0] [--update 1.5] [--steps 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.stand_ins import SleepingLearner, SleepingPool  # noqa: E402
+
+
+def step_times(mode: str, generate: float, update: float, steps: int, work: Path) -> list[float]:
+    from model.tiny import build_tiny_checkpoint
+    from rl.config import load
+    from rl.trainer import Trainer
+
+    ckpt = work / "ckpt"
+    if not (ckpt / "config.json").exists():
+        build_tiny_checkpoint(ckpt, seed=0)
+    cfg = load(ROOT / "configs" / "tiny_cpu.yaml", [
+        f"model.path={ckpt}", f"data.path={work / 'data.jsonl'}", f"run.dir={work / mode}", f"run.steps={steps}",
+        f"run.async_mode={mode}", "run.export=false", "run.progress=false", "run.tensorboard=false",
+        "run.save_every=0", "rollout.prompts_per_step=2", "rollout.n=2", "reward.workers=1"])
+    history = Trainer(cfg, learner=SleepingLearner(update), pool=SleepingPool(generate)).fit()
+    return [h["time/step"] for h in history]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", required=True)
+    parser.add_argument("--generate", type=float, default=2.0)
+    parser.add_argument("--update", type=float, default=1.5)
+    parser.add_argument("--steps", type=int, default=6)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="overlap-"))
+    report = {"generate_s": args.generate, "update_s": args.update, "steps": args.steps,
+              "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
+    for mode in ("off", "one_step_off"):
+        times = step_times(mode, args.generate, args.update, args.steps, work)
+        report[f"step_s_{mode}"] = statistics.median(times[1:])  # the first step has nothing to overlap with
+        report[f"first_step_s_{mode}"] = times[0]
+    report["sum_s"], report["max_s"] = args.generate + args.update, max(args.generate, args.update)
+    report["one_step_off_over_max"] = report["step_s_one_step_off"] / report["max_s"]
+    report["speedup"] = report["step_s_off"] / report["step_s_one_step_off"]
+    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""The rollout side of a step, as a value: the scored groups of one batch (`Batch`), how old they are when learnt
+from (`staleness`), and the background thread the one-step-off loop generates the next batch in (`Background`)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from rollouts.types import RolloutResult
+
+from .scoring import PartHealth
+
+Group = tuple[RolloutResult, list[float | None], list[dict]]
+"""One prompt's result, its samples' total rewards (None: not scored) and their reward parts."""
+
+
+@dataclass
+class Batch:
+    """A step's rollouts, scored: the groups kept for the update, every group seen (for metrics), and counts."""
+    kept: list[Group] = field(default_factory=list)
+    seen: list[Group] = field(default_factory=list)
+    health: dict[str, PartHealth] = field(default_factory=dict)
+    dropped: int = 0
+    """Groups dynamic sampling dropped (no reward variance)."""
+    refills: int = 0
+    failed: int = 0
+    """Requests that failed (logged by file and row)."""
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Seconds per phase (sample, modes, generate, score), however long the learner waited for them."""
+
+
+def staleness(group: Group, version: int) -> int:
+    """How many policy versions before `version` the group was drawn (its oldest sample)."""
+    drawn = [s.policy_version for s in group[0].samples if s.policy_version is not None]
+    return version - min(drawn) if drawn else 0
+
+
+def split_stale(groups: list[Group], version: int, bound: int) -> tuple[list[Group], list[int], int]:
+    """(the groups at most `bound` versions old, every group's age, how many were dropped)."""
+    ages = [staleness(g, version) for g in groups]
+    kept = [g for g, age in zip(groups, ages) if age <= bound]
+    return kept, ages, len(groups) - len(kept)
+
+
+class Background:
+    """`fn(*args)` in a daemon thread (a Ray call blocked at shutdown cannot hold the process's exit);
+    `result()` waits for it and returns its value or raises its exception, as often as asked."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any):
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn, args), name="rollout-batch", daemon=True)
+        self._thread.start()
+
+    def _run(self, fn, args) -> None:
+        try:
+            self._value = fn(*args)
+        except BaseException as e:  # noqa: BLE001 - handed to the caller of result()
+            self._error = e
+
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
