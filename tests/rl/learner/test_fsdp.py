@@ -2,7 +2,6 @@
 different number of chunks on each rank, gathers it once per forward on every rank and the ranks stay in step."""
 
 import pytest
-import ray
 import torch
 
 from model import MiniCPMV, MiniCPMVConfig
@@ -11,16 +10,6 @@ from rl.config import LearnerConfig
 from rl.learner import LocalLearner
 from rl.learner.fsdp import shard_units
 from rl.learner.sharded import ShardedLearner
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
-    yield
-    if started:
-        ray.shutdown()
 
 
 @pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])

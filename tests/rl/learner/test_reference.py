@@ -6,7 +6,6 @@ import torch
 
 from rl.config import AlgoConfig, LearnerConfig
 from rl.learner import LocalLearner
-from tests.rl.learner.test_sharded import local_ray  # noqa: F401 - a fixture
 
 KL = AlgoConfig(kl="k3", kl_coef=0.1)
 

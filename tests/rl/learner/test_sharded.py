@@ -1,7 +1,6 @@
 """The sharded learner (2 gloo ranks, FSDP2) computes what the local learner computes, and both keep fp32 masters."""
 
 import pytest
-import ray
 import torch
 from safetensors.torch import load_file
 
@@ -9,16 +8,6 @@ from model.tiny import build_tiny_checkpoint
 from rl.config import AlgoConfig, LearnerConfig
 from rl.learner import LocalLearner
 from rl.learner.sharded import ShardedLearner
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
-    yield
-    if started:
-        ray.shutdown()
 
 
 def trainable(learner, lora: bool, folder) -> dict[str, torch.Tensor]:

@@ -8,7 +8,6 @@ import signal
 from pathlib import Path
 
 import pytest
-import ray
 import torch
 
 from model.checkpoint import INDEX, iter_safetensors
@@ -19,16 +18,6 @@ from rl.learner import weights as weights_io
 from rl.learner.sharded import ShardedLearner
 from rollouts.weights import SHM, Staging
 from tests.rollouts.helpers import SAMPLING, learner_diff, requests
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
-    yield
-    if started:
-        ray.shutdown()
 
 
 def engine_against_learner(learner, results) -> float:
