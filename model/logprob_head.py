@@ -12,17 +12,18 @@ logits, turns them into the chunk's gradient with the kernels autograd would use
 masked_fill's backward, the division by the temperature: a chunk that holds every token gives the unchunked
 gradient bit for bit), writes grad_hidden[chunk] and adds the chunk's share to grad_weight in place. No tensor of
 more than one chunk x vocab exists, forward or backward; the forward saves only the hidden states, the weight and
-the targets. One difference comes from `processed_logits`, which filters by top-p only when a row of its input asks
-for it, and then also drops, at p = 1, the entries whose probability is 0 in fp32: a top_p = 1 token whose log-prob
-is below ~-103 can be -inf in one chunking and finite in another, as it already depends on the batch unchunked.
+the targets. One difference comes from `processed_logits` (here called on blocks of ROWS rows), which filters by
+top-p only when a row of its input asks for it, and then also drops, at p = 1, the entries whose probability is 0 in
+fp32: a top_p = 1 token next to top_p < 1 tokens, whose log-prob is below ~-103, is -inf when they share a block and
+finite when they do not; unchunked it already depends on the rest of the micro-batch in the same way.
 
 A Function rather than `torch.utils.checkpoint` per chunk, because its peak is lower (`bench/learner.py --head-only`,
 BENCHMARKS.md): a checkpointed chunk recomputes its forward under autograd, which saves the chunk's log-softmax (and,
 with top-k/top-p, the sort's int64 indices: twice the fp32 logits) for its backward, and recomputes the entropy;
 it hands autograd a gradient for the slice of the hidden states it read (a zero-filled [N, H] per chunk) and a
-[V, H] weight gradient of its own to sum. Here a chunk's logits are the one chunk-sized tensor past the
-`processed_logits` call (the log-softmax, its gradient and the entropy go ROWS rows at a time, the gradient written
-over the logits), and the entropy is computed once.
+[V, H] weight gradient of its own to sum. Here a chunk's fp32 logits are its one chunk-sized tensor: the sampling
+filter, the log-softmax, its gradient and the entropy go ROWS rows at a time, written over the logits, and the
+entropy is computed once.
 
 The weight gradient accumulates in the weight's dtype, one addmm_ per chunk: in fp32 the sums of the unchunked
 matmul in another order; in bf16 it is rounded once per chunk instead of once per micro-batch. The head reads
@@ -41,7 +42,7 @@ from .entropy import entropy_from_logits
 from .sampling import processed_logits
 
 Param = torch.Tensor | float | int | None  # a per-token [N] tensor, or one value for every token
-ROWS = 128  # the log-softmax and entropy temporaries cover this many rows of a chunk's logits at a time
+ROWS = 128  # the sampling filter's, log-softmax's and entropy's temporaries cover this many rows of a chunk at a time
 
 
 def _rows(value: Param, start: int, end: int) -> Param:
@@ -50,7 +51,13 @@ def _rows(value: Param, start: int, end: int) -> Param:
 
 def _chunk_logits(hidden: torch.Tensor, weight: torch.Tensor, temperature: Param, top_k: Param,
                   top_p: Param) -> torch.Tensor:  # [n, V] fp32: the distribution each token was drawn from
-    return processed_logits(F.linear(hidden, weight).float(), temperature, top_k, top_p)
+    """`processed_logits` ROWS rows at a time, written over the fp32 logits: its temporaries (the top-k/top-p sort's
+    values, int64 indices and masks) cover ROWS rows, not the chunk."""
+    logits = F.linear(hidden, weight).float()
+    for r in range(0, logits.shape[0], ROWS):
+        logits[r:r + ROWS] = processed_logits(logits[r:r + ROWS], *(_rows(v, r, r + ROWS)
+                                                                    for v in (temperature, top_k, top_p)))
+    return logits
 
 
 class ChunkedLogProbs(torch.autograd.Function):
@@ -67,8 +74,8 @@ class ChunkedLogProbs(torch.autograd.Function):
             params = [_rows(v, start, end) for v in (temperature, top_k, top_p)]
             logits = _chunk_logits(hidden[start:end], weight, *params)
             for r in range(0, end - start, ROWS):  # the log-softmax ROWS rows at a time: row by row, the same
-                rows, at = logits[r:r + ROWS], slice(start + r, min(start + r + ROWS, end))
-                logprobs[at] = torch.log_softmax(rows, -1).gather(-1, targets[at, None])[:, 0]
+                at = slice(start + r, min(start + r + ROWS, end))  # (no view of `logits` may outlive it)
+                logprobs[at] = torch.log_softmax(logits[r:r + ROWS], -1).gather(-1, targets[at, None])[:, 0]
             if with_entropy:
                 entropy[start:end] = entropy_from_logits(logits, chunk_size=ROWS)
             del logits

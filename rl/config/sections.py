@@ -289,9 +289,10 @@ class LearnerConfig:
     logprob_chunk_tokens: int = Field(1024, ge=0)
     """Scored tokens per chunk of the log-prob head (`model/logprob_head.py`): log-probs and entropy come from the
     final hidden states a chunk at a time, recomputed in the backward, so the fp32 logits over the vocabulary exist
-    for one chunk only (1024 x 151748 x 4 B = 0.6 GB per copy for the release; unchunked, ~10 GB per copy at 16k
-    scored tokens). 1024 keeps the head's peak at a few GB whatever the micro-batch, and a 1024-row matmul with the
-    LM head is still large enough to run at full speed on a GPU. 0: all scored tokens at once (same values)."""
+    for one chunk only (1024 x 151748 x 4 B = 0.6 GB for the release; unchunked, ~10 GB per copy at 16k scored
+    tokens). 1024 keeps the head's peak near 1.2 GB at any micro-batch size (BENCHMARKS.md), while a 1024-row matmul
+    with the LM head is still large enough to run at full speed on a GPU. 0: all scored tokens at once (same values,
+    a different summation order of the LM head's gradient)."""
     gradient_checkpointing: bool = False
     bf16: bool = True
     """bf16 autocast on CUDA; the CPU runs fp32 unless cpu_bf16."""

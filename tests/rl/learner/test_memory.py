@@ -7,7 +7,7 @@ shards have their real shapes. Rank 0 holds the most (ceil(dim0 / N) rows of eve
 master weights, fp32 gradients and AdamW states, and the bf16 size of the units FSDP2 all-gathers, must match both
 the arithmetic from the parameter shapes and the line each config's header states:
 
-    # memory per learner rank (GB): params 8.70, grads 8.19, adam 16.38, root_unit 1.01, largest_unit 1.24
+    # memory per learner rank (GB): params 8.70, grads 8.19, adam 16.38, root_unit 2.26, largest_unit 1.24
 """
 
 from __future__ import annotations
