@@ -8,6 +8,9 @@ gives a row whose error names the line and the field; the other rows are scored.
 
 NAME: a built-in (`--list`), an entry point, a `module:function` or `file.py:function` path, or `combine`
 (the weighted sum; its settings from `--config file.json|yaml` and `--option`).
+
+Exit status: 0 when rows were scored (error rows included), 1 when every row failed, 2 when the reward, an option
+or a file is unusable (checked before any row is read: one line on stderr).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any, Iterable, TextIO
 
 from core.modes import MODES
 
-from .api import RewardInput, builtin_names, _REGISTRY
+from .api import RewardInput, _REGISTRY, builtin_names, get_reward
 from .combine import CombineConfig, score_combined
 from .runner import RewardRunner, RunnerConfig
 from .sandbox import SandboxConfig
@@ -153,9 +156,24 @@ def main(argv: list[str] | None = None, runner: RewardRunner | None = None) -> i
     options.update(dict(args.option))
     config = RunnerConfig(sandbox=SandboxConfig(workers=args.workers, timeout_s=args.timeout,
                                                 memory_mb=args.memory_mb), in_process=args.in_process)
+    try:  # the reward and its options, before any row is read or a sandbox starts
+        CombineConfig(**options) if args.name == "combine" else get_reward(args.name, **options)
+    except (KeyError, ValueError, TypeError, ImportError, AttributeError, OSError) as exc:
+        reason = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"rl-reward: cannot use reward {args.name!r}: {reason}", file=sys.stderr)
+        return 2
     start = time.perf_counter()
-    source = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
-    out = sys.stdout if not args.output else open(args.output, "w", encoding="utf-8")
+    try:
+        source = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
+    except OSError as exc:
+        print(f"rl-reward: --input {args.input}: cannot read it ({exc.strerror or exc})", file=sys.stderr)
+        return 2
+    try:
+        out = sys.stdout if not args.output else open(args.output, "w", encoding="utf-8")
+    except OSError as exc:
+        source.close()
+        print(f"rl-reward: --output {args.output}: cannot write it ({exc.strerror or exc})", file=sys.stderr)
+        return 2
     try:
         if runner is not None:
             summary = run(args.name, source, out, options, runner)
@@ -173,7 +191,7 @@ def main(argv: list[str] | None = None, runner: RewardRunner | None = None) -> i
     mean = "-" if summary["mean"] is None else f"{summary['mean']:.4g}"
     print(f"rl-reward {args.name}: {summary['rows']} rows, {summary['scored']} scored, {summary['errors']} errors, "
           f"mean score {mean} ({time.perf_counter() - start:.1f} s)", file=sys.stderr)
-    return 0
+    return 1 if summary["rows"] and not summary["scored"] and summary["errors"] == summary["rows"] else 0
 
 
 if __name__ == "__main__":

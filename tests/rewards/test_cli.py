@@ -119,3 +119,19 @@ def test_module_entry_point_end_to_end(tmp_path):
     out = [json.loads(line) for line in done.stdout.splitlines()]
     assert [r["score"] for r in out] == [1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0]
     assert "rl-reward math: 10 rows, 10 scored, 0 errors" in done.stderr
+
+
+def test_command_errors_are_one_line_and_non_zero(runner, tmp_path, capsys):
+    good = tmp_path / "rows.jsonl"
+    good.write_text(json.dumps({"completion": "\\boxed{2}", "answer": "2"}) + "\n")
+    cases = [(["math", "--input", str(tmp_path / "missing.jsonl")], 2, "--input " + str(tmp_path / "missing.jsonl")),
+             (["nosuch", "--input", str(good)], 2, "cannot use reward 'nosuch': unknown reward 'nosuch'"),
+             (["math", "--option", "nosuch=1", "--input", str(good)], 2, "unexpected keyword argument 'nosuch'"),
+             (["math", "--input", str(good), "--output", str(tmp_path / "no" / "dir" / "o.jsonl")], 2, "--output")]
+    for args, code, message in cases:
+        assert main(args, runner=runner) == code, args
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("rl-reward: ") and message in err, err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"completion": "x"\n')
+    assert main(["math", "--input", str(bad), "--output", str(tmp_path / "o.jsonl")], runner=runner) == 1  # nothing scored
