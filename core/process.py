@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-import atexit
+import multiprocessing.util
 import os
 import shutil
 import signal
@@ -107,7 +107,9 @@ def private_tempdir() -> Path:
     process: it changes `tempfile.tempdir` and `TMPDIR` for the rest of the process. Removed at a normal exit."""
     folder = new_tempdir()
     os.environ["TMPDIR"] = tempfile.tempdir = str(folder)
-    atexit.register(shutil.rmtree, folder, True)
+    # At exit, after multiprocessing removes its own pymp-* folder in there (its finalizer has priority -100; an
+    # atexit handler would run first, and multiprocessing's removal would then fail on the missing folder).
+    multiprocessing.util.Finalize(None, shutil.rmtree, args=(folder, True), exitpriority=-200)
     return folder
 
 

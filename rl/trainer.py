@@ -79,7 +79,7 @@ def start_ray(cfg: TrainConfig) -> None:
         learner = cfg.cluster.learner_ranks * cfg.cluster.learner_cpus_per_rank if cfg.cluster.sharded() else 0
         needed = learner + cfg.rollout.num_workers * cfg.rollout.cpus()
         options["num_cpus"] = max(os.cpu_count() or 1, math.ceil(needed))
-    ray.init(address=address, **options)
+    ray.init(address=address or "local", **options)  # "local": a new instance even if `ray start` ran here
 
 
 class Trainer:

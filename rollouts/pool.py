@@ -81,7 +81,7 @@ class RolloutPool:
             if address:
                 ray.init(address=address, log_to_driver=False)
             else:
-                ray.init(include_dashboard=False, log_to_driver=False)
+                ray.init(address="local", include_dashboard=False, log_to_driver=False)  # not a `ray start` one
         self.ckpt = str(ckpt)
         self.chunk_size = chunk_size
         self.mode_sampling = mode_sampling or default_mode_sampling()
