@@ -236,8 +236,10 @@ class LocalLearner:
              parts: list[list[TrainSample]] | None = None) -> dict[str, float]:
         """One step on a batch: `algo.ppo_epochs` x `algo.mini_batches` optimizer (and scheduler) steps, each over
         one mini-batch with its own loss normalisers (gradient accumulation over its micro-batches). With more than
-        one update, the old log-probs are first computed under the weights the samples were drawn with (the synced
-        ones), and every update's ratio is taken against them, so that the clip acts. Sharded: `samples` is this
+        one update, the old log-probs are first computed under the weights as they are before this step (the synced
+        ones the samples were drawn with; one version newer in the one-step-off loop, where TIS weighs them against
+        the engine's: AReaL's proximal policy), and every update's ratio is taken against them, so that the clip
+        acts. Sharded: `samples` is this
         rank's share and `parts` its share of each global mini-batch (possibly empty; `dummy` fills the passes it
         lacks)."""
         cfg, algo = self.config, self.algo
