@@ -7,19 +7,14 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from rollouts.types import RolloutResult
-
-from .scoring import PartHealth
-
-Group = tuple[RolloutResult, list[float | None], list[dict]]
-"""One prompt's result, its samples' total rewards (None: not scored) and their reward parts."""
+from .scoring import PartHealth, Scored
 
 
 @dataclass
 class Batch:
     """A step's rollouts, scored: the groups kept for the update, every group seen (for metrics), and counts."""
-    kept: list[Group] = field(default_factory=list)
-    seen: list[Group] = field(default_factory=list)
+    kept: list[Scored] = field(default_factory=list)
+    seen: list[Scored] = field(default_factory=list)
     health: dict[str, PartHealth] = field(default_factory=dict)
     dropped: int = 0
     """Groups dynamic sampling dropped (no reward variance)."""
@@ -30,13 +25,13 @@ class Batch:
     """Seconds per phase (sample, modes, generate, score), however long the learner waited for them."""
 
 
-def staleness(group: Group, version: int) -> int:
+def staleness(group: Scored, version: int) -> int:
     """How many policy versions before `version` the group was drawn (its oldest sample)."""
     drawn = [s.policy_version for s in group[0].samples if s.policy_version is not None]
     return version - min(drawn) if drawn else 0
 
 
-def split_stale(groups: list[Group], version: int, bound: int) -> tuple[list[Group], list[int], int]:
+def split_stale(groups: list[Scored], version: int, bound: int) -> tuple[list[Scored], list[int], int]:
     """(the groups at most `bound` versions old, every group's age, how many were dropped)."""
     ages = [staleness(g, version) for g in groups]
     kept = [g for g, age in zip(groups, ages) if age <= bound]
