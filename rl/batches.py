@@ -18,6 +18,8 @@ class Batch:
     health: dict[str, PartHealth] = field(default_factory=dict)
     dropped: int = 0
     """Groups dynamic sampling dropped (no reward variance)."""
+    aborted: int = 0
+    """Requests dynamic sampling's over-provisioning aborted once the batch was full."""
     refills: int = 0
     failed: int = 0
     """Requests that failed (logged by file and row)."""

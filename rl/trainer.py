@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from core.process import private_tempdir
 from model.processor import Processor
 from rewards import RewardRunner
+from rollouts.local import LocalPool
 from rollouts.pool import RolloutPool
 from rollouts.types import RolloutResult
 
@@ -84,7 +85,7 @@ def start_ray(cfg: TrainConfig) -> None:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, resume: bool = False, own_tempdir: bool = False,
-                 learner: Learner | None = None, pool: RolloutPool | None = None):
+                 learner: Learner | None = None, pool: RolloutPool | LocalPool | None = None):
         """own_tempdir: this process is the trainer's alone (the rl-train command): once Ray is up (its session
         folder follows TMPDIR), the process's temp files (the reward sandbox's fork server...) go into a folder of
         its own, which a later run removes if this one is killed (`core.process.private_tempdir`).
@@ -99,7 +100,7 @@ class Trainer:
             cfg.data, seed=cfg.run.seed, eval_holdout=cfg.run.eval_rows if cfg.run.eval_every else 0,
             processor=Processor.from_pretrained(self.ckpt, max_image_pixels=cfg.data.max_image_pixels)
             if cfg.data.max_prompt_tokens is not None else None)
-        if learner is None or pool is None:
+        if pool is None or (learner is None and cfg.cluster.sharded()):  # the local learner runs without Ray
             start_ray(cfg)
         if own_tempdir:
             private_tempdir()
@@ -109,7 +110,7 @@ class Trainer:
         shutil.rmtree(self.sync_dir, ignore_errors=True)  # left by a run that was killed
         self._adapter: Path | None = None
         self.pool = pool if pool is not None else RolloutPool(
-            str(self.ckpt), num_workers=cfg.rollout.num_workers, chunk_size=cfg.rollout.chunk_size,
+            str(self.ckpt), num_workers=cfg.rollout.num_workers,
             mode_sampling=cfg.rollout.sampling(), gpus_per_worker=cfg.rollout.gpus_per_worker,
             cpus_per_worker=cfg.rollout.cpus(), dtype=cfg.rollout.dtype,
             max_model_len=cfg.rollout.max_model_len, enable_lora=self.sync_kind == "adapter",
@@ -201,7 +202,9 @@ class Trainer:
         metrics.update({f"time/{k}": v for k, v in {**batch.seconds, **phases.seconds}.items()})
         metrics.update({"time/step": time.perf_counter() - start, "policy_version": self.learner.version,
                         "mode/long_fraction": long_fraction_at(cfg.modes, self.step), "groups": len(kept),
-                        "dynamic/groups_dropped": batch.dropped, "dynamic/refill_rounds": batch.refills,
+                        "dynamic/groups_generated": len(batch.seen), "dynamic/groups_kept": len(batch.kept),
+                        "dynamic/groups_dropped": batch.dropped, "dynamic/groups_aborted": batch.aborted,
+                        "dynamic/refill_rounds": batch.refills,
                         "failed_requests": batch.failed, "data/bad_rows": self.dataset.bad_rows,
                         "staleness/mean": sum(ages) / len(ages) if ages else 0.0,
                         "staleness/max": max(ages, default=0), "staleness/dropped": stale})
@@ -209,40 +212,71 @@ class Trainer:
 
     def collect(self, step: int) -> Batch:
         """The rollout side of step `step`: sample prompts, assign modes, generate, score, and with dynamic sampling
-        drop the groups without reward variance and refill (at most `algo.max_refill_rounds` more rounds)."""
+        drop the groups without reward variance. Dynamic sampling over-provisions (`algo.oversample`): a round
+        submits that many times the groups still needed, keeps the first groups with signal as they stream in and
+        aborts the rest once the batch is full; refill rounds (at most `algo.max_refill_rounds`) are the fallback."""
         cfg, phases = self.cfg, Phases()
         batch = Batch()
         target = cfg.rollout.prompts_per_step
+        factor = cfg.algo.oversample_factor()
         while len(batch.kept) < target:
             need = target - len(batch.kept)
             with phases("sample"):
-                rows = self.dataset.take(need)
+                rows = self.dataset.take(math.ceil(need * factor - 1e-9))
             with phases("modes"):
                 modes = assign_modes([r.mode for r in rows], step, cfg.modes, self.rng)
                 requests = [self.dataset.to_request(r, m, cfg.rollout.n, f"s{step}-{batch.refills}-{i}")
                             for i, (r, m) in enumerate(zip(rows, modes))]
                 for i, request in enumerate(requests):  # the same samples after a resume, on any worker
                     request.seed = self._seed(step, batch.refills, i)
-            with phases("generate"):
-                results = self.pool.generate(requests)
-            batch.failed += self._failed_requests(results)
-            with phases("score"):
-                scored, health = score_with_health([r for r in results if r.ok], self.runner, cfg.reward.combine,
-                                                   cfg.data.default_reward)
-            for part, h in health.items():
-                batch.health.setdefault(part, PartHealth()).add(h)
-            batch.seen += scored
-            for result, rewards, parts in scored:
-                valid = [r for r in rewards if r is not None]
-                if cfg.algo.dynamic_sampling and (len(valid) < 2 or max(valid) == min(valid)):
-                    batch.dropped += 1
-                    continue
-                batch.kept.append((result, rewards, parts))
+            if factor > 1:
+                self._stream_round(requests, target, batch, phases)
+            else:
+                with phases("generate"):
+                    results = self.pool.generate(requests)
+                batch.failed += self._failed_requests(results)
+                with phases("score"):
+                    self._score_into(batch, [r for r in results if r.ok])
             if not cfg.algo.dynamic_sampling or batch.refills >= cfg.algo.max_refill_rounds:
                 break
             batch.refills += 1
         batch.seconds = phases.seconds
         return batch
+
+    def _stream_round(self, requests: list, target: int, batch: Batch, phases: Phases) -> None:
+        """Score each group as it finishes; once `target` groups are kept, abort the requests still running."""
+        start, scoring, left = time.perf_counter(), 0.0, {r.request_id for r in requests}
+        stream = self.pool.stream(requests)
+        try:
+            for result in stream:
+                left.discard(result.request.request_id)
+                if not result.ok:
+                    batch.failed += self._failed_requests([result])
+                    continue
+                scored_at = time.perf_counter()
+                self._score_into(batch, [result])
+                scoring += time.perf_counter() - scored_at
+                if len(batch.kept) >= target:
+                    batch.aborted += len(self.pool.abort(sorted(left)))
+                    break
+        finally:
+            stream.close()
+        phases.seconds["generate"] = phases.seconds.get("generate", 0.0) + time.perf_counter() - start - scoring
+        phases.seconds["score"] = phases.seconds.get("score", 0.0) + scoring
+
+    def _score_into(self, batch: Batch, results: list[RolloutResult]) -> None:
+        """Score groups; keep them, or with dynamic sampling drop those whose rewards are all equal."""
+        cfg = self.cfg
+        scored, health = score_with_health(results, self.runner, cfg.reward.combine, cfg.data.default_reward)
+        for part, h in health.items():
+            batch.health.setdefault(part, PartHealth()).add(h)
+        batch.seen += scored
+        for result, rewards, parts in scored:
+            valid = [r for r in rewards if r is not None]
+            if cfg.algo.dynamic_sampling and (len(valid) < 2 or max(valid) == min(valid)):
+                batch.dropped += 1
+            else:
+                batch.kept.append((result, rewards, parts))
 
     def _sync_if_behind(self) -> None:
         if self._synced != self.learner.version:

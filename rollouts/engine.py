@@ -91,3 +91,17 @@ def _engine_tempdir() -> Path:
     into the temp folder at every start and never deletes it. The folders of processes that are gone (killed) are
     removed first."""
     return new_tempdir()
+
+
+def add_request(llm, key: str, prompt: dict, params, lora_request=None) -> None:
+    """Add one request to the engine under the id `key`, as `LLM.generate` would add it (vLLM 0.32's
+    `LLM._add_request`: the prompt rendered by the LLM's own renderer, multimodal inputs included; only the final
+    output kept, which for n > 1 holds all n samples), but with our id: vLLM's external request id, by which
+    `abort_request(..., internal=False)` cancels every sample of the group. Raises when vLLM rejects the prompt
+    (too many images, a prompt over the context...)."""
+    from vllm.sampling_params import RequestOutputKind
+
+    engine_input = llm._preprocess_cmpl_one(prompt)  # the renderer LLM.generate uses (private in vLLM 0.32)
+    params.output_kind = RequestOutputKind.FINAL_ONLY
+    llm.llm_engine.add_request(key, engine_input, params, lora_request=llm._resolve_mm_lora(engine_input,
+                                                                                            lora_request))

@@ -1,16 +1,21 @@
-"""A pool of Ray actors, each a `RolloutWorker`, that keeps every engine busy and loses no prompt.
+"""A pool of Ray actors, each a rollout backend (`RolloutWorker`, vLLM, by default), that keeps every engine's
+batch full and loses no prompt.
 
 Scheduling: requests are spread by expected cost (n x expected completion tokens of their mode, learned from what
-the pool has seen) with longest-first greedy assignment, so long-mode groups do not pile up on one worker; each
-worker's share is cut into chunks that stream back as they finish.
+the pool has seen) with longest-first greedy assignment, so long-mode groups do not pile up on one worker. Each
+worker gets its whole share in one call, which joins its engine's continuous batch, and streams the groups back
+as they finish (a Ray streaming generator); the pool yields them in completion order across workers.
+
+Abort: `abort(ids)` cancels requests of the running stream still in flight (the engines free them) and says which;
+they are never yielded. Closing the stream early aborts the rest.
 
 Fault tolerance: when a worker dies, a new actor replaces it, receives the current weights (the last sync is kept),
-and the dead worker's unfinished chunks are re-submitted to it. Each request is returned exactly once.
+and the dead worker's requests that it had not returned are re-submitted to it. Each request is returned exactly
+once.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import shutil
@@ -44,19 +49,12 @@ def longest_first(costs: list[float], loads: list[float]) -> list[int]:
 
 
 @dataclass
-class _Chunk:
-    chunk_id: int
-    requests: list[RolloutRequest]
-    cost: float
-
-
-@dataclass
 class _Slot:
     actor: object
     worker_id: int
     generation: int = 0
     outstanding: float = 0.0
-    pending: dict[int, _Chunk] = field(default_factory=dict)
+    held: dict[str, RolloutRequest] = field(default_factory=dict)  # submitted, not yet returned or cancelled
     tokens_done: int = 0
     restarts: int = 0
     up: bool = False  # the actor answered once: its engine started
@@ -71,11 +69,13 @@ class RolloutPool:
     worker must be up within `start_timeout_s`; a request no node of the cluster can ever meet fails at once.
     Errors name the resources asked for and what the nodes have."""
 
-    def __init__(self, ckpt: str, num_workers: int = 2, chunk_size: int = 4,
+    def __init__(self, ckpt: str, num_workers: int = 2,
                  mode_sampling: dict[str, SamplingConfig] | None = None, cpus_per_worker: float = 1,
                  gpus_per_worker: float = 0, gpu_memory_utilization: float = 0.5,
                  resources: dict[str, float] | None = None, ray_address: str | None = None,
-                 start_timeout_s: float = 900.0, **worker_kwargs):
+                 start_timeout_s: float = 900.0, backend: type = RolloutWorker, **worker_kwargs):
+        """backend: the `rollouts.backend.RolloutBackend` class each worker actor runs; worker_kwargs go to its
+        constructor."""
         if not ray.is_initialized():
             address = ray_address or os.environ.get("RAY_ADDRESS") or None
             if address:
@@ -83,7 +83,6 @@ class RolloutPool:
             else:
                 ray.init(address="local", include_dashboard=False, log_to_driver=False)  # not a `ray start` one
         self.ckpt = str(ckpt)
-        self.chunk_size = chunk_size
         self.mode_sampling = mode_sampling or default_mode_sampling()
         self.worker_kwargs = dict(worker_kwargs, mode_sampling=self.mode_sampling,
                                   gpu_memory_utilization=gpu_memory_utilization, owner=Owner.this_process())
@@ -91,14 +90,15 @@ class RolloutPool:
         self.demand = {k: v for k, v in {"CPU": cpus_per_worker, "GPU": gpus_per_worker}.items() if v}
         self.demand.update(self.resources)
         self.start_timeout_s = start_timeout_s
+        # Threaded: abort and version calls are served while a stream runs (the backend owns its engine's thread).
         self.actor_cls = ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=0,
-                                    resources=self.resources or None)(RolloutWorker)
+                                    max_concurrency=4, resources=self.resources or None)(backend)
         # Expected completion tokens per sample, per mode: start at half the budget, then a running mean.
         self.expected_tokens = {m: s.max_new_tokens / 2 for m, s in self.mode_sampling.items()}
         self._sync: tuple[str, int, object] | None = None  # ("full" | "path" | "lora", version, payload)
         self._shm_dir: str | None = None  # the staging folder of the latest sync, when the pool owns it
         sweep_stale()  # weights a killed run left in /dev/shm (this node's)
-        self._chunk_ids = itertools.count()
+        self._cancelled: set[str] = set()  # ids aborted during the running stream
         self.slots = [_Slot(actor=None, worker_id=i) for i in range(num_workers)]
         self._check_feasible()
         for slot in self.slots:
@@ -171,7 +171,7 @@ class RolloutPool:
     def load(self) -> list[dict]:
         """Per worker: expected tokens still queued, tokens generated so far, restarts."""
         return [{"worker_id": s.worker_id, "outstanding_tokens": s.outstanding, "tokens_done": s.tokens_done,
-                 "pending_chunks": len(s.pending), "restarts": s.restarts} for s in self.slots]
+                 "in_flight_requests": len(s.held), "restarts": s.restarts} for s in self.slots]
 
     # ---- weight sync ----
     def single_node(self) -> bool:
@@ -235,54 +235,90 @@ class RolloutPool:
     def cost(self, request: RolloutRequest) -> float:
         return max(request.n, 1) * self.expected_tokens.get(request.mode, 1.0)
 
-    def schedule(self, requests: list[RolloutRequest]) -> list[list[_Chunk]]:
-        """Longest-first greedy: each request goes to the worker with the least expected work so far."""
+    def schedule(self, requests: list[RolloutRequest]) -> list[list[RolloutRequest]]:
+        """Longest-first greedy: each request goes to the worker with the least expected work so far; each share
+        is ordered most expensive first (vLLM admits requests in order, so long groups start first)."""
         shares: list[list[RolloutRequest]] = [[] for _ in self.slots]
         owners = longest_first([self.cost(r) for r in requests], [s.outstanding for s in self.slots])
         for request, k in zip(requests, owners):
             shares[k].append(request)
-        return [[_Chunk(next(self._chunk_ids), share[i:i + self.chunk_size],
-                        sum(map(self.cost, share[i:i + self.chunk_size])))
-                 for i in range(0, len(share), self.chunk_size)] for share in shares]
+        return [sorted(share, key=lambda r: -self.cost(r)) for share in shares]
 
     def stream(self, requests: list[RolloutRequest]) -> Iterator[RolloutResult]:
-        """Results as they finish (any order), each request exactly once."""
+        """Results as they finish (any order), each request exactly once, aborted ones never. One stream at a
+        time; `abort` may be called between two results. Closing the iterator aborts what is still running."""
         ids = [r.request_id for r in requests]
         if len(set(ids)) != len(ids):
             raise ValueError("request_id values must be unique within a batch")
-        inflight: dict[ray.ObjectRef, tuple[_Slot, int, _Chunk]] = {}
+        gens: dict[object, tuple[_Slot, int]] = {}
+        self._cancelled = set()
 
-        def submit(slot: _Slot, chunk: _Chunk) -> None:
-            slot.pending[chunk.chunk_id] = chunk
-            slot.outstanding += chunk.cost
-            inflight[slot.actor.generate.remote(chunk.requests)] = (slot, slot.generation, chunk)
+        def submit(slot: _Slot, share: list[RolloutRequest]) -> None:
+            for r in share:
+                slot.held[r.request_id] = r
+                slot.outstanding += self.cost(r)
+            gens[slot.actor.stream.options(num_returns="streaming").remote(share)] = (slot, slot.generation)
 
-        for slot, chunks in zip(self.slots, self.schedule(requests)):
-            for chunk in chunks:
-                submit(slot, chunk)
-        returned: set[str] = set()
-        while inflight:
-            [ref], _ = ray.wait(list(inflight), num_returns=1)
-            slot, generation, chunk = inflight.pop(ref)
-            try:
-                results = ray.get(ref)
-            except WORKER_LOST:
-                if slot.generation == generation:  # first failure seen from this actor: replace it once
-                    self._replace(slot)
-                if chunk.chunk_id in slot.pending:
-                    slot.outstanding -= chunk.cost
-                    del slot.pending[chunk.chunk_id]
-                    submit(slot, chunk)  # to the replacement
-                continue
-            slot.pending.pop(chunk.chunk_id, None)
-            slot.outstanding -= chunk.cost
-            for result in results:
-                if result.request.request_id in returned:
+        def release(slot: _Slot, request_id: str) -> None:
+            request = slot.held.pop(request_id, None)
+            if request is not None:
+                slot.outstanding -= self.cost(request)
+
+        for slot, share in zip(self.slots, self.schedule(requests)):
+            if share:
+                submit(slot, share)
+        try:
+            while gens:
+                [gen], _ = ray.wait(list(gens), num_returns=1)
+                slot, generation = gens[gen]
+                try:
+                    result = ray.get(next(gen))
+                except StopIteration:
+                    del gens[gen]
+                    if slot.held and all(s is not slot for s, _ in gens.values()):
+                        raise RuntimeError(f"rollout worker {slot.worker_id} ended its stream without returning "
+                                           f"requests {sorted(slot.held)[:5]}") from None
                     continue
-                returned.add(result.request.request_id)
+                except WORKER_LOST:
+                    del gens[gen]
+                    if slot.generation == generation:  # first failure seen from this actor: replace it once
+                        self._replace(slot)
+                    left = [r for r in slot.held.values() if r.request_id not in self._cancelled]
+                    for r in left:
+                        release(slot, r.request_id)
+                    if left:
+                        submit(slot, left)  # to the replacement
+                    continue
+                rid = result.request.request_id
+                if rid not in slot.held:  # aborted meanwhile (it finished before the abort reached the engine)
+                    continue
+                release(slot, rid)
                 self._observe(result)
                 slot.tokens_done += sum(len(s.completion_token_ids) for s in result.samples)
                 yield result
+        finally:
+            left = [rid for slot in self.slots for rid in slot.held]
+            if left:  # the caller stopped early
+                self.abort(left)
+
+    def abort(self, request_ids) -> list[str]:
+        """Cancel requests of the running stream that have not been yielded: the workers drop them from their
+        engines (partial samples discarded, memory freed) and the stream never yields them. Returns the ids
+        cancelled (ids already yielded, or unknown, are left out)."""
+        wanted, cancelled = set(request_ids), []
+        for slot in self.slots:
+            mine = [rid for rid in slot.held if rid in wanted]
+            if not mine:
+                continue
+            try:
+                ray.get(slot.actor.abort.remote(mine))
+            except WORKER_LOST:
+                pass  # its stream sees the death; cancelled requests are not re-submitted
+            for rid in mine:
+                slot.outstanding -= self.cost(slot.held.pop(rid))
+            self._cancelled.update(mine)
+            cancelled += mine
+        return cancelled
 
     def generate(self, requests: list[RolloutRequest]) -> list[RolloutResult]:
         by_id = {r.request.request_id: r for r in self.stream(requests)}

@@ -1,16 +1,20 @@
 """A rollout worker: one vLLM engine that samples groups of short/long completions and takes new weights.
 
-`RolloutWorker` is a plain class (usable in-process); `rollouts.pool` runs it as a Ray actor. Each request is
-prepared alone (processor, checks): a bad image, an over-long prompt or n < 1 fails that request with an error in
-its result while the rest of the batch is sampled.
+`RolloutWorker` is a plain class (usable in-process) and the vLLM implementation of `rollouts.backend.
+RolloutBackend`; `rollouts.pool` runs it as a Ray actor. Every request it is given joins one continuous batch of its
+engine (`rollouts.loop.EngineLoop`), and `stream` hands back each group the moment its last sample finishes. Each
+request is prepared alone (processor, checks): a bad image, an over-long prompt or n < 1 fails that request with an
+error in its result while the rest of the batch is sampled.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import shutil
+import threading
 import time
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import torch
 
@@ -19,7 +23,8 @@ from core.process import Owner, exit_with, private_tempdir
 from model.checkpoint import iter_safetensors
 from model.processor import PIL_LIMIT, PromptInputs, Processor
 
-from .engine import make_llm, release_tempdir
+from .engine import add_request, make_llm, release_tempdir
+from .loop import ABORTED, EngineItem, EngineLoop
 from .types import RolloutRequest, RolloutResult, RolloutSample, SamplingConfig, default_mode_sampling
 from .weights import SAFETENSORS_FILE, from_shared, nbytes, staging_dir, write_safetensors
 
@@ -42,11 +47,16 @@ class RolloutWorker:
         self.max_model_len = max_model_len
         self.seed = seed
         lora = {"enable_lora": True, "max_lora_rank": max_lora_rank, "max_loras": 1} if enable_lora else {}
-        self.llm = make_llm(ckpt, dtype=dtype, seed=seed + worker_id, max_model_len=max_model_len,
-                            max_images=max_images, **lora, **engine_kwargs)
+        self.loop = EngineLoop(lambda: make_llm(ckpt, dtype=dtype, seed=seed + worker_id, max_model_len=max_model_len,
+                                                max_images=max_images, **lora, **engine_kwargs),
+                               add=lambda llm, item: add_request(llm, item.key, item.prompt, item.params, item.lora),
+                               name=f"rollout-engine-{worker_id}")
+        self.llm = self.loop.llm
         self.processor = Processor.from_pretrained(ckpt, max_image_pixels=max_image_pixels)
         self.policy_version = 0
         self.lora_request = None
+        self._lock = threading.Lock()
+        self._keys: dict[str, str] = {}  # request id -> engine key, while in flight
 
     # ---- introspection (the pool uses these) ----
     def pid(self) -> int:
@@ -54,6 +64,11 @@ class RolloutWorker:
 
     def version(self) -> int:
         return self.policy_version
+
+    def in_flight(self) -> int:
+        """Requests added and not yet finished or aborted."""
+        with self._lock:
+            return len(self._keys)
 
     # ---- sampling ----
     def prepare(self, request: RolloutRequest) -> PromptInputs:
@@ -73,49 +88,75 @@ class RolloutWorker:
 
     def generate(self, requests: list[RolloutRequest]) -> list[RolloutResult]:
         """Sample every request; results in request order."""
+        by_id = {r.request.request_id: r for r in self.stream(requests)}
+        return [by_id[r.request_id] for r in requests]
+
+    def stream(self, requests: list[RolloutRequest]) -> Iterator[RolloutResult]:
+        """Each request's result the moment its group finishes (`rollouts.backend.RolloutBackend.stream`): the
+        requests that fail preparation first, then the others in the order they finish. Timings per result:
+        prepare_s (processor and checks of the whole call), generate_s (from being added to finishing)."""
         start = time.perf_counter()
-        results = [RolloutResult(request=r, worker_id=self.worker_id, policy_version=self.policy_version)
-                   for r in requests]
-        ready = []
-        for result in results:
+        lora, out = self.lora_request, queue.Queue()
+        by_key: dict[str, RolloutResult] = {}
+        items, failed = [], []
+        for request in requests:
+            result = RolloutResult(request=request, worker_id=self.worker_id, policy_version=self.policy_version)
             try:
-                result.prompt = self.prepare(result.request)
-                ready.append((result, self.sampling_for(result.request, result.prompt)))
+                result.prompt = self.prepare(request)
+                params = self.sampling_for(request, result.prompt)
             except Exception as e:  # noqa: BLE001 - the request fails alone, with its reason
                 result.error = f"{type(e).__name__}: {e}"
+                failed.append(result)
+                continue
+            key = self.loop.new_key(request.request_id)
+            by_key[key] = result
+            prompt = {"prompt": result.prompt.text}
+            if result.prompt.images:
+                prompt["multi_modal_data"] = {"image": result.prompt.images}
+            items.append(EngineItem(key, prompt, params, lora, out))
         prepared = time.perf_counter()
-        if ready:
-            try:
-                self._sample(ready)
-            except Exception:  # noqa: BLE001 - isolate the request vLLM rejected, then go on
-                self._abort_unfinished()
-                for item in ready:
-                    try:
-                        self._sample([item])
-                    except Exception as e:  # noqa: BLE001
-                        self._abort_unfinished()
-                        item[0].error = f"{type(e).__name__}: {e}"
-        done = time.perf_counter()
-        for result in results:
-            result.timings = {"prepare_s": prepared - start, "generate_s": done - prepared}
-        return results
+        with self._lock:
+            self._keys.update({r.request.request_id: k for k, r in by_key.items()})
+        remaining = set(by_key)
+        try:
+            if items:
+                self.loop.add(items)
+            for result in failed:
+                result.timings = {"prepare_s": prepared - start, "generate_s": 0.0}
+                yield result
+            while remaining:
+                key, got = out.get()
+                remaining.discard(key)
+                self._forget(key, by_key[key])
+                if got is ABORTED:
+                    continue
+                result = by_key[key]
+                if isinstance(got, BaseException):
+                    result.error = f"{type(got).__name__}: {got}"
+                elif list(got.prompt_token_ids) != result.prompt.input_ids:
+                    result.error = (f"RuntimeError: request {result.request.request_id}: vLLM built different prompt "
+                                    "token ids than model.processor (run rl-doctor on this checkpoint)")
+                else:
+                    max_tokens = next(i.params.max_tokens for i in items if i.key == key)
+                    result.samples = [self._sample_of(result, k, o, max_tokens) for k, o in enumerate(got.outputs)]
+                result.timings = {"prepare_s": prepared - start, "generate_s": time.perf_counter() - prepared}
+                yield result
+        finally:
+            if remaining:  # the caller stopped early: nothing of this call stays in the engine
+                self.loop.abort(list(remaining))
+                for key in remaining:
+                    self._forget(key, by_key[key])
 
-    def _sample(self, items: list[tuple[RolloutResult, object]]) -> None:
-        prompts = [{"prompt": r.prompt.text, "multi_modal_data": {"image": r.prompt.images}} if r.prompt.images
-                   else {"prompt": r.prompt.text} for r, _ in items]
-        outputs = self.llm.generate(prompts, [p for _, p in items], lora_request=self.lora_request, use_tqdm=False)
-        for (result, params), out in zip(items, outputs):
-            if list(out.prompt_token_ids) != result.prompt.input_ids:
-                raise RuntimeError(f"request {result.request.request_id}: vLLM built different prompt token ids "
-                                   "than model.processor (run rl-doctor on this checkpoint)")
-            result.samples = [self._sample_of(result, k, o, params.max_tokens) for k, o in enumerate(out.outputs)]
+    def _forget(self, key: str, result: RolloutResult) -> None:
+        with self._lock:
+            if self._keys.get(result.request.request_id) == key:
+                del self._keys[result.request.request_id]
 
-    def _abort_unfinished(self) -> None:
-        """A generate call that raised leaves its requests in the engine; the next call would run them again."""
-        engine = self.llm.llm_engine
-        ids = list(engine.output_processor.request_states)
-        if ids:
-            engine.abort_request(ids, internal=True)
+    def abort(self, request_ids: Iterable[str]) -> list[str]:
+        """Cancel requests still in the engine (`rollouts.backend.RolloutBackend.abort`); the ids cancelled."""
+        with self._lock:
+            keys = {self._keys[i]: i for i in request_ids if i in self._keys}
+        return [keys[k] for k in self.loop.abort(list(keys))]
 
     def _sample_of(self, result: RolloutResult, index: int, out, max_tokens: int) -> RolloutSample:
         tokens = list(out.token_ids)
@@ -141,6 +182,13 @@ class RolloutWorker:
 
     def load_weights(self, version: int, weights: Iterable[tuple[str, torch.Tensor]] | None = None,
                      path: str | None = None) -> int:
+        """Full weights, once no request is in flight (see `_load_weights`)."""
+        if (weights is None) == (path is None):
+            raise ValueError("give exactly one of weights= or path=")
+        return self.loop.call(lambda: self._load_weights(version, weights, path))
+
+    def _load_weights(self, version: int, weights: Iterable[tuple[str, torch.Tensor]] | None,
+                      path: str | None) -> int:
         """Full weights, as in-memory (name, tensor) pairs in the checkpoint's names, or a directory of
         safetensors. Drops the prefix cache (KV computed by the old weights) and any LoRA adapter.
 
@@ -148,8 +196,6 @@ class RolloutWorker:
         reload_weights. Engine in other processes: a directory is read there (`EngineWeightLoader`); in-memory
         pairs are first written, tensor by tensor, to one safetensors file in /dev/shm (or the temporary
         directory when /dev/shm lacks room), read there, then deleted: one transient copy of the weights."""
-        if (weights is None) == (path is None):
-            raise ValueError("give exactly one of weights= or path=")
         if self.model_in_process():
             # A directory is read here, not by vLLM: vLLM's reload from a path repoints the engine's model
             # directory at it, and the engine then looks there for the tokenizer and processor.
@@ -195,6 +241,10 @@ class RolloutWorker:
         return self.load_weights(version, weights=from_shared(triples))
 
     def load_lora(self, version: int, adapter_path: str) -> int:
+        """`_load_lora`, once no request is in flight."""
+        return self.loop.call(lambda: self._load_lora(version, adapter_path))
+
+    def _load_lora(self, version: int, adapter_path: str) -> int:
         """A PEFT adapter directory on top of the base weights; a new adapter id per version, so vLLM never
         serves a cached older adapter under the same id. The adapter is loaded into the engine now (vLLM would
         otherwise read the directory at the first request that uses it), so the directory may be deleted as soon
@@ -211,7 +261,10 @@ class RolloutWorker:
         return version
 
     def unload_lora(self, version: int) -> int:
-        """Back to the engine's own weights (no adapter)."""
+        """Back to the engine's own weights (no adapter), once no request is in flight."""
+        return self.loop.call(lambda: self._unload_lora(version))
+
+    def _unload_lora(self, version: int) -> int:
         if self.lora_request is not None:
             self._forget_lora()
             self._drop_caches()
@@ -232,7 +285,9 @@ class RolloutWorker:
         killed. Idempotent; the worker cannot sample afterwards."""
         llm, self.llm = getattr(self, "llm", None), None
         if llm is not None:
-            llm.llm_engine.engine_core.shutdown(timeout=timeout)
-            release_tempdir(llm)
+            def stop():
+                llm.llm_engine.engine_core.shutdown(timeout=timeout)
+                release_tempdir(llm)
+            self.loop.close(stop)  # requests still in flight end with an error
         if getattr(self, "own_tempdir", None) is not None:  # an actor: killed next, with no exit handlers
             shutil.rmtree(self.own_tempdir, ignore_errors=True)

@@ -2,7 +2,7 @@
 
 Validation is pydantic's (the constraints are declared on the fields in `sections.py`); this module only turns its
 errors into one line per problem that names the key: `learner.lr: Input should be greater than 0 (got -1)`,
-`rollout.nn: unknown key (known here: auto, chunk_size, ...)`. The resolved tree is saved as YAML in the run
+`rollout.nn: unknown key (known here: auto, cpus_per_worker, ...)`. The resolved tree is saved as YAML in the run
 directory and loads back to the same config.
 """
 

@@ -127,8 +127,6 @@ class RolloutConfig:
     """vLLM's context (prompt + completion tokens): the paper's 8192 long-mode tokens plus 2048 for the prompt."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """vLLM dtype; "auto" serves an fp32 checkpoint in bf16 (use float32 for exact agreement on CPU)."""
-    chunk_size: int = Field(4, ge=1)
-    """Prompts per task sent to a worker (smaller streams sooner, larger batches more)."""
     gpus_per_worker: float = Field(0, ge=0)
     cpus_per_worker: int = Field(0, ge=0)
     """CPU cores per worker (its torch/OpenMP threads). 0: without GPUs, the machine's cores shared among the
@@ -197,6 +195,12 @@ class AlgoConfig:
     """DAPO: drop groups whose rewards are all equal (zero advantage) and refill the batch (off in the paper)."""
     max_refill_rounds: int = Field(2, ge=0)
     """Dynamic sampling: extra rollout rounds per step at most; the step goes on with what it has."""
+    oversample: Optional[float] = Field(None, ge=1)
+    """Dynamic sampling: each round submits this many times the groups still needed, keeps the first groups with
+    reward variance as they stream in, and aborts the rest once the batch is full (their rows are not revisited
+    this epoch, like dropped groups); refill rounds stay the fallback. None: 1.5 with dynamic sampling (DAPO
+    over-samples too; the paper is silent), 1.0 (exactly the groups needed, no abort) otherwise. Above 1, which
+    groups fill the batch depends on which finish first, so runs are no longer bit-reproducible."""
     ppo_epochs: int = Field(1, ge=1)
     """Passes over each rollout batch (verl's ppo_epochs, TRL's num_iterations). Paper silent; 1: on-policy."""
     mini_batches: int = Field(1, ge=1)
@@ -240,10 +244,19 @@ class AlgoConfig:
             raise ValueError(f"algo.{next(iter(clips))}={next(iter(clips.values()))} cannot act with one update per "
                              "batch (the ratio is 1): set algo.ppo_epochs or algo.mini_batches above 1, or leave the "
                              "clip unset")
+        if self.oversample is not None and self.oversample > 1 and not self.dynamic_sampling:
+            raise ValueError(f"algo.oversample={self.oversample} acts only with algo.dynamic_sampling=true (without it "
+                             "every group is kept, so there is nothing to over-provision for)")
         if (self.kl == KL_OFF) != (self.kl_coef == 0):
             raise ValueError(f"algo.kl={self.kl} with algo.kl_coef={self.kl_coef}: a KL term needs both an "
                              "estimator (k1 | k2 | k3) and kl_coef > 0; leave both off (the paper) otherwise")
         return self
+
+    def oversample_factor(self) -> float:
+        """`oversample` with None resolved (see its docstring)."""
+        if self.oversample is not None:
+            return self.oversample
+        return 1.5 if self.dynamic_sampling else 1.0
 
     def options(self) -> dict:
         """The knobs as keyword options; each registered function takes those it declares (rl.algos.options_for)."""

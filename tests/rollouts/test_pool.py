@@ -16,7 +16,7 @@ def pool(tiny_ckpt):
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
-    pool = RolloutPool(str(tiny_ckpt), num_workers=2, chunk_size=1, mode_sampling=SAMPLING, dtype="float32",
+    pool = RolloutPool(str(tiny_ckpt), num_workers=2, mode_sampling=SAMPLING, dtype="float32",
                        max_model_len=2048)
     yield pool
     pool.shutdown()
@@ -30,7 +30,7 @@ def test_stream_returns_every_request_once_across_workers(pool, tiny_model):
     assert all(r.ok and len(r.samples) == 2 for r in results)
     assert {r.worker_id for r in results} == {0, 1}
     load = pool.load()
-    assert all(w["tokens_done"] > 0 and w["pending_chunks"] == 0 for w in load)
+    assert all(w["tokens_done"] > 0 and w["in_flight_requests"] == 0 for w in load)
     assert learner_diff(tiny_model, results).max() <= 1e-4
     # the pool learned how long each mode's completions are
     assert pool.expected_tokens["short"] <= SAMPLING["short"].max_new_tokens

@@ -1,0 +1,145 @@
+"""An in-process rollout backend without vLLM, for fast tests of the pool, the trainer and reward plugins.
+
+`FakeBackend` keeps the contract of `rollouts.backend.RolloutBackend`: it prepares prompts with the real
+`model.processor` (so the learner gets real prompt inputs), and writes each sample's text with `respond(request,
+index, rng)`, tokenized by the checkpoint's tokenizer. Generation takes `seconds_per_token` per token of a group's
+longest sample, all requests of a call at once (as in one continuous batch), so groups finish in order of length
+and aborts land mid-generation. Its log-probabilities are a constant (`logprob`), not the policy's: on it, the
+learner's ratio against the engine (TIS, the one-step-off loop's decoupled ratio) means nothing.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+import threading
+import time
+import zlib
+from typing import Callable, Iterable, Iterator
+
+from core.modes import split_completion
+from model.processor import Processor
+
+from .types import RolloutRequest, RolloutResult, RolloutSample, SamplingConfig, default_mode_sampling
+
+Respond = Callable[[RolloutRequest, int, random.Random], str]
+
+
+def answer_half_the_time(request: RolloutRequest, index: int, rng: random.Random) -> str:
+    """The request's reference answer (meta["answer"]) or a wrong one, by a coin flip; long mode thinks first."""
+    answer = str(request.meta.get("answer", "")) if rng.random() < 0.5 else "no idea"
+    text = f"The answer is \\boxed{{{answer}}}."
+    return f"Let me think.\n</think>\n\n{text}" if request.mode == "long" else text
+
+
+class FakeBackend:
+    def __init__(self, ckpt: str, worker_id: int = 0, mode_sampling: dict[str, SamplingConfig] | None = None,
+                 seed: int = 0, max_model_len: int = 4096, respond: Respond = answer_half_the_time,
+                 seconds_per_token: float = 0.0, logprob: float = -1.0, **engine_options):
+        """engine_options (dtype, enable_lora...) are accepted and ignored, so the pool can start it as it
+        starts the vLLM worker."""
+        self.worker_id = worker_id
+        self.mode_sampling = mode_sampling or default_mode_sampling()
+        self.seed, self.max_model_len = seed, max_model_len
+        self.respond, self.seconds_per_token, self.logprob = respond, seconds_per_token, logprob
+        self.processor = Processor.from_pretrained(ckpt)
+        self.tokenizer = self.processor.tokenizer
+        self.policy_version = 0
+        self.loads: list[tuple[str, int, str | None]] = []
+        """(kind, version, path) of every weight or adapter load, in order."""
+        self._lock = threading.Lock()
+        self._live: set[str] = set()
+        self._aborted: set[str] = set()
+
+    def version(self) -> int:
+        return self.policy_version
+
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._live)
+
+    # ---- sampling ----
+    def generate(self, requests: list[RolloutRequest]) -> list[RolloutResult]:
+        by_id = {r.request.request_id: r for r in self.stream(requests)}
+        return [by_id[r.request_id] for r in requests]
+
+    def stream(self, requests: list[RolloutRequest]) -> Iterator[RolloutResult]:
+        start = time.monotonic()
+        queue: list[tuple[float, int, RolloutResult]] = []
+        for i, request in enumerate(requests):
+            result = RolloutResult(request=request, worker_id=self.worker_id, policy_version=self.policy_version)
+            try:
+                request.check()
+                result.prompt = self.processor(request.messages, request.mode)
+                result.samples = self._samples(request, result.prompt.input_ids)
+            except Exception as e:  # noqa: BLE001 - the request fails alone, with its reason
+                result.error = f"{type(e).__name__}: {e}"
+                yield result
+                continue
+            longest = max(len(s.completion_token_ids) for s in result.samples)
+            heapq.heappush(queue, (start + longest * self.seconds_per_token, i, result))
+        ids = {r.request.request_id for _, _, r in queue}
+        with self._lock:
+            self._live |= ids
+        try:
+            while queue:
+                due, _, result = heapq.heappop(queue)
+                time.sleep(max(0.0, due - time.monotonic()))
+                rid = result.request.request_id
+                with self._lock:
+                    if rid in self._aborted:
+                        self._aborted.discard(rid)
+                        continue
+                    self._live.discard(rid)
+                yield result
+        finally:
+            with self._lock:
+                self._live -= ids
+                self._aborted -= ids
+
+    def _samples(self, request: RolloutRequest, prompt_ids: list[int]) -> list[RolloutSample]:
+        budget = (request.sampling or self.mode_sampling[request.mode]).max_new_tokens
+        samples = []
+        for k in range(request.n):
+            seed = request.seed if request.seed is not None else zlib.crc32(request.request_id.encode())
+            rng = random.Random(f"{self.seed}-{seed}-{k}")
+            text = self.respond(request, k, rng)
+            tokens = self.tokenizer.encode(text, add_special_tokens=False)[:budget]
+            truncated = len(tokens) == budget
+            if not truncated:
+                tokens.append(self.tokenizer.convert_tokens_to_ids("<|im_end|>"))
+            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+            samples.append(RolloutSample(
+                request_id=request.request_id, index=k, mode=request.mode, prompt_token_ids=list(prompt_ids),
+                completion_token_ids=tokens, logprobs=[self.logprob] * len(tokens), text=text,
+                answer=split_completion(text, request.mode)[1], finish_reason="length" if truncated else "stop",
+                truncated=truncated, policy_version=self.policy_version))
+        return samples
+
+    def abort(self, request_ids: Iterable[str]) -> list[str]:
+        with self._lock:
+            cancelled = [i for i in request_ids if i in self._live]
+            self._live -= set(cancelled)
+            self._aborted |= set(cancelled)
+        return cancelled
+
+    # ---- weights ----
+    def load_weights(self, version: int, weights=None, path: str | None = None) -> int:
+        if (weights is None) == (path is None):
+            raise ValueError("give exactly one of weights= or path=")
+        self.loads.append(("weights", version, path))
+        self.policy_version = version
+        return version
+
+    def load_lora(self, version: int, adapter_path: str) -> int:
+        self.loads.append(("lora", version, adapter_path))
+        self.policy_version = version
+        return version
+
+    def unload_lora(self, version: int) -> int:
+        self.loads.append(("unload_lora", version, None))
+        self.policy_version = version
+        return version
+
+    def shutdown(self, timeout: float = 60.0) -> None:
+        pass

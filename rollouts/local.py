@@ -1,0 +1,57 @@
+"""The pool's interface over one backend in this process, without Ray: what `rl-eval`, notebooks and fast tests of
+the trainer use (`Trainer(pool=LocalPool(FakeBackend(ckpt)))`)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from typing import Iterable, Iterator
+
+from .backend import RolloutBackend
+from .types import RolloutRequest, RolloutResult
+
+
+class LocalPool:
+    def __init__(self, backend: RolloutBackend):
+        self.backend = backend
+        self._owned: str | None = None  # the staging folder of the latest sync, when handed over
+
+    def stream(self, requests: list[RolloutRequest]) -> Iterator[RolloutResult]:
+        ids = [r.request_id for r in requests]
+        if len(set(ids)) != len(ids):
+            raise ValueError("request_id values must be unique within a batch")
+        return self.backend.stream(requests)
+
+    def generate(self, requests: list[RolloutRequest]) -> list[RolloutResult]:
+        by_id = {r.request.request_id: r for r in self.stream(requests)}
+        return [by_id[r.request_id] for r in requests]
+
+    def abort(self, request_ids: Iterable[str]) -> list[str]:
+        return self.backend.abort(request_ids)
+
+    def versions(self) -> list[int]:
+        return [self.backend.version()]
+
+    def single_node(self) -> bool:
+        return True
+
+    def sync_weights(self, version: int, weights: Iterable | None = None, path: str | None = None,
+                     transport: str = "auto", owned: bool = False) -> float:
+        """As `RolloutPool.sync_weights`: an `owned` folder is deleted once a newer version is loaded."""
+        start = time.perf_counter()
+        self.backend.load_weights(version, weights=weights, path=path)
+        previous, self._owned = self._owned, (str(path) if owned and path is not None else None)
+        if previous and previous != self._owned:
+            shutil.rmtree(previous, ignore_errors=True)
+        return time.perf_counter() - start
+
+    def sync_lora(self, version: int, adapter_path: str) -> float:
+        start = time.perf_counter()
+        self.backend.load_lora(version, adapter_path)
+        return time.perf_counter() - start
+
+    def shutdown(self, timeout: float = 60.0) -> None:
+        if self._owned:
+            shutil.rmtree(self._owned, ignore_errors=True)
+            self._owned = None
+        self.backend.shutdown(timeout)

@@ -1,0 +1,220 @@
+"""One thread that owns a vLLM engine and keeps every request it holds in one continuous batch.
+
+`LLM.generate` adds a batch and steps the engine until that batch is done: nothing joins the batch while it runs,
+and nothing comes back before its longest request finishes. Here a thread of its own builds the `LLM`, then loops:
+it takes requests as they are added (from any thread), steps the engine, and hands each request back the moment it
+finishes (a group of n samples is one request: vLLM's FINAL_ONLY output holds all n). Aborts free the engine's
+memory for that request at the next step. Control calls (weight and adapter loads, cache resets, shutdown) run in
+the same thread once no request is in flight, so they never see a half-sampled batch.
+
+Why this and not vLLM's AsyncLLM: AsyncLLM always runs the engine core in another process (slow start-up on CPU,
+no in-process model for the in-memory weight path), while `LLMEngine.step()` drives either engine, in-process or
+multiprocess, the same way; so the CPU tests take the GPU's path. Why one owning thread: the engine is not
+thread-safe, and on CPU vLLM binds the OpenMP threads of the thread that builds it, so the model runs there.
+
+A failed engine step (vLLM rejected something only once it ran) aborts what was in flight and runs each of those
+requests again alone, so only the one that fails alone fails; requests added meanwhile wait for that.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Callable
+
+ABORTED = object()
+"""Put on a request's queue instead of its output when it was aborted."""
+
+
+@dataclass
+class EngineItem:
+    """One request for the engine: `out` receives (key, RequestOutput | ABORTED | the exception that failed it)."""
+    key: str
+    prompt: dict
+    params: Any
+    lora: Any
+    out: queue.Queue
+    solo: bool = False
+
+
+class EngineLoop:
+    def __init__(self, build: Callable[[], Any], add: Callable[[Any, EngineItem], None], name: str = "engine-loop"):
+        """build(): the `LLM`, called in the loop's thread; add(llm, item): adds one item to the engine under
+        `item.key` (`rollouts.engine.add_request`). Raises what `build` raised."""
+        self._add_fn = add
+        self._commands: queue.Queue = queue.Queue()
+        self._inflight: dict[str, EngineItem] = {}
+        self._waiting: deque[EngineItem] = deque()  # added while a solo retry runs
+        self._solo: deque[EngineItem] = deque()  # to run again, one at a time, after a failed step
+        self._deferred: list[tuple[Callable, Future]] = []  # control calls waiting for an idle engine
+        self._keys = itertools.count()
+        self._closed = False
+        self.llm = None
+        started: Future = Future()
+        self._thread = threading.Thread(target=self._run, args=(build, started), name=name, daemon=True)
+        self._thread.start()
+        self.llm = started.result()
+
+    # ---- any thread ----
+    def new_key(self, request_id: str) -> str:
+        """An engine request id for `request_id`, unique for the engine's life (a request id may come again)."""
+        return f"{request_id}@{next(self._keys)}"
+
+    def add(self, items: list[EngineItem]) -> None:
+        self._command("add", items)
+
+    def abort(self, keys: list[str]) -> list[str]:
+        """The keys that were still in flight or queued, now cancelled (each gets ABORTED on its queue)."""
+        return self._command("abort", list(keys)).result()
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """fn() in the loop's thread once no request is in flight; its value, or what it raised."""
+        return self._command("call", fn).result()
+
+    def close(self, fn: Callable[[], Any]) -> None:
+        """Abort everything (their queues get a RuntimeError), run fn() (the engine's shutdown), stop the thread."""
+        if not self._closed and self._thread.is_alive():
+            self._command("close", fn).result()
+        self._thread.join(timeout=5)
+
+    def _command(self, kind: str, payload: Any) -> Future:
+        if self._closed:
+            raise RuntimeError("the rollout engine was shut down")
+        done: Future = Future()
+        self._commands.put((kind, payload, done))
+        return done
+
+    # ---- the loop's thread ----
+    def _run(self, build: Callable[[], Any], started: Future) -> None:
+        try:
+            self.llm = build()
+        except BaseException as e:  # noqa: BLE001 - raised in the constructor's thread
+            started.set_exception(e)
+            return
+        started.set_result(self.llm)
+        while not self._closed:
+            idle = not (self._inflight or self._solo or self._waiting)
+            if idle and self._deferred:
+                self._run_deferred()
+                continue
+            self._take(block=idle)
+            if self._closed:
+                break
+            if not self._inflight and self._solo:
+                self._start(self._solo.popleft())
+            elif not self._inflight and self._waiting:
+                while self._waiting:
+                    self._start(self._waiting.popleft())
+            if self._inflight:
+                self._step()
+
+    def _take(self, block: bool) -> None:
+        """Every command queued now (waiting for the first one when `block`)."""
+        try:
+            command = self._commands.get(block=block)
+        except queue.Empty:
+            return
+        while True:
+            self._handle(*command)
+            try:
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                return
+
+    def _handle(self, kind: str, payload: Any, done: Future) -> None:
+        if kind == "add":
+            solo_mode = bool(self._solo) or any(i.solo for i in self._inflight.values())
+            for item in payload:
+                if solo_mode:
+                    self._waiting.append(item)
+                else:
+                    self._start(item)
+            done.set_result(None)
+        elif kind == "abort":
+            done.set_result(self._abort(set(payload)))
+        elif kind == "call":
+            self._deferred.append((payload, done))
+        elif kind == "close":
+            self._shutdown(payload, done)
+
+    def _start(self, item: EngineItem) -> None:
+        try:
+            self._add_fn(self.llm, item)
+        except Exception as e:  # noqa: BLE001 - the request fails alone (a prompt vLLM rejects when adding it)
+            item.out.put((item.key, e))
+            return
+        self._inflight[item.key] = item
+
+    def _step(self) -> None:
+        engine = self.llm.llm_engine
+        try:
+            outputs = engine.step()
+        except Exception as e:  # noqa: BLE001 - see the module docstring
+            items = list(self._inflight.values())
+            self._inflight.clear()
+            self._abort_everything()
+            for item in items:
+                if item.solo:
+                    item.out.put((item.key, e))
+                else:
+                    item.solo = True
+                    self._solo.append(item)
+            return
+        for output in outputs:
+            if output.finished:
+                item = self._inflight.pop(output.request_id, None)
+                if item is not None:
+                    item.out.put((item.key, output))
+
+    def _abort_everything(self) -> None:
+        """Whatever the engine still holds after a failed step (its states of every request)."""
+        engine = self.llm.llm_engine
+        ids = list(engine.output_processor.request_states)
+        if ids:
+            engine.abort_request(ids, internal=True)
+
+    def _abort(self, keys: set[str]) -> list[str]:
+        live = [k for k in keys if k in self._inflight]
+        if live:
+            self.llm.llm_engine.abort_request(live, internal=False)  # a group's n samples go together
+        cancelled = [self._inflight.pop(k) for k in live]
+        for waiting in (self._waiting, self._solo):
+            kept = [i for i in waiting if i.key not in keys]
+            cancelled += [i for i in waiting if i.key in keys]
+            waiting.clear()
+            waiting.extend(kept)
+        for item in cancelled:
+            item.out.put((item.key, ABORTED))
+        return [i.key for i in cancelled]
+
+    def _run_deferred(self) -> None:
+        calls, self._deferred = self._deferred, []
+        for fn, done in calls:
+            try:
+                done.set_result(fn())
+            except BaseException as e:  # noqa: BLE001 - raised in the caller's thread
+                done.set_exception(e)
+
+    def _shutdown(self, fn: Callable[[], Any], done: Future) -> None:
+        self._closed = True
+        gone = RuntimeError("the rollout engine was shut down")
+        for item in [*self._inflight.values(), *self._waiting, *self._solo]:
+            item.out.put((item.key, gone))
+        self._inflight.clear(), self._waiting.clear(), self._solo.clear()
+        for _, waiting in self._deferred:
+            waiting.set_exception(gone)
+        self._deferred = []
+        try:
+            done.set_result(fn())
+        except BaseException as e:  # noqa: BLE001
+            done.set_exception(e)
+        while True:  # commands that raced with the close
+            try:
+                _, _, late = self._commands.get_nowait()
+            except queue.Empty:
+                break
+            late.set_exception(gone)
