@@ -2,6 +2,7 @@
 
     python bench/e2e.py --json OUT.json [--steps 3] [--preset small]
     python bench/e2e.py --json OUT.json --ours-modes [--steps 4]   # rl-train alone: its loop modes
+    python bench/e2e.py --json OUT.json --dynamic [--steps 30]     # dynamic sampling: refills vs over-provisioning
 
 Workload (the issue's): text-only prompts, 8 prompts x 8 samples x 128 new tokens per step, reward = the share of
 digits (examples/rewards/digits.py) on both sides. The weights: one random MiniCPM-V checkpoint; TRL gets its `llm`
@@ -18,6 +19,11 @@ one-step-off loop (`run.async_mode=one_step_off`: the next batch is generated du
 updates (`algo.mini_batches=2`, `algo.ppo_epochs=2`: four optimizer steps per batch, after a pass for the old
 log-probs). On a CPU both sides share the same cores, so the overlap shows here only as far as they do not compete
 (bench/overlap.py measures it with sleeping stand-ins).
+
+`--dynamic`: `configs/learn_cpu.yaml` with `algo.dynamic_sampling=true`, once with refill rounds alone
+(`algo.oversample=1`) and once over-provisioned (`algo.oversample=1.5`: the first groups with reward variance fill the
+batch, the rest are aborted), both with up to 8 refill rounds so that every step keeps the same 8 groups. As the
+digit-share reward saturates, more groups have no variance and the refill rounds multiply.
 """
 
 from __future__ import annotations
@@ -57,7 +63,7 @@ def run_ours(ckpt: Path, data: Path, run_dir: Path, steps: int, short_tokens: in
     overrides = [f"model.path={ckpt}", f"data.path={data}", f"run.dir={run_dir}", f"run.steps={steps}",
                  f"rollout.prompts_per_step={PROMPTS}", f"rollout.n={N}", "rollout.dtype=float32",
                  f"rollout.short.max_new_tokens={short_tokens}", f"rollout.long.max_new_tokens={long_tokens}",
-                 f"rollout.chunk_size={PROMPTS}", "rollout.max_model_len=2048",
+                 "rollout.max_model_len=2048",
                  "run.save_every=0", "run.export=false", "run.progress=false", "run.tensorboard=false",
                  "learner.lora=false", "learner.lr=1e-5", "learner.entropy_metric=false",
                  "learner.packing=false",  # length-sorted padding: the CPU has no varlen attention kernel
@@ -133,9 +139,13 @@ def main() -> None:
     parser.add_argument("--preset", default="small")
     parser.add_argument("--ours-modes", action="store_true",
                         help="rl-train alone: on-policy, one-step-off and 2 mini-batches x 2 epochs (no TRL)")
+    parser.add_argument("--dynamic", action="store_true",
+                        help="dynamic sampling on configs/learn_cpu.yaml: refill rounds vs over-provisioning")
     args = parser.parse_args()
     if args.ours_modes:
         return main_modes(args)
+    if args.dynamic:
+        return main_dynamic(args)
     from model.tiny import build_tiny_checkpoint
     from rl.data.demo import write_demo
 
@@ -209,6 +219,39 @@ def main_modes(args) -> None:
                         "updates_per_step": history[-1].get("learner/updates"),
                         "clip_fraction": statistics.fmean(h.get("clip_fraction", 0.0) for h in history[1:])}
     report["one_step_off_over_on_policy"] = report["one_step_off"]["tokens_per_s"] / report["on_policy"]["tokens_per_s"]
+    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report))
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def main_dynamic(args) -> None:
+    import ray
+
+    from rl.config import load
+    from rl.trainer import Trainer
+
+    work = Path(tempfile.mkdtemp(prefix="e2e-dynamic-"))
+    os.chdir(ROOT)  # the config's reward plugin path is relative to the repository
+    report: dict = {"config": "configs/learn_cpu.yaml", "steps": args.steps,
+                    "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+                    f"{'cuda ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu'}"}
+    for name, factor in (("refill_rounds", 1), ("oversample_1_5", 1.5)):
+        cfg = load("configs/learn_cpu.yaml", [
+            f"model.path={work / 'ckpt'}", f"data.path={work / 'data' / 'arith.jsonl'}", f"run.dir={work / name}",
+            f"run.steps={args.steps}", "run.progress=false", "run.tensorboard=false", "run.export=false",
+            "run.save_every=0", "algo.dynamic_sampling=true", f"algo.oversample={factor}", "algo.max_refill_rounds=8"])
+        history = Trainer(cfg).fit()
+        ray.shutdown()
+        steady = history[1:]
+        report[name] = {
+            "step_s_mean": statistics.fmean(h["time/step"] for h in steady),
+            "generate_s_mean": statistics.fmean(h["time/generate"] for h in steady),
+            "groups_kept_mean": statistics.fmean(h["dynamic/groups_kept"] for h in steady),
+            **{f"{k}_total": sum(h[f"dynamic/{k}"] for h in steady)
+               for k in ("groups_generated", "groups_dropped", "groups_aborted", "refill_rounds")},
+            "reward_last5": statistics.fmean(h["reward/mean"] for h in history[-5:])}
+    report["oversample_over_refill_step_time"] = (report["oversample_1_5"]["step_s_mean"]
+                                                  / report["refill_rounds"]["step_s_mean"])
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report))
     shutil.rmtree(work, ignore_errors=True)

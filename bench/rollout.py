@@ -4,6 +4,9 @@
 
 Prompts: image + text questions, half short mode, half long mode, groups of n. All three paths sample the same
 number of tokens per request (min_tokens = max_tokens, EOS ignored), so tokens/s compare like for like.
+Hybrid length mix (`hybrid_*`): the same prompts with short mode at --hybrid-short (64) and long mode at
+--hybrid-long (512) new tokens, long groups submitted first; the pool streams them, and the report gives when the
+first group, the first short group and the last long group came back, against one bare vLLM generate call.
 Weight sync: full weights (in-memory tensors through the object store) and a LoRA adapter, timed through the pool.
 The first generate of each engine (a one-time warm-up) is excluded.
 """
@@ -85,7 +88,42 @@ def bench_hf(ckpt, prompts, n, max_tokens, dtype):
     return tokens / seconds, tokens, seconds
 
 
-def bench_pool(ckpt, requests, n, max_tokens, dtype, workers):
+def hybrid_requests(requests: list[RolloutRequest], lengths: dict[str, int]) -> list[RolloutRequest]:
+    """Copies with each mode's length, long ones first (submission order)."""
+    out = [RolloutRequest(f"h-{r.request_id}", r.messages, r.mode, r.n,
+                          SamplingConfig(max_new_tokens=lengths[r.mode])) for r in requests]
+    return sorted(out, key=lambda r: r.mode != "long")
+
+
+def hybrid_stream(pool, requests, lengths: dict[str, int]) -> dict:
+    """Seconds from submission to the first group, the first short group and the last long group (pool.stream)."""
+    arrivals = []
+    start = time.perf_counter()
+    for result in pool.stream(hybrid_requests(requests, lengths)):
+        arrivals.append((time.perf_counter() - start, result.request.mode,
+                         sum(len(s.completion_token_ids) for s in result.samples)))
+    return {"first_group_s": arrivals[0][0], "first_short_s": min(t for t, m, _ in arrivals if m == "short"),
+            "last_long_s": max(t for t, m, _ in arrivals if m == "long"), "total_s": arrivals[-1][0],
+            "tokens": sum(k for _, _, k in arrivals)}
+
+
+def bench_vllm_hybrid(ckpt, prompts, requests, lengths, dtype) -> tuple[float, int]:
+    """One bare generate call on the hybrid mix: (seconds, tokens); nothing comes back before the end."""
+    llm = make_llm(ckpt, dtype=dtype, max_model_len=4096)
+    order = sorted(range(len(requests)), key=lambda i: requests[i].mode != "long")
+    reqs = [{"prompt": prompts[i].text, "multi_modal_data": {"image": prompts[i].images}} for i in order]
+    params = [vllm_params(requests[i].n, lengths[requests[i].mode]) for i in order]
+    llm.generate(reqs[:1], vllm_params(1, 4), use_tqdm=False)  # warm-up
+    start = time.perf_counter()
+    outs = llm.generate(reqs, params, use_tqdm=False)
+    seconds = time.perf_counter() - start
+    tokens = sum(len(o.token_ids) for out in outs for o in out.outputs)
+    del llm
+    gc.collect()
+    return seconds, tokens
+
+
+def bench_pool(ckpt, requests, n, max_tokens, dtype, workers, hybrid_tokens):
     import ray
     from peft import LoraConfig, get_peft_model
 
@@ -94,14 +132,14 @@ def bench_pool(ckpt, requests, n, max_tokens, dtype, workers):
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     sampling = {m: SamplingConfig(max_new_tokens=max_tokens) for m in MODES}
     options = dict(mode_sampling=sampling, dtype=dtype, max_model_len=4096, cpus_per_worker=os.cpu_count() / workers)
-    # One chunk per worker: the same batching as one bare generate call (smaller chunks stream sooner).
-    pool = RolloutPool(ckpt, num_workers=workers, chunk_size=-(-len(requests) // workers), **options)
+    pool = RolloutPool(ckpt, num_workers=workers, **options)
     ray.get([s.actor.__ray_call__.remote(force_full_length) for s in pool.slots])
     pool.generate(requests[:1])  # warm-up
     start = time.perf_counter()
     results = pool.generate(requests)
     seconds = time.perf_counter() - start
     tokens = sum(len(s.completion_token_ids) for r in results for s in r.samples)
+    hybrid = hybrid_stream(pool, requests, hybrid_tokens)
     model = MiniCPMV.from_pretrained(ckpt, dtype=getattr(torch, dtype))
     sync_full = {transport: min(pool.sync_weights(v, weights=model.state_dict().items(), transport=transport)
                                 for v in (1, 2))
@@ -122,7 +160,7 @@ def bench_pool(ckpt, requests, n, max_tokens, dtype, workers):
         lora_load = lora_first - (time.perf_counter() - start_again)
     pool.shutdown()
     ray.shutdown()
-    return tokens / seconds, tokens, seconds, sync_full, sync_lora, lora_load
+    return tokens / seconds, tokens, seconds, sync_full, sync_lora, lora_load, hybrid
 
 
 def main() -> None:
@@ -134,6 +172,8 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--hybrid-short", type=int, default=64)
+    parser.add_argument("--hybrid-long", type=int, default=512)
     args = parser.parse_args()
     processor = Processor.from_pretrained(args.ckpt)
     requests = make_requests(args.prompts, args.n)
@@ -142,14 +182,20 @@ def main() -> None:
 
     tps_vllm, tok_vllm, s_vllm = bench_vllm(args.ckpt, prompts, args.n, args.max_tokens, args.dtype)
     tps_hf, tok_hf, s_hf = bench_hf(args.ckpt, prompts, args.n, args.max_tokens, args.dtype)
-    tps_pool, tok_pool, s_pool, sync_full, sync_lora, lora_load = bench_pool(
-        args.ckpt, requests, args.n, args.max_tokens, args.dtype, args.workers)
+    lengths = {"short": args.hybrid_short, "long": args.hybrid_long, "auto": args.hybrid_long}
+    s_vllm_hybrid, tok_vllm_hybrid = bench_vllm_hybrid(args.ckpt, prompts, requests, lengths, args.dtype)
+    tps_pool, tok_pool, s_pool, sync_full, sync_lora, lora_load, hybrid = bench_pool(
+        args.ckpt, requests, args.n, args.max_tokens, args.dtype, args.workers, lengths)
     report = {
         "tokens_per_s_pool": tps_pool, "tokens_per_s_vllm": tps_vllm, "tokens_per_s_hf": tps_hf,
         "pool_over_vllm": tps_pool / tps_vllm, "vllm_over_hf": tps_vllm / tps_hf,
         "sync_full_s": sync_full["auto"], "sync_full_s_shm": sync_full["shm"],
         "sync_full_s_object_store": sync_full["object_store"], "sync_lora_s": sync_lora,
         "generate_step_s_pool": s_pool, "sync_full_over_generate": sync_full["auto"] / s_pool, "lora_first_use_load_s": lora_load,
+        "hybrid_first_group_s": hybrid["first_group_s"], "hybrid_first_short_s": hybrid["first_short_s"],
+        "hybrid_last_long_s": hybrid["last_long_s"], "hybrid_total_s_pool": hybrid["total_s"],
+        "hybrid_total_s_vllm": s_vllm_hybrid, "hybrid_tokens_per_s_pool": hybrid["tokens"] / hybrid["total_s"],
+        "hybrid_tokens_per_s_vllm": tok_vllm_hybrid / s_vllm_hybrid, "hybrid_lengths": lengths,
         "tokens_pool": tok_pool, "tokens_vllm": tok_vllm, "tokens_hf": tok_hf,
         "generate_s_vllm": s_vllm, "generate_s_hf": s_hf,
         "model_params": n_params, "prompts": args.prompts, "n": args.n, "max_tokens": args.max_tokens,

@@ -237,9 +237,10 @@ class Trainer:
                 batch.failed += self._failed_requests(results)
                 with phases("score"):
                     self._score_into(batch, [r for r in results if r.ok])
-            if not cfg.algo.dynamic_sampling or batch.refills >= cfg.algo.max_refill_rounds:
+            full = len(batch.kept) >= target
+            if full or not cfg.algo.dynamic_sampling or batch.refills >= cfg.algo.max_refill_rounds:
                 break
-            batch.refills += 1
+            batch.refills += 1  # counted when a refill round really runs
         batch.seconds = phases.seconds
         return batch
 

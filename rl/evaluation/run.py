@@ -70,13 +70,15 @@ class EvalSettings:
 
 
 class _Engine:
-    """One RolloutWorker moved from target to target."""
+    """One rollout backend (`rollouts.backend.RolloutBackend`; vLLM's `RolloutWorker` unless another is given)
+    moved from target to target."""
 
-    def __init__(self, targets: list[Target], cfg: TrainConfig, settings: EvalSettings):
-        from rollouts.worker import RolloutWorker
+    def __init__(self, targets: list[Target], cfg: TrainConfig, settings: EvalSettings, backend: type | None = None):
+        if backend is None:
+            from rollouts.worker import RolloutWorker as backend
 
         ranks = [t.lora_rank for t in targets if t.adapter]
-        self.worker = RolloutWorker(str(targets[0].base), mode_sampling=settings.sampling(cfg), seed=settings.seed,
+        self.worker = backend(str(targets[0].base), mode_sampling=settings.sampling(cfg), seed=settings.seed,
                                     max_model_len=settings.max_model_len or cfg.rollout.max_model_len,
                                     dtype=settings.dtype or cfg.rollout.dtype, enable_lora=bool(ranks),
                                     max_lora_rank=max(ranks, default=16), max_image_pixels=cfg.data.max_image_pixels)
@@ -98,8 +100,10 @@ class _Engine:
             self.worker.unload_lora(self.version)
 
 
-def run_eval(checkpoint: str | Path, data: str | Path, out: str | Path, settings: EvalSettings | None = None) -> dict:
-    """Evaluate and write `out/summary.json`, `out/results.jsonl` and the plots; returns the summary."""
+def run_eval(checkpoint: str | Path, data: str | Path, out: str | Path, settings: EvalSettings | None = None,
+             backend: type | None = None) -> dict:
+    """Evaluate and write `out/summary.json`, `out/results.jsonl` and the plots; returns the summary. backend: the
+    rollout backend class to sample with (default: the vLLM worker)."""
     settings = settings or EvalSettings()
     out = Path(out)
     targets, run_cfg = find_targets(checkpoint, settings.include_base)
@@ -113,7 +117,7 @@ def run_eval(checkpoint: str | Path, data: str | Path, out: str | Path, settings
     if report.bad:
         log.warning("bad rows left out: %s", report.summary())
     out.mkdir(parents=True, exist_ok=True)
-    engine = _Engine(targets, cfg, settings)
+    engine = _Engine(targets, cfg, settings, backend)
     runner = RewardRunner(cfg.reward.runner_config())
     score = lambda results: score_results(results, runner, cfg.reward.combine, cfg.data.default_reward)  # noqa: E731
     per_target, records = [], []

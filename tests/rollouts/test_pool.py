@@ -62,3 +62,29 @@ def test_killed_worker_is_replaced_and_its_prompts_resubmitted(pool, tiny_ckpt):
     assert pool.versions() == [2, 2]  # the replacement received the current weights
     from_replacement = [r for r in got if r.worker_id == 0 and r.policy_version == 2]
     assert from_replacement and learner_diff(new, got).max() <= 1e-4
+
+
+def test_groups_stream_in_completion_order_and_aborted_ones_free_the_workers(pool):
+    from rollouts.types import SamplingConfig
+
+    pool.generate(requests(2, n=1, prefix="o-warm"))  # a replaced (cold) engine's first step is slow
+    reqs = requests(6, n=2, prefix="o")
+    for i, r in enumerate(reqs):  # two long groups (one per worker) submitted first, then four short ones
+        r.mode, r.sampling = ("long", SamplingConfig(max_new_tokens=1000)) if i < 2 else \
+            ("short", SamplingConfig(max_new_tokens=4))
+        r.seed = 1000 * i
+    stream = pool.stream(reqs)
+    shorts = [next(stream) for _ in range(4)]
+    assert {r.request.request_id for r in shorts} == {"o2", "o3", "o4", "o5"}  # before the long ones
+    assert sorted(pool.abort(["o0", "o1", "o2"])) == ["o0", "o1"]  # o2 was already returned
+    assert list(stream) == []  # aborted groups never come back
+    assert [w["in_flight_requests"] for w in pool.load()] == [0, 0]
+    assert [ray_get(s.actor.in_flight.remote()) for s in pool.slots] == [0, 0]  # the engines let go of them
+    after = pool.generate(requests(4, n=2, prefix="o-after"))
+    assert all(r.ok and len(r.samples) == 2 for r in after)
+
+
+def ray_get(ref):
+    import ray
+
+    return ray.get(ref)

@@ -1,0 +1,86 @@
+"""The trainer on the fake rollout backend (no Ray, no vLLM): a full step with the real learner in seconds, and
+dynamic sampling that over-provisions: the first groups with reward variance fill the batch, the rest are aborted."""
+
+import random
+
+import pytest
+
+import rl.trainer as trainer_module
+from rl.config import ConfigError, load
+from rl.trainer import Trainer
+from rollouts.fake import FakeBackend
+from rollouts.local import LocalPool
+
+
+def config(tmp_path, ckpt, *extra):
+    return load("configs/tiny_cpu.yaml", [
+        f"run.dir={tmp_path / 'run'}", "run.steps=1", "run.export=false", "run.progress=false",
+        "run.tensorboard=false", "run.save_every=0", f"data.path={tmp_path / 'd.jsonl'}", "data.demo_rows=40",
+        "rollout.prompts_per_step=4", "rollout.n=4", "reward.workers=1", f"model.path={ckpt}", *extra])
+
+
+@pytest.fixture
+def no_ray(monkeypatch):
+    monkeypatch.setattr(trainer_module, "start_ray", lambda cfg: pytest.fail("the trainer started Ray"))
+    monkeypatch.setattr(trainer_module, "RolloutPool", lambda *a, **k: pytest.fail("the trainer built a Ray pool"))
+
+
+def test_a_full_step_with_the_real_learner_on_the_fake_backend(tiny_ckpt, tmp_path, no_ray):
+    import ray
+
+    backend = FakeBackend(str(tiny_ckpt))
+    history = Trainer(config(tmp_path, tiny_ckpt), pool=LocalPool(backend)).fit()
+    [step] = history
+    assert step["learner/loss"] is not None and step["groups"] == 4 and step["failed_requests"] == 0
+    assert [(kind, version) for kind, version, _ in backend.loads] == [("lora", 1)]  # the new adapter was synced
+    assert {"reward/short/mean", "reward/long/mean"} <= set(step)
+    assert not ray.is_initialized()
+
+
+def slow_signal_fast_no_signal(request, index, rng: random.Random) -> str:
+    """Long mode: quickly, always right (no reward variance). Short mode: slowly, right every other sample."""
+    if request.mode == "long":
+        return f"</think>\n\n\\boxed{{{request.meta['answer']}}}"
+    answer = request.meta["answer"] if index % 2 == 0 else "no idea"
+    return "Counting the shapes one by one, carefully, " * 3 + f"\\boxed{{{answer}}}"
+
+
+def test_over_provisioned_dynamic_sampling_keeps_the_first_groups_with_signal_and_aborts_the_rest(
+        tiny_ckpt, tmp_path, no_ray):
+    cfg = config(tmp_path, tiny_ckpt, "algo.dynamic_sampling=true", "algo.oversample=3", "learner.lora=true")
+    backend = FakeBackend(str(tiny_ckpt), respond=slow_signal_fast_no_signal, seconds_per_token=0.005)
+    trainer = Trainer(cfg, pool=LocalPool(backend))
+    batch = trainer.collect(0)
+    trainer.close()
+    assert len(batch.kept) == 4 and batch.refills == 0  # 12 submitted; the batch filled in the first round
+    assert all(result.request.mode == "short" for result, _, _ in batch.kept)
+    assert batch.dropped == sum(r.request.mode == "long" for r, _, _ in batch.seen) > 0  # no variance: dropped
+    assert batch.aborted == 12 - len(batch.seen) > 0  # the rest was still running: aborted, never scored
+    assert backend.in_flight() == 0
+
+
+def test_without_over_provisioning_refill_rounds_fill_the_batch(tiny_ckpt, tmp_path, no_ray):
+    cfg = config(tmp_path, tiny_ckpt, "algo.dynamic_sampling=true", "algo.oversample=1", "algo.max_refill_rounds=5")
+    trainer = Trainer(cfg, pool=LocalPool(FakeBackend(str(tiny_ckpt), respond=slow_signal_fast_no_signal)))
+    batch = trainer.collect(0)
+    trainer.close()
+    assert batch.aborted == 0 and batch.refills >= 1 and len(batch.kept) >= 4
+    assert all(result.request.mode == "short" for result, _, _ in batch.kept)
+
+
+def test_oversample_without_dynamic_sampling_is_a_config_error(tiny_ckpt, tmp_path):
+    with pytest.raises(ConfigError, match=r"algo.oversample=1.5 acts only with algo.dynamic_sampling=true"):
+        config(tmp_path, tiny_ckpt, "algo.oversample=1.5")
+
+
+def test_rl_eval_samples_with_any_backend(tiny_ckpt, tmp_path):
+    """rl-eval takes the backend class; the fake one answers right half the time, so accuracy is in (0, 1)."""
+    from rl.data.demo import write_demo
+    from rl.evaluation.run import EvalSettings, run_eval
+
+    data = write_demo("count_shapes", tmp_path / "d.jsonl", rows=6)
+    summary = run_eval(tiny_ckpt, data, tmp_path / "eval", EvalSettings(n=4, progress=False), backend=FakeBackend)
+    assert set(summary["modes"]) == {"short", "long"}
+    for mode in ("short", "long"):
+        assert 0 < summary["modes"][mode]["accuracy"] < 1
+    assert (tmp_path / "eval" / "results.jsonl").is_file()
