@@ -21,9 +21,10 @@ log-probs). On a CPU both sides share the same cores, so the overlap shows here 
 (bench/overlap.py measures it with sleeping stand-ins).
 
 `--dynamic`: `configs/learn_cpu.yaml` with `algo.dynamic_sampling=true`, once with refill rounds alone
-(`algo.oversample=1`) and once over-provisioned (`algo.oversample=1.5`: the first groups with reward variance fill the
-batch, the rest are aborted), both with up to 8 refill rounds so that every step keeps the same 8 groups. As the
-digit-share reward saturates, more groups have no variance and the refill rounds multiply.
+(`algo.oversample=1`) and once over-provisioned (`algo.oversample=1.5`: the groups with reward variance fill the
+batch in submission order, the requests after them still running are aborted), both with up to 8 refill rounds.
+As the digit-share reward saturates, more groups have no variance and the refill rounds multiply. `--long-tokens`
+lengthens long mode (the hybrid regime, where a refill round waits for its longest group).
 """
 
 from __future__ import annotations
@@ -135,13 +136,16 @@ def throughput(history: list[dict], tokens_key: str) -> tuple[float, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", required=True)
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=None, help="default: 3; 30 with --dynamic")
     parser.add_argument("--preset", default="small")
     parser.add_argument("--ours-modes", action="store_true",
                         help="rl-train alone: on-policy, one-step-off and 2 mini-batches x 2 epochs (no TRL)")
     parser.add_argument("--dynamic", action="store_true",
                         help="dynamic sampling on configs/learn_cpu.yaml: refill rounds vs over-provisioning")
+    parser.add_argument("--long-tokens", type=int, default=None,
+                        help="--dynamic: long mode's max_new_tokens (default: the config's 32)")
     args = parser.parse_args()
+    args.steps = args.steps or (30 if args.dynamic else 3)
     if args.ours_modes:
         return main_modes(args)
     if args.dynamic:
@@ -232,14 +236,15 @@ def main_dynamic(args) -> None:
 
     work = Path(tempfile.mkdtemp(prefix="e2e-dynamic-"))
     os.chdir(ROOT)  # the config's reward plugin path is relative to the repository
-    report: dict = {"config": "configs/learn_cpu.yaml", "steps": args.steps,
+    report: dict = {"config": "configs/learn_cpu.yaml", "steps": args.steps, "long_tokens": args.long_tokens or 32,
                     "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
                     f"{'cuda ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu'}"}
     for name, factor in (("refill_rounds", 1), ("oversample_1_5", 1.5)):
         cfg = load("configs/learn_cpu.yaml", [
             f"model.path={work / 'ckpt'}", f"data.path={work / 'data' / 'arith.jsonl'}", f"run.dir={work / name}",
             f"run.steps={args.steps}", "run.progress=false", "run.tensorboard=false", "run.export=false",
-            "run.save_every=0", "algo.dynamic_sampling=true", f"algo.oversample={factor}", "algo.max_refill_rounds=8"])
+            "run.save_every=0", "algo.dynamic_sampling=true", f"algo.oversample={factor}", "algo.max_refill_rounds=8",
+            *([f"rollout.long.max_new_tokens={args.long_tokens}"] if args.long_tokens else [])])
         history = Trainer(cfg).fit()
         ray.shutdown()
         steady = history[1:]
@@ -247,11 +252,14 @@ def main_dynamic(args) -> None:
             "step_s_mean": statistics.fmean(h["time/step"] for h in steady),
             "generate_s_mean": statistics.fmean(h["time/generate"] for h in steady),
             "groups_kept_mean": statistics.fmean(h["dynamic/groups_kept"] for h in steady),
+            "step_s_per_kept_group": sum(h["time/step"] for h in steady) / sum(h["dynamic/groups_kept"] for h in steady),
             **{f"{k}_total": sum(h[f"dynamic/{k}"] for h in steady)
                for k in ("groups_generated", "groups_dropped", "groups_aborted", "refill_rounds")},
             "reward_last5": statistics.fmean(h["reward/mean"] for h in history[-5:])}
     report["oversample_over_refill_step_time"] = (report["oversample_1_5"]["step_s_mean"]
                                                   / report["refill_rounds"]["step_s_mean"])
+    report["oversample_over_refill_per_kept_group"] = (report["oversample_1_5"]["step_s_per_kept_group"]
+                                                       / report["refill_rounds"]["step_s_per_kept_group"])
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report))
     shutil.rmtree(work, ignore_errors=True)

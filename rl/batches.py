@@ -20,6 +20,8 @@ class Batch:
     """Groups dynamic sampling dropped (no reward variance)."""
     aborted: int = 0
     """Requests dynamic sampling's over-provisioning aborted once the batch was full."""
+    surplus: int = 0
+    """Groups with signal that had finished but came after the kept ones in submission order (unused)."""
     refills: int = 0
     failed: int = 0
     """Requests that failed (logged by file and row)."""

@@ -204,6 +204,7 @@ class Trainer:
                         "mode/long_fraction": long_fraction_at(cfg.modes, self.step), "groups": len(kept),
                         "dynamic/groups_generated": len(batch.seen), "dynamic/groups_kept": len(batch.kept),
                         "dynamic/groups_dropped": batch.dropped, "dynamic/groups_aborted": batch.aborted,
+                        "dynamic/groups_surplus": batch.surplus,
                         "dynamic/refill_rounds": batch.refills,
                         "failed_requests": batch.failed, "data/bad_rows": self.dataset.bad_rows,
                         "staleness/mean": sum(ages) / len(ages) if ages else 0.0,
@@ -213,8 +214,9 @@ class Trainer:
     def collect(self, step: int) -> Batch:
         """The rollout side of step `step`: sample prompts, assign modes, generate, score, and with dynamic sampling
         drop the groups without reward variance. Dynamic sampling over-provisions (`algo.oversample`): a round
-        submits that many times the groups still needed, keeps the first groups with signal as they stream in and
-        aborts the rest once the batch is full; refill rounds (at most `algo.max_refill_rounds`) are the fallback."""
+        submits that many times the groups still needed, judges each group as it streams in, keeps the first ones
+        with signal in submission order and aborts the rest once those are known; refill rounds (at most
+        `algo.max_refill_rounds`) are the fallback."""
         cfg, phases = self.cfg, Phases()
         batch = Batch()
         target = cfg.rollout.prompts_per_step
@@ -236,7 +238,7 @@ class Trainer:
                     results = self.pool.generate(requests)
                 batch.failed += self._failed_requests(results)
                 with phases("score"):
-                    self._score_into(batch, [r for r in results if r.ok])
+                    batch.kept += [g for g in self._judge(batch, [r for r in results if r.ok]) if g is not None]
             full = len(batch.kept) >= target
             if full or not cfg.algo.dynamic_sampling or batch.refills >= cfg.algo.max_refill_rounds:
                 break
@@ -245,39 +247,56 @@ class Trainer:
         return batch
 
     def _stream_round(self, requests: list, target: int, batch: Batch, phases: Phases) -> None:
-        """Score each group as it finishes; once `target` groups are kept, abort the requests still running."""
-        start, scoring, left = time.perf_counter(), 0.0, {r.request_id for r in requests}
+        """Score each group as it finishes and keep the groups with reward variance in submission order, not in
+        finishing order (which would favour short completions, and short mode): the first ones until the batch
+        holds `target`. Once those are known, the requests after them still running are aborted; groups after them
+        that had finished already are counted as surplus."""
+        start, scoring = time.perf_counter(), 0.0
+        index = {r.request_id: i for i, r in enumerate(requests)}
+        verdict: dict[int, Scored | None] = {}  # submission index -> the group if it has signal, else None
+        cursor = 0  # every group before it is decided
         stream = self.pool.stream(requests)
         try:
             for result in stream:
-                left.discard(result.request.request_id)
-                if not result.ok:
+                i = index[result.request.request_id]
+                if result.ok:
+                    scored_at = time.perf_counter()
+                    verdict[i] = self._judge(batch, [result])[0]
+                    scoring += time.perf_counter() - scored_at
+                else:
                     batch.failed += self._failed_requests([result])
-                    continue
-                scored_at = time.perf_counter()
-                self._score_into(batch, [result])
-                scoring += time.perf_counter() - scored_at
+                    verdict[i] = None
+                while cursor in verdict and len(batch.kept) < target:
+                    if verdict[cursor] is not None:
+                        batch.kept.append(verdict[cursor])
+                    cursor += 1
                 if len(batch.kept) >= target:
-                    batch.aborted += len(self.pool.abort(sorted(left)))
+                    running = [r.request_id for j, r in enumerate(requests) if j >= cursor and j not in verdict]
+                    batch.aborted += len(self.pool.abort(running))
+                    batch.surplus += sum(1 for j, g in verdict.items() if j >= cursor and g is not None)
                     break
         finally:
             stream.close()
         phases.seconds["generate"] = phases.seconds.get("generate", 0.0) + time.perf_counter() - start - scoring
         phases.seconds["score"] = phases.seconds.get("score", 0.0) + scoring
 
-    def _score_into(self, batch: Batch, results: list[RolloutResult]) -> None:
-        """Score groups; keep them, or with dynamic sampling drop those whose rewards are all equal."""
+    def _judge(self, batch: Batch, results: list[RolloutResult]) -> list[Scored | None]:
+        """Score groups (health and every group into `batch`); each one with signal, or None where dynamic
+        sampling drops it (rewards all equal; counted in batch.dropped)."""
         cfg = self.cfg
         scored, health = score_with_health(results, self.runner, cfg.reward.combine, cfg.data.default_reward)
         for part, h in health.items():
             batch.health.setdefault(part, PartHealth()).add(h)
         batch.seen += scored
-        for result, rewards, parts in scored:
-            valid = [r for r in rewards if r is not None]
+        out: list[Scored | None] = []
+        for group in scored:
+            valid = [r for r in group[1] if r is not None]
             if cfg.algo.dynamic_sampling and (len(valid) < 2 or max(valid) == min(valid)):
                 batch.dropped += 1
+                out.append(None)
             else:
-                batch.kept.append((result, rewards, parts))
+                out.append(group)
+        return out
 
     def _sync_if_behind(self) -> None:
         if self._synced != self.learner.version:

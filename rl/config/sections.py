@@ -196,11 +196,11 @@ class AlgoConfig:
     max_refill_rounds: int = Field(2, ge=0)
     """Dynamic sampling: extra rollout rounds per step at most; the step goes on with what it has."""
     oversample: Optional[float] = Field(None, ge=1)
-    """Dynamic sampling: each round submits this many times the groups still needed, keeps the first groups with
-    reward variance as they stream in, and aborts the rest once the batch is full (their rows are not revisited
-    this epoch, like dropped groups); refill rounds stay the fallback. None: 1.5 with dynamic sampling (DAPO
-    over-samples too; the paper is silent), 1.0 (exactly the groups needed, no abort) otherwise. Above 1, which
-    groups fill the batch depends on which finish first, so runs are no longer bit-reproducible."""
+    """Dynamic sampling: each round submits this many times the groups still needed and judges each group as it
+    finishes; the groups with reward variance are kept in submission order (not finishing order, which would
+    favour short completions), and once the batch is full the requests after them still running are aborted (their
+    rows are not revisited this epoch, like dropped groups). Refill rounds stay the fallback. None: 1.5 with dynamic
+    sampling (verl's DAPO recipe over-samples too; the paper is silent), 1.0 (exactly the groups needed) otherwise."""
     ppo_epochs: int = Field(1, ge=1)
     """Passes over each rollout batch (verl's ppo_epochs, TRL's num_iterations). Paper silent; 1: on-policy."""
     mini_batches: int = Field(1, ge=1)

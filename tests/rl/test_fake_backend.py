@@ -37,6 +37,17 @@ def test_a_full_step_with_the_real_learner_on_the_fake_backend(tiny_ckpt, tmp_pa
     assert not ray.is_initialized()
 
 
+def collect_once(tmp_path, ckpt, respond, oversample: float):
+    """Step 0's batch with dynamic sampling over-provisioned, on the fake backend at 5 ms per token."""
+    backend = FakeBackend(str(ckpt), respond=respond, seconds_per_token=0.005)
+    trainer = Trainer(config(tmp_path, ckpt, "algo.dynamic_sampling=true", f"algo.oversample={oversample}"),
+                      pool=LocalPool(backend))
+    try:
+        return trainer.collect(0), backend
+    finally:
+        trainer.close()
+
+
 def slow_signal_fast_no_signal(request, index, rng: random.Random) -> str:
     """Long mode: quickly, always right (no reward variance). Short mode: slowly, right every other sample."""
     if request.mode == "long":
@@ -45,18 +56,32 @@ def slow_signal_fast_no_signal(request, index, rng: random.Random) -> str:
     return "Counting the shapes one by one, carefully, " * 3 + f"\\boxed{{{answer}}}"
 
 
-def test_over_provisioned_dynamic_sampling_keeps_the_first_groups_with_signal_and_aborts_the_rest(
+def test_over_provisioned_dynamic_sampling_keeps_groups_with_signal_in_submission_order_and_aborts_the_rest(
         tiny_ckpt, tmp_path, no_ray):
-    cfg = config(tmp_path, tiny_ckpt, "algo.dynamic_sampling=true", "algo.oversample=3", "learner.lora=true")
-    backend = FakeBackend(str(tiny_ckpt), respond=slow_signal_fast_no_signal, seconds_per_token=0.005)
-    trainer = Trainer(cfg, pool=LocalPool(backend))
-    batch = trainer.collect(0)
-    trainer.close()
+    batch, backend = collect_once(tmp_path, tiny_ckpt, slow_signal_fast_no_signal, oversample=3)
+    submitted = [r.request for r, _, _ in batch.seen]
     assert len(batch.kept) == 4 and batch.refills == 0  # 12 submitted; the batch filled in the first round
-    assert all(result.request.mode == "short" for result, _, _ in batch.kept)
-    assert batch.dropped == sum(r.request.mode == "long" for r, _, _ in batch.seen) > 0  # no variance: dropped
-    assert batch.aborted == 12 - len(batch.seen) > 0  # the rest was still running: aborted, never scored
+    shorts = sorted((r for r in submitted if r.mode == "short"), key=lambda r: int(r.request_id.split("-")[-1]))
+    assert [r.request.request_id for r, _, _ in batch.kept] == [r.request_id for r in shorts[:4]]
+    assert batch.dropped == sum(r.mode == "long" for r in submitted) > 0  # no variance: dropped
+    assert batch.aborted == 12 - len(batch.seen) > 0  # still running once the batch was full: never scored
     assert backend.in_flight() == 0
+
+
+def all_signal_long_is_slow(request, index, rng: random.Random) -> str:
+    answer = request.meta["answer"] if index % 2 == 0 else "no idea"
+    words = 60 if request.mode == "long" else 1
+    return "</think>\n\n" * (request.mode == "long") + "word " * words + f"\\boxed{{{answer}}}"
+
+
+def test_over_provisioning_does_not_favour_groups_that_finish_first(tiny_ckpt, tmp_path, no_ray):
+    """Every group has signal, long ones take longer: the kept groups are the first submitted, long ones
+    included, not the fastest (which would bias the update toward short completions and short mode)."""
+    batch, _ = collect_once(tmp_path, tiny_ckpt, all_signal_long_is_slow, oversample=2)
+    kept = [r.request for r, _, _ in batch.kept]
+    assert [r.request_id for r in kept] == [f"s0-0-{i}" for i in range(4)]
+    assert batch.dropped == 0 and batch.aborted + batch.surplus + 4 == 8 and batch.aborted > 0
+    assert "long" in {r.mode for r in kept}  # although every short group finished before any long one
 
 
 def test_without_over_provisioning_refill_rounds_fill_the_batch(tiny_ckpt, tmp_path, no_ray):

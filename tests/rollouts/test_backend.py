@@ -1,0 +1,42 @@
+"""The backend contract: the vLLM worker and the fake backend both keep it (every method, same parameters), and the
+fake one behaves as the contract says (streaming order by length, abort, errors alone)."""
+
+import inspect
+
+import pytest
+
+from rollouts.backend import RolloutBackend
+from rollouts.fake import FakeBackend
+from rollouts.local import LocalPool
+from rollouts.types import RolloutRequest, SamplingConfig
+from rollouts.worker import RolloutWorker
+
+METHODS = [name for name, value in vars(RolloutBackend).items() if callable(value) and not name.startswith("_")]
+
+
+@pytest.mark.parametrize("cls", [RolloutWorker, FakeBackend])
+def test_every_backend_has_the_contracts_methods_and_parameters(cls):
+    assert set(METHODS) >= {"version", "stream", "generate", "abort", "load_weights", "load_lora", "unload_lora",
+                            "shutdown"}
+    for name in METHODS:
+        wanted = list(inspect.signature(getattr(RolloutBackend, name)).parameters)
+        have = list(inspect.signature(getattr(cls, name)).parameters)
+        assert have[:len(wanted)] == wanted, (cls.__name__, name)
+    start = inspect.signature(cls.__init__).parameters
+    assert {"ckpt", "worker_id", "mode_sampling", "seed", "max_model_len"} <= set(start)
+
+
+def test_the_fake_backend_streams_by_length_aborts_and_fails_requests_alone(tiny_ckpt):
+    backend = FakeBackend(str(tiny_ckpt), respond=lambda r, k, rng: "word " * (200 if r.mode == "long" else 3),
+                          seconds_per_token=0.001)
+    assert isinstance(backend, RolloutBackend)
+    reqs = [RolloutRequest("long", [{"role": "user", "content": "hi"}], mode="long", n=2),
+            RolloutRequest("short", [{"role": "user", "content": "hi"}], mode="short", n=2),
+            RolloutRequest("bad", [{"role": "user", "content": "hi"}], mode="short", n=0),
+            RolloutRequest("cut", [{"role": "user", "content": "hi"}], mode="long", n=1,
+                           sampling=SamplingConfig(max_new_tokens=20))]
+    stream = LocalPool(backend).stream(reqs)
+    got = [next(stream), next(stream), next(stream)]
+    assert [r.request.request_id for r in got] == ["bad", "short", "cut"]
+    assert "n=0" in got[0].error and got[2].samples[0].truncated and len(got[2].samples[0].completion_token_ids) == 20
+    assert backend.abort(["long", "short"]) == ["long"] and list(stream) == [] and backend.in_flight() == 0
