@@ -106,9 +106,11 @@ def load_image(source: Any, where: str = "image", max_pixels: int | None | str =
 
 @dataclass
 class Video:
-    """Frames of a video and their timestamps in seconds."""
+    """Frames of a video and their timestamps in seconds (`model.video.load_video` samples them from a file)."""
     frames: list
     timestamps: list[float]
+    packing: int | None = None
+    """Frames per 3D-Resampler package; None: the processor's `frames_per_package`."""
 
 
 @dataclass
@@ -128,15 +130,19 @@ class PromptInputs:
 
 class Processor:
     def __init__(self, tokenizer, image_processor: MiniCPMVImageProcessor, frames_per_package: int = 6,
-                 video_max_slice_nums: int = 1, max_image_pixels: int | None | str = PIL_LIMIT):
+                 video_max_slice_nums: int = 1, max_image_pixels: int | None | str = PIL_LIMIT,
+                 video_sampling: dict | None = None):
         """max_image_pixels: the pixel limit of every image decoded here (`load_image`'s `max_pixels`): pass the
-        data check's limit (`data.max_image_pixels`) so that an image the check let through also decodes here."""
+        data check's limit (`data.max_image_pixels`) so that an image the check let through also decodes here.
+        video_sampling: `model.video.load_video`'s options (fps, max_frames, max_packing, folder_fps) for video
+        parts given as a file or a folder of frames; a `Video` given as such keeps its frames and packing."""
         self.tokenizer = tokenizer
         self.max_image_pixels = max_image_pixels
         self.image_processor = image_processor
         self.hf = MiniCPMVProcessor(image_processor=image_processor, tokenizer=tokenizer)
         self.frames_per_package = frames_per_package
         self.video_max_slice_nums = video_max_slice_nums
+        self.video_sampling = dict(video_sampling or {})
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **kwargs) -> "Processor":
@@ -170,12 +176,13 @@ class Processor:
                     found.append(load_image(part.get("image"), f"messages[{i}].content[{j}].image",
                                             self.max_image_pixels))
                 elif kind == "video":
-                    video = part.get("video")
-                    if not isinstance(video, Video):
-                        raise InputError(f"messages[{i}].content[{j}].video: expected a model.processor.Video")
-                    where = f"messages[{i}].content[{j}].video.frames"
-                    found.append(Video([load_image(f, f"{where}[{k}]", self.max_image_pixels)
-                                        for k, f in enumerate(video.frames)], list(video.timestamps)))
+                    from .video import load_video
+
+                    where = f"messages[{i}].content[{j}].video"
+                    video = load_video(part.get("video"), where, max_pixels=self.max_image_pixels,
+                                       **self.video_sampling)
+                    found.append(Video([load_image(f, f"{where}.frames[{k}]", self.max_image_pixels)
+                                        for k, f in enumerate(video.frames)], list(video.timestamps), video.packing))
                 elif kind != "text":
                     raise InputError(f"messages[{i}].content[{j}].type: {kind!r} is not text, image or video")
         return found
@@ -214,7 +221,7 @@ class Processor:
                     raise InputError(f"media[{k - 1}]: an image where the prompt has a video placeholder")
                 frames.extend(item.frames)
                 ids = [int(round(t * 10)) for t in item.timestamps]  # units of 0.1 s
-                step = self.frames_per_package
+                step = item.packing or self.frames_per_package
                 groups.extend(ids[i:i + step] for i in range(0, len(ids), step))
                 out.append(IMAGE_PATTERN * len(item.frames))
         has_video = any(g != [-1] for g in groups)

@@ -83,6 +83,15 @@ def start_ray(cfg: TrainConfig) -> None:
     ray.init(address=address or "local", **options)  # "local": a new instance even if `ray start` ran here
 
 
+def refuse_video(dataset: PromptDataset) -> None:
+    """Video rows stop the run before anything starts, naming the first one (`rollouts.worker.VIDEO_REFUSED`)."""
+    from rollouts.worker import VIDEO_REFUSED
+
+    for row in dataset.rows + dataset.eval:
+        for name, _ in row.videos():
+            raise RunError(f"{row.where}: field {name!r}: {VIDEO_REFUSED}")
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, resume: bool = False, own_tempdir: bool = False,
                  learner: Learner | None = None, pool: RolloutPool | LocalPool | None = None):
@@ -98,8 +107,10 @@ class Trainer:
         self.ckpt = ensure_model(cfg)
         self.dataset = PromptDataset.from_config(
             cfg.data, seed=cfg.run.seed, eval_holdout=cfg.run.eval_rows if cfg.run.eval_every else 0,
-            processor=Processor.from_pretrained(self.ckpt, max_image_pixels=cfg.data.max_image_pixels)
+            processor=Processor.from_pretrained(self.ckpt, max_image_pixels=cfg.data.max_image_pixels,
+                                                video_sampling=cfg.data.video_sampling())
             if cfg.data.max_prompt_tokens is not None else None)
+        refuse_video(self.dataset)
         if pool is None or (learner is None and cfg.cluster.sharded()):  # the local learner runs without Ray
             start_ray(cfg)
         if own_tempdir:
@@ -117,7 +128,8 @@ class Trainer:
             max_lora_rank=cfg.learner.lora_rank, seed=cfg.run.seed,
             tensor_parallel_size=cfg.rollout.tensor_parallel_size,
             gpu_memory_utilization=cfg.rollout.gpu_memory_utilization, resources=cfg.cluster.rollout_resources,
-            ray_address=cfg.cluster.address, max_image_pixels=cfg.data.max_image_pixels)
+            ray_address=cfg.cluster.address, max_image_pixels=cfg.data.max_image_pixels,
+            video_sampling=cfg.data.video_sampling())
         self.runner = RewardRunner(cfg.reward.runner_config())
         self.rng = random.Random(cfg.run.seed)
         self.step = 0

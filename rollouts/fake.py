@@ -35,14 +35,16 @@ def answer_half_the_time(request: RolloutRequest, index: int, rng: random.Random
 class FakeBackend:
     def __init__(self, ckpt: str, worker_id: int = 0, mode_sampling: dict[str, SamplingConfig] | None = None,
                  seed: int = 0, max_model_len: int = 4096, respond: Respond = answer_half_the_time,
-                 seconds_per_token: float = 0.0, logprob: float = -1.0, **engine_options):
+                 seconds_per_token: float = 0.0, logprob: float = -1.0, max_image_pixels: int | None | str = "pil",
+                 video_sampling: dict | None = None, **engine_options):
         """engine_options (dtype, enable_lora...) are accepted and ignored, so the pool can start it as it
         starts the vLLM worker."""
         self.worker_id = worker_id
         self.mode_sampling = mode_sampling or default_mode_sampling()
         self.seed, self.max_model_len = seed, max_model_len
         self.respond, self.seconds_per_token, self.logprob = respond, seconds_per_token, logprob
-        self.processor = Processor.from_pretrained(ckpt)
+        self.processor = Processor.from_pretrained(ckpt, max_image_pixels=max_image_pixels,
+                                                   video_sampling=video_sampling)
         self.tokenizer = self.processor.tokenizer
         self.policy_version = 0
         self.loads: list[tuple[str, int, str | None]] = []

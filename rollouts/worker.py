@@ -29,6 +29,17 @@ from .types import RolloutRequest, RolloutResult, RolloutSample, SamplingConfig,
 from .weights import SAFETENSORS_FILE, from_shared, nbytes, staging_dir, write_safetensors
 
 
+VIDEO_REFUSED = ("video prompts are refused: vLLM 0.32's MiniCPM-V drops the 3D-Resampler's temporal ids (every "
+                 "frame becomes 64 tokens of its own instead of one package of up to 6 frames), so the engine's "
+                 "prompt and log-probs would differ from the learner's and an RL update on them would be wrong "
+                 "(issue 15: a vLLM plugin that packs frames as the learner does)")
+
+
+def has_video(messages: list[dict]) -> bool:
+    return any(isinstance(m, dict) and isinstance(m.get("content"), list)
+               and any(isinstance(p, dict) and p.get("type") == "video" for p in m["content"]) for m in messages)
+
+
 class RolloutWorker:
     """dtype "auto" follows vLLM: bf16 for a checkpoint stored in fp32 or bf16. Log-probability agreement with
     the learner at 1e-4 needs the same dtype on both sides (float32 for the tiny checkpoint)."""
@@ -36,7 +47,7 @@ class RolloutWorker:
     def __init__(self, ckpt: str, worker_id: int = 0, mode_sampling: dict[str, SamplingConfig] | None = None,
                  seed: int = 0, max_model_len: int = 4096, dtype: str = "auto", enable_lora: bool = False,
                  max_lora_rank: int = 16, max_images: int = 4, max_image_pixels: int | None | str = PIL_LIMIT,
-                 owner: Owner | None = None, **engine_kwargs):
+                 video_sampling: dict | None = None, owner: Owner | None = None, **engine_kwargs):
         """owner: the process that started this worker as a Ray actor (the pool's): the actor then keeps its temp
         files in a folder of its own and dies with the owner (`core.process`). None in a caller's own process."""
         self.own_tempdir = private_tempdir() if owner is not None else None  # removed by shutdown (os._exit after)
@@ -52,7 +63,8 @@ class RolloutWorker:
                                add=lambda llm, item: add_request(llm, item.key, item.prompt, item.params, item.lora),
                                name=f"rollout-engine-{worker_id}")
         self.llm = self.loop.llm
-        self.processor = Processor.from_pretrained(ckpt, max_image_pixels=max_image_pixels)
+        self.processor = Processor.from_pretrained(ckpt, max_image_pixels=max_image_pixels,
+                                                   video_sampling=video_sampling)
         self.policy_version = 0
         self.lora_request = None
         self._lock = threading.Lock()
@@ -73,6 +85,8 @@ class RolloutWorker:
     # ---- sampling ----
     def prepare(self, request: RolloutRequest) -> PromptInputs:
         request.check()
+        if has_video(request.messages):
+            raise ValueError(f"request {request.request_id}: {VIDEO_REFUSED}")
         prompt = self.processor(request.messages, request.mode)
         if len(prompt.input_ids) >= self.max_model_len:
             raise ValueError(f"request {request.request_id}: the prompt has {len(prompt.input_ids)} tokens "

@@ -87,6 +87,15 @@ class DataConfig:
     """When `path` is a missing .jsonl file, generate this demo set there (rl.data.demo.DEMO_SETS)."""
     demo_rows: int = Field(256, ge=1)
     """Rows of the generated demo set."""
+    video_fps: float = Field(3.0, gt=0)
+    """Video rows: frames sampled per second (the release's `choose_fps`, 3; `model/video.py`)."""
+    video_max_frames: int = Field(180, ge=1)
+    """Video rows: frames kept before packing (the release's MAX_NUM_FRAMES, 180)."""
+    video_max_packing: int = Field(3, ge=1, le=6)
+    """Video rows: at most this many consecutive frames share one 3D-Resampler package of 64 tokens (the release's
+    MAX_NUM_PACKING, 3; the resampler takes up to 6)."""
+    video_folder_fps: float = Field(3.0, gt=0)
+    """Video rows given as a folder of frame images: the rate the frames were taken at."""
 
     @model_validator(mode="after")
     def _check(self):
@@ -96,6 +105,11 @@ class DataConfig:
             raise ValueError(f"data.default_reward={self.default_reward!r}: not one of data.allowed_rewards "
                              f"({', '.join(self.allowed_rewards)})")
         return self
+
+    def video_sampling(self) -> dict:
+        """`model.video.load_video`'s options (the processor's `video_sampling`)."""
+        return {"fps": self.video_fps, "max_frames": self.video_max_frames, "max_packing": self.video_max_packing,
+                "folder_fps": self.video_folder_fps}
 
 
 @dataclass(config=SECTION)

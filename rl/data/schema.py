@@ -5,6 +5,7 @@ A row (one JSONL line, or one Parquet row):
     {"id": "q17",                                    # optional; default "FILE:ROW"
      "question": "How many red circles?",            # or "messages": [...] (exactly one of the two)
      "images": ["img/17.png", "file:///data/x.png"], # optional: paths, file:// URLs or bytes
+     "videos": ["clips/17.mp4"],                     # optional: video files or folders of frame images
      "answer": "3",                                  # required: the reference (a string or a number)
      "reward": "number",                             # optional: the verifier; default from the config
      "mode": "short",                                # optional: short | long | auto; default: the hybrid schedule
@@ -13,8 +14,11 @@ A row (one JSONL line, or one Parquet row):
 With `question`, the images are placed before the text in one user message (MiniCPM-V's own layout). With
 `messages`, images are embedded in the content parts (`{"type": "image", "image": PATH}`), or the parts are bare
 placeholders (`{"type": "image"}`) filled from `images` in order, or, with no image part at all, `images` go
-before the text of the first user message. Relative image paths are resolved against the data file's folder.
-Only local files: a URL with any scheme but `file://` (to this machine) is refused, since nothing is downloaded.
+before the text of the first user message. Videos work the same way (`{"type": "video", "video": PATH}` parts,
+bare `{"type": "video"}` placeholders filled from `videos`, else before the images); their frames are sampled as
+the release samples them (`model/video.py`, the `data.video_*` settings). Relative paths are resolved against the
+data file's folder. Only local files: a URL with any scheme but `file://` (to this machine) is refused, since
+nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import PIL.Image
 
 from core.modes import MODES
 from model.processor import DEFAULT_MAX_IMAGE_PIXELS, InputError, load_image
+from model.video import load_video
 from rewards import VERIFIERS, check_reference, get_reward
 
 ROLES: tuple[str, ...] = ("system", "user", "assistant")
@@ -63,6 +68,8 @@ class RowSchema:
     """Chat messages (role, content: a string or text/image parts); give exactly one of these and `question`."""
     images: list[Any] | None = None
     """Images: paths (relative to the data file), file:// URLs or bytes; placed before the question's text."""
+    videos: list[Any] | None = None
+    """Videos: video files or folders of frame images (paths or file:// URLs); placed before the images."""
     id: str | None = None
     """A unique id; default `FILE:ROW`."""
     reward: str | None = None
@@ -98,6 +105,8 @@ class Row:
     """The 1-based row (JSONL: line) number in `source`."""
     image_fields: list[str] = field(default_factory=list)
     """The field each image part came from (`images[0]`, `messages[0].content[1].image`), in order."""
+    video_fields: list[str] = field(default_factory=list)
+    """The field each video part came from (`videos[0]`, `messages[0].content[0].video`), in order."""
 
     @property
     def where(self) -> str:
@@ -110,6 +119,14 @@ class Row:
         names = self.image_fields if len(self.image_fields) == len(parts) else [
             f"image {k}" for k in range(len(parts))]
         return [(name, part["image"]) for name, part in zip(names, parts)]
+
+    def videos(self) -> list[tuple[str, Any]]:
+        """(field, video path) of every video part, in order."""
+        parts = [part for message in self.messages if isinstance(message.get("content"), list)
+                 for part in message["content"] if part.get("type") == "video"]
+        names = self.video_fields if len(self.video_fields) == len(parts) else [
+            f"video {k}" for k in range(len(parts))]
+        return [(name, part["video"]) for name, part in zip(names, parts)]
 
     def check_images(self, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> None:
         """Decode every image; a RowError naming the file, row and field for the first that fails (whatever the
@@ -146,6 +163,8 @@ class SchemaOptions:
     """The most pixels an image may have (a decompression-bomb guard, checked on the header); None: no limit."""
     drop_none: bool = False
     """Treat None values in `meta` and in content parts as absent (Parquet fills missing struct keys with None)."""
+    video_sampling: dict = field(default_factory=dict)
+    """`model.video.load_video`'s options, for decoding videos at load (check_images=load)."""
 
 
 _resolved_rewards: dict[str, str | None] = {}
@@ -206,18 +225,7 @@ def _image_value(value: Any, base: Path, check: str, where: str,
     elif isinstance(value, PIL.Image.Image):
         image = value
     elif isinstance(value, (str, os.PathLike)):
-        text = os.fspath(value)
-        if not text.strip():
-            raise ValueError("empty path")
-        url = urlparse(text)
-        if url.scheme == "file":
-            if url.netloc not in ("", "localhost"):
-                raise ValueError(f"file URL on another host ({url.netloc!r}); only local files: {text!r}")
-            text = unquote(url.path)
-        elif len(url.scheme) > 1:  # one letter: a Windows drive
-            raise ValueError(f"only local files (a path or a file:// URL); {url.scheme}:// is not fetched: {text!r}")
-        path = Path(text).expanduser()
-        path = path if path.is_absolute() else base / path
+        path = _local_path(value, base)
         if not path.is_file():
             raise ValueError(f"file not found: {path}")
         if path.stat().st_size == 0:
@@ -231,6 +239,41 @@ def _image_value(value: Any, base: Path, check: str, where: str,
         except InputError as e:
             raise ValueError(_image_problem(e, where)) from None
     return image
+
+
+def _local_path(value: str | os.PathLike, base: Path) -> Path:
+    """A path or file:// URL as an absolute local path (relative ones against `base`); ValueError if not local."""
+    text = os.fspath(value)
+    if not text.strip():
+        raise ValueError("empty path")
+    url = urlparse(text)
+    if url.scheme == "file":
+        if url.netloc not in ("", "localhost"):
+            raise ValueError(f"file URL on another host ({url.netloc!r}); only local files: {text!r}")
+        text = unquote(url.path)
+    elif len(url.scheme) > 1:  # one letter: a Windows drive
+        raise ValueError(f"only local files (a path or a file:// URL); {url.scheme}:// is not fetched: {text!r}")
+    path = Path(text).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def _video_value(value: Any, base: Path, check: str, where: str, sampling: dict,
+                 max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> str:
+    """A video as an absolute path (a file or a folder of frames), checked; ValueError(problem) if bad. With
+    check=load its frames are sampled and decoded now (missing, undecodable, frameless videos are bad rows)."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise ValueError(f"expected a path to a video file or a folder of frames, got {type(value).__name__}")
+    path = _local_path(value, base)
+    if not path.exists():
+        raise ValueError(f"not found: {path}")
+    if check == "load":
+        try:
+            load_video(str(path), where, max_pixels=max_pixels, **sampling)
+        except InputError as e:
+            raise ValueError(_strip_where(str(e), where)) from None
+    elif path.is_file() and path.stat().st_size == 0:
+        raise ValueError(f"file is empty (0 bytes): {path}")
+    return str(path)
 
 
 def _content(content: Any, i: int, drop_none: bool) -> str | list[dict]:
@@ -247,8 +290,9 @@ def _content(content: Any, i: int, drop_none: bool) -> str | list[dict]:
         if kind == "text":
             if not isinstance(part.get("text"), str):
                 raise RowError("", None, f"messages[{i}].content[{j}].text", "expected a string")
-        elif kind != "image":
-            raise RowError("", None, f"messages[{i}].content[{j}].type", f"{kind!r}: expected 'text' or 'image'")
+        elif kind not in ("image", "video"):
+            raise RowError("", None, f"messages[{i}].content[{j}].type",
+                           f"{kind!r}: expected 'text', 'image' or 'video'")
         parts.append(part)
     return parts
 
@@ -328,18 +372,23 @@ def _parse(raw: Any, source: str, row: int, base: Path, opt: SchemaOptions) -> R
     if problem:
         raise bad("answer", problem)
 
-    images = raw.get("images", [])
-    if not isinstance(images, (list, tuple)):
-        raise bad("images", f"expected a list, got {type(images).__name__}")
+    media = {kind: raw.get(f"{kind}s", []) for kind in ("video", "image")}  # videos go first
+    for kind, values in media.items():
+        if not isinstance(values, (list, tuple)):
+            raise bad(f"{kind}s", f"expected a list, got {type(values).__name__}")
 
     names: dict[int, str] = {}  # id(part) -> the field it came from
 
-    def image(value: Any, name: str) -> dict:
+    def part_of(kind: str, value: Any, name: str) -> dict:
         try:
-            part = {"type": "image", "image": _image_value(value, base, opt.check_images, name,
-                                                           opt.max_image_pixels)}
+            if kind == "image":
+                checked = _image_value(value, base, opt.check_images, name, opt.max_image_pixels)
+            else:
+                checked = _video_value(value, base, opt.check_images, name, opt.video_sampling,
+                                       opt.max_image_pixels)
         except ValueError as e:
             raise bad(name, str(e)) from None
+        part = {"type": kind, kind: checked}
         names[id(part)] = name
         return part
 
@@ -347,42 +396,45 @@ def _parse(raw: Any, source: str, row: int, base: Path, opt: SchemaOptions) -> R
         question = raw["question"]
         if not isinstance(question, str) or not question.strip():
             raise bad("question", f"expected a non-empty string, got {question!r}")
-        parts = [image(v, f"images[{k}]") for k, v in enumerate(images)]
+        parts = [part_of(kind, v, f"{kind}s[{k}]") for kind, values in media.items() for k, v in enumerate(values)]
         messages = [{"role": "user", "content": parts + [{"type": "text", "text": question}] if parts else question}]
     else:
         messages = _messages(copy.deepcopy(raw["messages"]), opt.drop_none)
-        queue = list(enumerate(images))
-        placeholders = 0
-        for i, message in enumerate(messages):
-            if isinstance(message["content"], str):
-                continue
-            for j, part in enumerate(message["content"]):
-                if part["type"] != "image":
+        leading = []  # media without placeholders: before the first user message's text, videos first
+        for kind, values in media.items():
+            queue = list(enumerate(values))
+            placeholders = 0
+            for i, message in enumerate(messages):
+                if isinstance(message["content"], str):
                     continue
-                if "image" in part:
-                    message["content"][j] = image(part["image"], f"messages[{i}].content[{j}].image")
-                elif queue:
-                    placeholders += 1
-                    k, value = queue.pop(0)
-                    message["content"][j] = image(value, f"images[{k}]")
-                else:
-                    raise bad(f"messages[{i}].content[{j}].image",
-                              f"an image placeholder but 'images' has only {len(images)} images")
-        if queue and placeholders:
-            raise bad("images", f"{len(images)} images but {placeholders} image placeholders in 'messages'")
-        if queue:  # no placeholders: the images go before the first user message's text
+                for j, part in enumerate(message["content"]):
+                    if part["type"] != kind:
+                        continue
+                    if kind in part:
+                        message["content"][j] = part_of(kind, part[kind], f"messages[{i}].content[{j}].{kind}")
+                    elif queue:
+                        placeholders += 1
+                        k, value = queue.pop(0)
+                        message["content"][j] = part_of(kind, value, f"{kind}s[{k}]")
+                    else:
+                        raise bad(f"messages[{i}].content[{j}].{kind}",
+                                  f"a{'n' if kind == 'image' else ''} {kind} placeholder but '{kind}s' has only "
+                                  f"{len(values)} {kind}s")
+            if queue and placeholders:
+                raise bad(f"{kind}s", f"{len(values)} {kind}s but {placeholders} {kind} placeholders in 'messages'")
+            leading += [part_of(kind, v, f"{kind}s[{k}]") for k, v in queue]
+        if leading:
             first = next(m for m in messages if m["role"] == "user")
             text = first["content"]
-            first["content"] = [image(v, f"images[{k}]") for k, v in queue] + (
-                [{"type": "text", "text": text}] if isinstance(text, str) else text)
+            first["content"] = leading + ([{"type": "text", "text": text}] if isinstance(text, str) else text)
 
     row_id = raw.get("id", f"{Path(source).name}:{row}")
     if not isinstance(row_id, (str, int)) or isinstance(row_id, bool) or not str(row_id).strip():
         raise bad("id", f"expected a non-empty string or an integer, got {row_id!r}")
-    fields = [names[id(part)] for message in messages if isinstance(message["content"], list)
-              for part in message["content"] if part["type"] == "image"]
+    fields = {kind: [names[id(part)] for message in messages if isinstance(message["content"], list)
+                     for part in message["content"] if part["type"] == kind] for kind in media}
     return Row(id=str(row_id), messages=messages, answer=answer, reward=reward, mode=mode, meta=meta,
-               source=source, row=row, image_fields=fields)
+               source=source, row=row, image_fields=fields["image"], video_fields=fields["video"])
 
 
 def copy_messages(messages: Iterable[dict]) -> list[dict]:

@@ -81,7 +81,8 @@ class _Engine:
         self.worker = backend(str(targets[0].base), mode_sampling=settings.sampling(cfg), seed=settings.seed,
                                     max_model_len=settings.max_model_len or cfg.rollout.max_model_len,
                                     dtype=settings.dtype or cfg.rollout.dtype, enable_lora=bool(ranks),
-                                    max_lora_rank=max(ranks, default=16), max_image_pixels=cfg.data.max_image_pixels)
+                                    max_lora_rank=max(ranks, default=16), max_image_pixels=cfg.data.max_image_pixels,
+                              video_sampling=cfg.data.video_sampling())
         self.base = targets[0].base
         self.replaced = False  # the engine holds weights other than `base`'s
         self.version = 0
@@ -114,6 +115,12 @@ def run_eval(checkpoint: str | Path, data: str | Path, out: str | Path, settings
                              allowed_rewards=cfg.data.allowed_rewards, max_rows=settings.max_rows)
     if not rows:
         raise ValueError(f"no valid rows to evaluate: {report.summary()}")
+    if backend is None:  # the vLLM worker: video rows would be sampled unlike the learner computes them
+        from rollouts.worker import VIDEO_REFUSED
+
+        for row in rows:
+            for name, _ in row.videos():
+                raise ValueError(f"{row.where}: field {name!r}: {VIDEO_REFUSED}")
     if report.bad:
         log.warning("bad rows left out: %s", report.summary())
     out.mkdir(parents=True, exist_ok=True)

@@ -55,6 +55,15 @@ def test_bad_requests_fail_alone(worker):
     assert all(r.ok for r in worker.generate(requests(2, prefix="again")))  # nothing left behind in the engine
 
 
+def test_video_requests_are_refused_with_the_reason(worker, tmp_path):
+    from model.video import write_video
+
+    path = write_video(tmp_path / "v.mp4", [shapes_image(k + 1, (64, 64)) for k in range(6)], fps=6)
+    video = RolloutRequest("video", [{"role": "user", "content": [{"type": "video", "video": str(path)}]}], n=1)
+    [refused, fine] = worker.generate([video] + requests(1, prefix="with-video"))
+    assert "video prompts are refused" in refused.error and "temporal ids" in refused.error and fine.ok
+
+
 def test_seeded_batch_larger_than_one_engine_step(worker):
     """More prompt tokens than one engine step schedules, every request seeded: on CPU a split prefill of a seeded
     request failed the whole batch in vLLM 0.32 ("CPU Generator does not use offset"); the engine now never splits."""

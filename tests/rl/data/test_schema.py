@@ -145,7 +145,7 @@ def test_default_reward_and_allowed_rewards(tmp_path):
 
 
 def test_schema_dataclass_documents_every_field():
-    assert set(FIELDS) == {"id", "question", "messages", "images", "answer", "reward", "mode", "meta"}
+    assert set(FIELDS) == {"id", "question", "messages", "images", "videos", "answer", "reward", "mode", "meta"}
     assert RowSchema.__doc__
 
 
