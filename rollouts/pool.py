@@ -54,7 +54,8 @@ class _Slot:
     worker_id: int
     generation: int = 0
     outstanding: float = 0.0
-    held: dict[str, RolloutRequest] = field(default_factory=dict)  # submitted, not yet returned or cancelled
+    held: dict[str, tuple[RolloutRequest, float]] = field(default_factory=dict)  # submitted, not returned or
+    # cancelled: each with the cost it was counted at (the expectations move while a stream runs)
     tokens_done: int = 0
     restarts: int = 0
     up: bool = False  # the actor answered once: its engine started
@@ -255,14 +256,9 @@ class RolloutPool:
 
         def submit(slot: _Slot, share: list[RolloutRequest]) -> None:
             for r in share:
-                slot.held[r.request_id] = r
-                slot.outstanding += self.cost(r)
+                slot.held[r.request_id] = (r, self.cost(r))
+                slot.outstanding += slot.held[r.request_id][1]
             gens[slot.actor.stream.options(num_returns="streaming").remote(share)] = (slot, slot.generation)
-
-        def release(slot: _Slot, request_id: str) -> None:
-            request = slot.held.pop(request_id, None)
-            if request is not None:
-                slot.outstanding -= self.cost(request)
 
         for slot, share in zip(self.slots, self.schedule(requests)):
             if share:
@@ -283,16 +279,16 @@ class RolloutPool:
                     del gens[gen]
                     if slot.generation == generation:  # first failure seen from this actor: replace it once
                         self._replace(slot)
-                    left = [r for r in slot.held.values() if r.request_id not in self._cancelled]
+                    left = [r for r, _ in slot.held.values() if r.request_id not in self._cancelled]
                     for r in left:
-                        release(slot, r.request_id)
+                        self._release(slot, r.request_id)
                     if left:
                         submit(slot, left)  # to the replacement
                     continue
                 rid = result.request.request_id
                 if rid not in slot.held:  # aborted meanwhile (it finished before the abort reached the engine)
                     continue
-                release(slot, rid)
+                self._release(slot, rid)
                 self._observe(result)
                 slot.tokens_done += sum(len(s.completion_token_ids) for s in result.samples)
                 yield result
@@ -300,6 +296,11 @@ class RolloutPool:
             left = [rid for slot in self.slots for rid in slot.held]
             if left:  # the caller stopped early
                 self.abort(left)
+
+    @staticmethod
+    def _release(slot: _Slot, request_id: str) -> None:
+        _, cost = slot.held.pop(request_id)
+        slot.outstanding -= cost
 
     def abort(self, request_ids) -> list[str]:
         """Cancel requests of the running stream that have not been yielded: the workers drop them from their
@@ -315,7 +316,7 @@ class RolloutPool:
             except WORKER_LOST:
                 pass  # its stream sees the death; cancelled requests are not re-submitted
             for rid in mine:
-                slot.outstanding -= self.cost(slot.held.pop(rid))
+                self._release(slot, rid)
             self._cancelled.update(mine)
             cancelled += mine
         return cancelled
