@@ -120,6 +120,9 @@ class PromptInputs:
     """The rendered prompt with `(<image>./</image>)` patterns (what a vLLM worker receives)."""
     input_ids: list[int]
     images: list[PIL.Image.Image] = field(default_factory=list)
+    """Every image and video frame, in order."""
+    videos: list[tuple[list[PIL.Image.Image], list[list[int]]]] = field(default_factory=list)
+    """Per video: its frames and their packages (timestamp ids in units of 0.1 s), as a vLLM engine takes them."""
     pixel_values: list[torch.Tensor] = field(default_factory=list)
     """Slices, each [3, patch, h*w*patch]."""
     tgt_sizes: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 2, dtype=torch.long))
@@ -201,7 +204,7 @@ class Processor:
         if n_patterns != len(media):
             raise InputError(f"the prompt has {n_patterns} image/video placeholders but {len(media)} images/videos "
                              "were given")
-        frames, groups = [], []
+        frames, groups, videos = [], [], []
         pieces = text.replace(VIDEO_PATTERN, "\0V\0").replace(IMAGE_PATTERN, "\0I\0").split("\0")
         out, k = [], 0
         for piece in pieces:
@@ -222,7 +225,9 @@ class Processor:
                 frames.extend(item.frames)
                 ids = [int(round(t * 10)) for t in item.timestamps]  # units of 0.1 s
                 step = item.packing or self.frames_per_package
-                groups.extend(ids[i:i + step] for i in range(0, len(ids), step))
+                packages = [ids[i:i + step] for i in range(0, len(ids), step)]
+                groups.extend(packages)
+                videos.append((list(item.frames), packages))
                 out.append(IMAGE_PATTERN * len(item.frames))
         has_video = any(g != [-1] for g in groups)
         if has_video and any(isinstance(m, PIL.Image.Image) for m in media):
@@ -231,7 +236,7 @@ class Processor:
                          max_slice_nums=self.video_max_slice_nums if has_video else None,
                          use_image_id=False if has_video else None)
         return PromptInputs(
-            text=text, input_ids=result["input_ids"][0], images=frames,
+            text=text, input_ids=result["input_ids"][0], images=frames, videos=videos,
             pixel_values=list(result["pixel_values"][0]),
             tgt_sizes=torch.as_tensor(result["tgt_sizes"][0], dtype=torch.long).reshape(-1, 2),
             image_bound=result["image_bound"][0], temporal_ids=result["temporal_ids"][0] if has_video else

@@ -83,13 +83,12 @@ def start_ray(cfg: TrainConfig) -> None:
     ray.init(address=address or "local", **options)  # "local": a new instance even if `ray start` ran here
 
 
-def refuse_video(dataset: PromptDataset) -> None:
-    """Video rows stop the run before anything starts, naming the first one (`rollouts.worker.VIDEO_REFUSED`)."""
-    from rollouts.worker import VIDEO_REFUSED
-
+def first_video(dataset: PromptDataset) -> tuple | None:
+    """(row, field) of the first video part of the training or held-out rows, or None."""
     for row in dataset.rows + dataset.eval:
         for name, _ in row.videos():
-            raise RunError(f"{row.where}: field {name!r}: {VIDEO_REFUSED}")
+            return row, name
+    return None
 
 
 class Trainer:
@@ -108,9 +107,14 @@ class Trainer:
         self.dataset = PromptDataset.from_config(
             cfg.data, seed=cfg.run.seed, eval_holdout=cfg.run.eval_rows if cfg.run.eval_every else 0,
             processor=Processor.from_pretrained(self.ckpt, max_image_pixels=cfg.data.max_image_pixels,
-                                                video_sampling=cfg.data.video_sampling())
+                                                video_sampling=cfg.data.video_sampling(), video=self.video)
             if cfg.data.max_prompt_tokens is not None else None)
-        refuse_video(self.dataset)
+        video = first_video(self.dataset)
+        self.video = cfg.rollout.video if cfg.rollout.video is not None else video is not None
+        if video and not self.video:
+            from rollouts.worker import VIDEO_REFUSED
+
+            raise RunError(f"{video[0].where}: field {video[1]!r}: {VIDEO_REFUSED} (rollout.video=false)")
         if pool is None or (learner is None and cfg.cluster.sharded()):  # the local learner runs without Ray
             start_ray(cfg)
         if own_tempdir:
@@ -129,7 +133,7 @@ class Trainer:
             tensor_parallel_size=cfg.rollout.tensor_parallel_size,
             gpu_memory_utilization=cfg.rollout.gpu_memory_utilization, resources=cfg.cluster.rollout_resources,
             ray_address=cfg.cluster.address, max_image_pixels=cfg.data.max_image_pixels,
-            video_sampling=cfg.data.video_sampling())
+            video_sampling=cfg.data.video_sampling(), video=self.video)
         self.runner = RewardRunner(cfg.reward.runner_config())
         self.rng = random.Random(cfg.run.seed)
         self.step = 0

@@ -1,7 +1,8 @@
 """`rl-doctor CKPT_DIR [--json]`: do vLLM and `model/` compute the same function of the same weights?
 
-Samples completions for text and image prompts in short and long mode with vLLM, recomputes their
-log-probabilities with `model.MiniCPMV`, and reports the agreement, and whether both sides built the same
+Samples completions for text, image and video prompts in short and long mode with vLLM (the engine the rollout
+workers run for video: this project's class, `make_llm(video=True)`, which changes only the video path), recomputes
+their log-probabilities with `model.MiniCPMV`, and reports the agreement, and whether both sides built the same
 prompt token ids. Run it on a real checkpoint after upgrading vLLM: an RL update on mismatched log-probabilities
 is silently wrong (vLLM's MiniCPM-V resampler has had such bugs).
 """
@@ -18,16 +19,18 @@ import torch
 
 from core.modes import FIXED_MODES
 from model.modeling import MiniCPMV
-from model.processor import Processor, collate, to_device
+from model.processor import Processor, Video, collate, to_device
 from model.synthetic import shapes_image
 
-from .engine import make_llm
+from .engine import engine_prompt, make_llm
 
 QUESTIONS = ["How many circles are in the picture?", "What color are the shapes?", "Count the red circles.",
              "Describe the image in one word."]
 TEXT_QUESTIONS = ["What is 17 + 25?", "Name a prime number larger than 10.", "Is 91 a prime number?"]
 # Sizes chosen to cover no slicing, a 2-slice grid and a 3x2 grid (the LLaVA-UHD paths).
 IMAGE_SIZES = [(224, 224), (700, 400), (1100, 800)]
+# Video frame counts and frames per package: one frame, packages of 3 with a short last one, no packing.
+VIDEOS = [(1, 3), (7, 3), (6, 1)]
 
 
 def doctor_prompts() -> list[list[dict]]:
@@ -37,6 +40,11 @@ def doctor_prompts() -> list[list[dict]]:
         prompts.append([{"role": "user", "content": [{"type": "image", "image": image},
                                                      {"type": "text", "text": QUESTIONS[i % len(QUESTIONS)]}]}])
     prompts += [[{"role": "user", "content": q}] for q in TEXT_QUESTIONS]
+    for frames, packing in VIDEOS:
+        video = Video([shapes_image(k % 4 + 1, (224, 224), seed=k) for k in range(frames)],
+                      [0.3 * k for k in range(frames)], packing)
+        prompts.append([{"role": "user", "content": [{"type": "video", "video": video},
+                                                     {"type": "text", "text": "Which shape moves?"}]}])
     return prompts
 
 
@@ -48,15 +56,16 @@ def run(ckpt: str, dtype: str = "float32", max_tokens: int = 32, n: int = 2, see
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     processor = Processor.from_pretrained(ckpt)
-    llm = make_llm(ckpt, dtype=dtype, seed=seed)
+    llm = make_llm(ckpt, dtype=dtype, seed=seed, video=True)
     model = MiniCPMV.from_pretrained(ckpt, dtype=torch_dtype, device=device).eval()
     params = SamplingParams(n=n, max_tokens=max_tokens, temperature=temperature, top_k=top_k, logprobs=0, seed=seed)
-    diffs, prompt_mismatch, n_image_prompts, modes = [], [], 0, list(FIXED_MODES)
+    diffs, prompt_mismatch, n_image_prompts, n_video_prompts, modes = [], [], 0, 0, list(FIXED_MODES)
+    video_diffs = []
     for mode in modes:
         inputs = [processor(messages, mode) for messages in doctor_prompts()]
-        n_image_prompts += sum(bool(p.images) for p in inputs)
-        requests = [{"prompt": p.text, "multi_modal_data": {"image": p.images}} if p.images else {"prompt": p.text}
-                    for p in inputs]
+        n_image_prompts += sum(bool(p.images) and not p.videos for p in inputs)
+        n_video_prompts += sum(bool(p.videos) for p in inputs)
+        requests = [engine_prompt(p) for p in inputs]
         outputs = llm.generate(requests, params, use_tqdm=False)
         for p, out in zip(inputs, outputs):
             if list(out.prompt_token_ids) != p.input_ids:
@@ -71,7 +80,10 @@ def run(ckpt: str, dtype: str = "float32", max_tokens: int = 32, n: int = 2, see
                 with torch.no_grad():
                     ours = model(**batch, temperature=temperature, top_k=top_k).logprobs[batch["target_mask"]].cpu()
                 diffs.append((ours - vllm_lp).abs())
+                if p.videos:
+                    video_diffs.append(diffs[-1])
     diff = torch.cat(diffs) if diffs else torch.zeros(0)
+    video_diff = torch.cat(video_diffs) if video_diffs else torch.zeros(0)
     import vllm
 
     return {
@@ -80,6 +92,8 @@ def run(ckpt: str, dtype: str = "float32", max_tokens: int = 32, n: int = 2, see
         "mean_abs_logprob_diff": float(diff.mean()) if diff.numel() else None,
         "n_tokens": int(diff.numel()),
         "n_image_prompts": n_image_prompts,
+        "n_video_prompts": n_video_prompts,
+        "max_abs_logprob_diff_video": float(video_diff.max()) if video_diff.numel() else None,
         "n_text_prompts": len(modes) * len(TEXT_QUESTIONS),
         "modes": modes,
         "prompt_ids_match": not prompt_mismatch,
@@ -127,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"checkpoint {report['checkpoint']} ({args.dtype}, vLLM {report['vllm_version']})")
         print(f"  prompt token ids identical: {report['prompt_ids_match']}")
-        print(f"  {report['n_tokens']} sampled tokens, {report['n_image_prompts']} image prompts, modes {report['modes']}")
+        print(f"  {report['n_tokens']} sampled tokens, {report['n_image_prompts']} image prompts, "
+              f"{report['n_video_prompts']} video prompts, modes {report['modes']}")
         print(f"  |logprob(vLLM) - logprob(model/)|: max {report['max_abs_logprob_diff']:.3g}, "
               f"mean {report['mean_abs_logprob_diff']:.3g} (tolerance {tol:g})")
         print("  OK" if ok else "  MISMATCH: rollouts and the learner compute different functions")

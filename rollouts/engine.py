@@ -38,13 +38,25 @@ def cpu_defaults() -> None:
 
 
 def make_llm(path: str | os.PathLike, dtype: str = "auto", seed: int = 0, max_model_len: int = 4096,
-             max_images: int = 4, max_videos: int = 0, gpu_memory_utilization: float = 0.5, **kwargs: Any):
+             max_images: int = 4, max_videos: int = 0, gpu_memory_utilization: float = 0.5, video: bool = False,
+             **kwargs: Any):
     """A `vllm.LLM` for the checkpoint. trust_remote_code: the directory's processor modules are loaded by
     auto_map (for checkpoints this project writes, they are this project's own files). `worker_extension_cls`
     defaults to `WORKER_EXTENSION`; one passed in kwargs replaces it, and then
-    `RolloutWorker.load_weights` works only with an engine that holds its model in this process."""
+    `RolloutWorker.load_weights` works only with an engine that holds its model in this process.
+    video: serve the checkpoint with this project's MiniCPM-V class (`rollouts.plugin.ARCH`), which packs video
+    frames through the 3D-Resampler as the learner does, and accept `max_videos` (at least 1) videos per prompt."""
     cpu_defaults()
     from vllm import LLM
+
+    if video:
+        from .plugin import ARCH, register
+
+        register()  # this process; the engine's own processes load the plugin by its entry point
+        kwargs.setdefault("hf_overrides", {"architectures": [ARCH]})
+        # vLLM's multimodal cache re-parses the items it misses without their metadata, where the packing travels
+        kwargs.setdefault("mm_processor_cache_gb", 0)
+        max_videos = max(max_videos, 1)
 
     options: dict[str, Any] = dict(
         # the log-probs of the distribution each sample is drawn from (after temperature, top-k, top-p), which is
@@ -105,3 +117,15 @@ def add_request(llm, key: str, prompt: dict, params, lora_request=None) -> None:
     params.output_kind = RequestOutputKind.FINAL_ONLY
     llm.llm_engine.add_request(key, engine_input, params, lora_request=llm._resolve_mm_lora(engine_input,
                                                                                             lora_request))
+
+
+def engine_prompt(prompt) -> dict:
+    """The vLLM prompt of a processed prompt (`model.processor.PromptInputs`): its text with its images, or with its
+    videos as (frames, {"temporal_ids": packages}), which only an engine made with `make_llm(video=True)` packs as
+    the learner does."""
+    if prompt.videos:
+        return {"prompt": prompt.text, "multi_modal_data": {
+            "video": [(list(frames), {"temporal_ids": groups}) for frames, groups in prompt.videos]}}
+    if prompt.images:
+        return {"prompt": prompt.text, "multi_modal_data": {"image": prompt.images}}
+    return {"prompt": prompt.text}

@@ -23,16 +23,17 @@ from core.process import Owner, exit_with, private_tempdir
 from model.checkpoint import iter_safetensors
 from model.processor import PIL_LIMIT, PromptInputs, Processor
 
-from .engine import add_request, make_llm, release_tempdir
+from .engine import add_request, engine_prompt, make_llm, release_tempdir
 from .loop import ABORTED, EngineItem, EngineLoop
 from .types import RolloutRequest, RolloutResult, RolloutSample, SamplingConfig, default_mode_sampling
 from .weights import SAFETENSORS_FILE, from_shared, nbytes, staging_dir, write_safetensors
 
 
-VIDEO_REFUSED = ("video prompts are refused: vLLM 0.32's MiniCPM-V drops the 3D-Resampler's temporal ids (every "
-                 "frame becomes 64 tokens of its own instead of one package of up to 6 frames), so the engine's "
-                 "prompt and log-probs would differ from the learner's and an RL update on them would be wrong "
-                 "(issue 15: a vLLM plugin that packs frames as the learner does)")
+VIDEO_REFUSED = ("video prompts need the engine started with video=True (rollout.video): vLLM 0.32's own MiniCPM-V "
+                 "drops the 3D-Resampler's temporal ids (every frame becomes 64 tokens of its own instead of one "
+                 "package of up to 6 frames), so its prompt and log-probs would differ from the learner's and an RL "
+                 "update on them would be wrong; video=True serves the checkpoint with this project's vLLM class "
+                 "(rollouts/vllm_video.py), which packs frames as the learner does")
 
 
 def has_video(messages: list[dict]) -> bool:
@@ -47,9 +48,12 @@ class RolloutWorker:
     def __init__(self, ckpt: str, worker_id: int = 0, mode_sampling: dict[str, SamplingConfig] | None = None,
                  seed: int = 0, max_model_len: int = 4096, dtype: str = "auto", enable_lora: bool = False,
                  max_lora_rank: int = 16, max_images: int = 4, max_image_pixels: int | None | str = PIL_LIMIT,
-                 video_sampling: dict | None = None, owner: Owner | None = None, **engine_kwargs):
+                 video_sampling: dict | None = None, video: bool = False, owner: Owner | None = None,
+                 **engine_kwargs):
         """owner: the process that started this worker as a Ray actor (the pool's): the actor then keeps its temp
-        files in a folder of its own and dies with the owner (`core.process`). None in a caller's own process."""
+        files in a folder of its own and dies with the owner (`core.process`). None in a caller's own process.
+        video: serve video prompts (`make_llm(video=True)`: this project's vLLM class, frames packed as the learner
+        packs them); without it a video request fails with VIDEO_REFUSED."""
         self.own_tempdir = private_tempdir() if owner is not None else None  # removed by shutdown (os._exit after)
         exit_with(owner)
         self.worker_id = worker_id
@@ -57,9 +61,11 @@ class RolloutWorker:
         self.mode_sampling = mode_sampling or default_mode_sampling()
         self.max_model_len = max_model_len
         self.seed = seed
+        self.video = video
         lora = {"enable_lora": True, "max_lora_rank": max_lora_rank, "max_loras": 1} if enable_lora else {}
         self.loop = EngineLoop(lambda: make_llm(ckpt, dtype=dtype, seed=seed + worker_id, max_model_len=max_model_len,
-                                                max_images=max_images, **lora, **engine_kwargs),
+                                                max_images=max_images, video=video, **lora,
+                                                **engine_kwargs),
                                add=lambda llm, item: add_request(llm, item.key, item.prompt, item.params, item.lora),
                                name=f"rollout-engine-{worker_id}")
         self.llm = self.loop.llm
@@ -85,7 +91,7 @@ class RolloutWorker:
     # ---- sampling ----
     def prepare(self, request: RolloutRequest) -> PromptInputs:
         request.check()
-        if has_video(request.messages):
+        if not self.video and has_video(request.messages):
             raise ValueError(f"request {request.request_id}: {VIDEO_REFUSED}")
         prompt = self.processor(request.messages, request.mode)
         if len(prompt.input_ids) >= self.max_model_len:
@@ -124,10 +130,7 @@ class RolloutWorker:
                 continue
             key = self.loop.new_key(request.request_id)
             by_key[key] = result
-            prompt = {"prompt": result.prompt.text}
-            if result.prompt.images:
-                prompt["multi_modal_data"] = {"image": result.prompt.images}
-            items.append(EngineItem(key, prompt, params, lora, out))
+            items.append(EngineItem(key, engine_prompt(result.prompt), params, lora, out))
         prepared = time.perf_counter()
         with self._lock:
             self._keys.update({r.request.request_id: k for k, r in by_key.items()})

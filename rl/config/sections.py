@@ -147,6 +147,11 @@ class RolloutConfig:
     workers (generation and the update take turns, so a lone worker gets every core); with GPUs, 1."""
     tensor_parallel_size: int = Field(1, ge=1)
     """GPUs per vLLM engine (tensor parallelism); gpus_per_worker should match it."""
+    video: Optional[bool] = None
+    """Serve video prompts with this project's vLLM class for MiniCPM-V 4.5 (`rollouts/vllm_video.py`, registered by
+    the `vllm.general_plugins` entry point): video frames packed through the 3D-Resampler as the learner packs them.
+    vLLM's own class encodes each frame alone, so video rows are refused with false. None: on when the data has
+    video rows."""
     gpu_memory_utilization: float = Field(0.5, gt=0, le=1)
     """vLLM's share of each of its GPUs' memory (weights, activations, KV cache). Raise it when the learner has
     GPUs of its own (cluster.learner_gpus_per_rank); keep room for the learner when both share a GPU."""

@@ -73,7 +73,8 @@ class _Engine:
     """One rollout backend (`rollouts.backend.RolloutBackend`; vLLM's `RolloutWorker` unless another is given)
     moved from target to target."""
 
-    def __init__(self, targets: list[Target], cfg: TrainConfig, settings: EvalSettings, backend: type | None = None):
+    def __init__(self, targets: list[Target], cfg: TrainConfig, settings: EvalSettings, backend: type | None = None,
+                 video: bool = False):
         if backend is None:
             from rollouts.worker import RolloutWorker as backend
 
@@ -82,7 +83,7 @@ class _Engine:
                                     max_model_len=settings.max_model_len or cfg.rollout.max_model_len,
                                     dtype=settings.dtype or cfg.rollout.dtype, enable_lora=bool(ranks),
                                     max_lora_rank=max(ranks, default=16), max_image_pixels=cfg.data.max_image_pixels,
-                              video_sampling=cfg.data.video_sampling())
+                              video_sampling=cfg.data.video_sampling(), video=video)
         self.base = targets[0].base
         self.replaced = False  # the engine holds weights other than `base`'s
         self.version = 0
@@ -115,16 +116,11 @@ def run_eval(checkpoint: str | Path, data: str | Path, out: str | Path, settings
                              allowed_rewards=cfg.data.allowed_rewards, max_rows=settings.max_rows)
     if not rows:
         raise ValueError(f"no valid rows to evaluate: {report.summary()}")
-    if backend is None:  # the vLLM worker: video rows would be sampled unlike the learner computes them
-        from rollouts.worker import VIDEO_REFUSED
-
-        for row in rows:
-            for name, _ in row.videos():
-                raise ValueError(f"{row.where}: field {name!r}: {VIDEO_REFUSED}")
     if report.bad:
         log.warning("bad rows left out: %s", report.summary())
     out.mkdir(parents=True, exist_ok=True)
-    engine = _Engine(targets, cfg, settings, backend)
+    video = any(row.videos() for row in rows)  # served by this project's vLLM class (rollouts/vllm_video.py)
+    engine = _Engine(targets, cfg, settings, backend, video=video)
     runner = RewardRunner(cfg.reward.runner_config())
     score = lambda results: score_results(results, runner, cfg.reward.combine, cfg.data.default_reward)  # noqa: E731
     per_target, records = [], []

@@ -120,3 +120,24 @@ def test_dynamic_sampling_drops_zero_variance_groups_and_refills(common, tmp_pat
     assert row["dynamic/groups_aborted"] == 0  # the batch never filled: nothing to abort
     assert row["groups"] == 0 and row["reward/mean"] == 0.0
     assert row["policy_version"] == 0  # no samples with signal: no update
+
+
+def test_three_steps_on_the_video_demo_set_and_rl_eval_per_mode(tiny_ckpt, tmp_path):
+    """Video rows end to end: the moving_shape demo set (built on first use) trains with this project's vLLM class
+    (rollout.video: on by itself for video data), and rl-eval evaluates the run on it in both modes."""
+    data, run = tmp_path / "moving_shape.jsonl", tmp_path / "video"
+    rl_train("--config", "configs/tiny_cpu.yaml", f"model.path={tiny_ckpt}", f"data.path={data}",
+             "data.demo=moving_shape", "data.demo_rows=12", f"run.dir={run}", "run.steps=3", "run.progress=false",
+             "run.tensorboard=false", "run.export=false", "rollout.prompts_per_step=2", "rollout.n=2")
+    rows = metrics(run)
+    assert len(rows) == 3 and all(r["failed_requests"] == 0 for r in rows)
+    assert any(r.get("learner/loss") is not None for r in rows)
+    exe = Path(sys.executable).parent / "rl-eval"
+    proc = subprocess.run([str(exe), "--checkpoint", str(run), "--data", str(data), "--out", str(tmp_path / "eval"),
+                           "--max-rows", "2", "--no-base", "--quiet"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert set(summary["modes"]) == {"short", "long"} and summary["data"]["rows"] == 2
+    records = [json.loads(line) for line in (tmp_path / "eval" / "results.jsonl").read_text().splitlines()]
+    assert records and all(r["error"] is None for r in records)

@@ -3,7 +3,7 @@
 import torch
 
 from model import MiniCPMV
-from model.processor import collate
+from model.processor import Video, collate
 from model.synthetic import shapes_image
 from rollouts.types import RolloutRequest, SamplingConfig
 
@@ -42,3 +42,17 @@ def perturbed(ckpt, seed: int, scale: float = 0.05) -> MiniCPMV:
         for p in model.parameters():
             p.add_(torch.randn(p.shape, generator=g) * scale * (p.std() if p.numel() > 1 else 1))
     return model
+
+
+def video_requests(prefix: str, frames=(1, 6, 7, 13), packing: int = 3) -> list[RolloutRequest]:
+    """Per frame count, a video prompt (synthetic frames 0.3 s apart, `packing` frames per package) in each fixed
+    mode, seeded."""
+    out = []
+    for n in frames:
+        video = Video([shapes_image(k % 4 + 1, (224, 224), seed=k) for k in range(n)], [0.3 * k for k in range(n)],
+                      packing)
+        for mode in ("short", "long"):
+            out.append(RolloutRequest(f"{prefix}{n}-{mode}", [{"role": "user", "content": [
+                {"type": "video", "video": video}, {"type": "text", "text": "Which shape moves?"}]}],
+                mode=mode, n=2, seed=10 * n))
+    return out

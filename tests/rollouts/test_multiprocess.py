@@ -16,7 +16,7 @@ from model.lora import LLM_LORA_TARGETS, merged_weights
 from rollouts.weights import to_shared
 from rollouts.worker import RolloutWorker
 
-from tests.rollouts.helpers import SAMPLING, learner_diff, perturbed, requests
+from tests.rollouts.helpers import SAMPLING, learner_diff, perturbed, requests, video_requests
 
 pytestmark = pytest.mark.vllm
 
@@ -67,8 +67,9 @@ def mp(tiny_ckpt):
     # variable once an engine core starts): read it afresh.
     vllm.envs.disable_envs_cache()
     before = {"shm": shm_names(), "children": {p.pid for p in psutil.Process().children(recursive=True)}}
-    worker = RolloutWorker(str(tiny_ckpt), mode_sampling=SAMPLING, dtype="float32", max_model_len=2048,
-                           enable_lora=True, max_lora_rank=8)
+    # video=True: the engine processes load this project's vLLM class by the plugin's entry point
+    worker = RolloutWorker(str(tiny_ckpt), mode_sampling=SAMPLING, dtype="float32", max_model_len=4096,
+                           enable_lora=True, max_lora_rank=8, video=True)
     yield worker, before
     worker.shutdown()
     patch.undo()
@@ -84,6 +85,13 @@ def test_the_engine_runs_in_other_processes(mp, tiny_model):
     assert procs and all(p.pid != os.getpid() and p.is_running() for p in procs)
     assert any("EngineCore" in " ".join(p.cmdline()) or "EngineCor" in p.name() for p in procs)
     assert learner_diff(tiny_model, worker.generate(requests(3, prefix="base"))).max() <= 1e-4
+
+
+def test_video_prompts_in_the_multiprocess_engine(mp, tiny_model):
+    worker, _ = mp
+    results = worker.generate(video_requests("mp", frames=(7,)))
+    assert all(r.ok for r in results), [r.error for r in results if not r.ok][:1]
+    assert learner_diff(tiny_model, results).max() <= 1e-4
 
 
 def test_full_weights_in_memory_from_a_directory_and_from_shared_memory(mp, tiny_ckpt, tmp_path):

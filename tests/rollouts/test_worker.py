@@ -61,7 +61,8 @@ def test_video_requests_are_refused_with_the_reason(worker, tmp_path):
     path = write_video(tmp_path / "v.mp4", [shapes_image(k + 1, (64, 64)) for k in range(6)], fps=6)
     video = RolloutRequest("video", [{"role": "user", "content": [{"type": "video", "video": str(path)}]}], n=1)
     [refused, fine] = worker.generate([video] + requests(1, prefix="with-video"))
-    assert "video prompts are refused" in refused.error and "temporal ids" in refused.error and fine.ok
+    assert "video prompts need the engine started with video=True" in refused.error and fine.ok
+    assert "temporal ids" in refused.error
 
 
 def test_seeded_batch_larger_than_one_engine_step(worker):

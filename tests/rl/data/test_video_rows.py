@@ -73,23 +73,21 @@ def test_the_moving_shape_demo_set_is_valid_and_moves_as_its_answer_says(tmp_pat
         assert max(moved, key=moved.get) == row.answer and moved[row.answer] > 30
 
 
-def test_training_and_evaluation_refuse_video_rows_before_any_engine_starts(tmp_path, tiny_ckpt, monkeypatch):
-    """vLLM 0.32 samples video frames unlike the learner computes them (issue 15): a video row stops rl-train and
-    rl-eval with the row, the field and the reason, before Ray or vLLM start."""
+def test_video_rows_with_rollout_video_off_stop_the_run_before_any_engine_starts(tmp_path, tiny_ckpt, monkeypatch):
+    """vLLM's own MiniCPM-V samples video frames unlike the learner computes them: with rollout.video=false a video
+    row stops rl-train with the row, the field and the reason, before Ray or vLLM start."""
     import pytest
 
     import rl.trainer as trainer_module
     from rl.config import load
     from rl.data.demo import write_demo
     from rl.errors import RunError
-    from rl.evaluation.run import run_eval
 
     monkeypatch.setattr(trainer_module, "start_ray", lambda cfg: pytest.fail("Ray started"))
     data = write_demo("moving_shape", tmp_path / "moving_shape.jsonl", rows=4)
     cfg = load("configs/tiny_cpu.yaml", [f"model.path={tiny_ckpt}", f"data.path={data}", f"run.dir={tmp_path / 'r'}",
-                                         "data.default_reward=exact", "rollout.prompts_per_step=2"])
-    with pytest.raises(RunError, match=r"moving_shape.jsonl: row \d: field 'videos\[0\]': video prompts are refused: "
-                                       r"vLLM 0.32's MiniCPM-V drops the 3D-Resampler's temporal ids"):
+                                         "data.default_reward=exact", "rollout.prompts_per_step=2",
+                                         "rollout.video=false"])
+    with pytest.raises(RunError, match=r"moving_shape.jsonl: row \d: field 'videos\[0\]': video prompts need the "
+                                       r"engine started with video=True .*\(rollout.video=false\)"):
         trainer_module.Trainer(cfg)
-    with pytest.raises(ValueError, match=r"row 1: field 'videos\[0\]': video prompts are refused"):
-        run_eval(tiny_ckpt, data, tmp_path / "eval")

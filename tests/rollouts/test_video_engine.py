@@ -1,0 +1,65 @@
+"""Video through this project's vLLM class (rollouts/vllm_video.py): the engine builds the learner's prompt token ids
+for videos packed by the 3D-Resampler and samples from the learner's distribution, with and without a LoRA adapter;
+the plugin registers once and leaves vLLM's own class alone."""
+
+import math
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+
+from model import MiniCPMV
+from model.lora import LLM_LORA_TARGETS
+from rollouts.worker import RolloutWorker
+from tests.rollouts.helpers import SAMPLING, learner_diff, requests, video_requests
+
+pytestmark = pytest.mark.vllm
+
+
+@pytest.fixture(scope="module")
+def worker(tiny_ckpt):
+    w = RolloutWorker(str(tiny_ckpt), mode_sampling=SAMPLING, dtype="float32", max_model_len=4096, video=True,
+                      enable_lora=True, max_lora_rank=8)
+    yield w
+    w.shutdown()
+
+
+def test_video_prompts_get_the_learners_token_ids_and_log_probs(worker, processor, tiny_model):
+    results = worker.generate(video_requests("v") + requests(3, n=2, prefix="img"))  # one batch: videos and images
+    assert all(r.ok for r in results), [r.error for r in results if not r.ok][:1]  # the worker compares token ids
+    videos = results[:-3]
+    for r in videos:
+        frames = len(r.request.messages[0]["content"][0]["video"].frames)
+        assert r.prompt.input_ids == processor(r.request.messages, r.request.mode).input_ids
+        assert len(r.prompt.temporal_ids) == math.ceil(frames / 3)  # one package of up to 3 frames, 64 tokens each
+    assert learner_diff(tiny_model, videos).max() <= 1e-4
+    assert learner_diff(tiny_model, results[-3:]).max() <= 1e-4  # image slices unchanged beside the videos
+
+
+def test_video_log_probs_follow_a_lora_adapter(worker, tiny_ckpt, tmp_path):
+    torch.manual_seed(0)
+    peft_model = get_peft_model(MiniCPMV.from_pretrained(tiny_ckpt),
+                                LoraConfig(r=8, lora_alpha=16, target_modules=LLM_LORA_TARGETS,
+                                           init_lora_weights=False)).eval()
+    peft_model.save_pretrained(tmp_path / "lora")
+    worker.load_lora(1, str(tmp_path / "lora"))
+    results = worker.generate(video_requests("lora", frames=(7,)))
+    assert all(r.ok and r.policy_version == 1 for r in results)
+    assert learner_diff(peft_model, results).max() <= 1e-4
+    with peft_model.disable_adapter():
+        assert learner_diff(peft_model, results).max() > 1e-2
+
+
+def test_the_plugin_registers_its_own_name_once_and_keeps_vllms_class():
+    from vllm import ModelRegistry
+
+    from rollouts.plugin import ARCH, register
+
+    register()
+    register()
+    ours, theirs = ModelRegistry.models[ARCH], ModelRegistry.models["MiniCPMV"]
+    assert (ours.module_name, ours.class_name) == ("rollouts.vllm_video", "MiniCPMV45Video")
+    assert (theirs.module_name, theirs.class_name) == ("vllm.model_executor.models.minicpmv", "MiniCPMV")
+    from importlib.metadata import entry_points
+
+    assert any(e.value == "rollouts.plugin:register" for e in entry_points(group="vllm.general_plugins"))
