@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .processor import InputError, Video, load_image
+from .media import InputError, Video, load_image
 
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 TIME_SCALE = 0.1
