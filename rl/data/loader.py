@@ -139,13 +139,17 @@ def prompt_tokens(row: Row, processor: Any, mode: str | None = None,
     """(tokens, mode): the length of the row's prompt, text and image tokens, as `processor` (a
     model.processor.Processor) builds it for `mode`, else the row's own mode, else the longer of short and long.
 
-    Exactly `len(processor(messages, mode).input_ids)`, without the pixel work: images are read for their size
-    (the header) alone, and each image pattern is expanded into the placeholder tokens the slicing gives that size.
+    Exactly `len(processor(messages, mode).input_ids)`, without the pixel work for images: they are read for their
+    size (the header) alone, and each image pattern is expanded into the placeholder tokens the slicing gives that
+    size. A row with a video is processed in full (its frames are sampled and packed).
     """
     fixed = mode if mode is not None else row.mode
+    modes = [fixed] if fixed is not None else FIXED_MODES
+    if row.videos():
+        return max((len(processor(copy_messages(row.messages), m).input_ids), m) for m in modes)
     sizes = row.image_sizes(max_pixels)
     longest = (-1, "")
-    for m in [fixed] if fixed is not None else FIXED_MODES:
+    for m in modes:
         text = processor.render(copy_messages(row.messages), m)
         expanded = processor.hf.expand_placeholders(text, sizes)
         longest = max(longest, (len(processor.tokenizer.encode(expanded, add_special_tokens=False)), m))
@@ -162,9 +166,11 @@ def check_prompt_length(row: Row, processor: Any, max_tokens: int,
     except Exception as e:  # noqa: BLE001 - a prompt the processor cannot build is the row's problem
         raise RowError(row.source, row.row, None, f"cannot build the prompt ({type(e).__name__}: {e})") from None
     if tokens > max_tokens:
-        raise RowError(row.source, row.row, None,
-                       f"prompt of {tokens} tokens > data.max_prompt_tokens={max_tokens} ({mode} mode, text and "
-                       "image tokens)")
+        videos = row.videos()
+        raise RowError(row.source, row.row, videos[0][0] if videos else None,
+                       f"prompt of {tokens} tokens > data.max_prompt_tokens={max_tokens} ({mode} mode, "
+                       + ("text, image and video tokens; fewer frames: data.video_fps, data.video_max_frames)"
+                          if videos else "text and image tokens)"))
 
 
 def load_rows(cfg: DataConfig | str | Path | Sequence[str | Path], processor: Any = None,

@@ -91,3 +91,22 @@ def test_video_rows_with_rollout_video_off_stop_the_run_before_any_engine_starts
     with pytest.raises(RunError, match=r"moving_shape.jsonl: row \d: field 'videos\[0\]': video prompts need the "
                                        r"engine started with video=True .*\(rollout.video=false\)"):
         trainer_module.Trainer(cfg)
+
+
+def test_a_video_too_long_for_the_context_is_a_bad_row_naming_the_video(tmp_path, tiny_ckpt):
+    from rl.data import DataConfig
+
+    write_video(tmp_path / "long.mp4", frames=60)  # 6 s at 10 fps: 18 frames, one package each
+    write_video(tmp_path / "short.mp4", frames=10)  # 1 s: 3 frames
+    path = write_jsonl(tmp_path / "d.jsonl", [{"question": "q", "videos": ["long.mp4"], "answer": "1"},
+                                              {"question": "q", "videos": ["short.mp4"], "answer": "1"}])
+    processor = Processor.from_pretrained(tiny_ckpt)
+    rows, report = load_rows(DataConfig(path=str(path), default_reward="number", max_prompt_tokens=600),
+                             processor=processor)
+    assert [r.row for r in rows] == [2] and report.bad == 1
+    assert "d.jsonl: row 1: field 'videos[0]': prompt of" in report.errors[0]
+    assert "> data.max_prompt_tokens=600" in report.errors[0] and "data.video_fps" in report.errors[0]
+    from rl.data.loader import prompt_tokens
+
+    assert prompt_tokens(rows[0], processor)[0] == max(len(processor(rows[0].messages, m).input_ids)
+                                                       for m in ("short", "long"))  # the longer mode counts
