@@ -37,6 +37,8 @@ class PromptInputs:
     input_ids: list[int]
     images: list[PIL.Image.Image] = field(default_factory=list)
     """Every image and video frame, in order."""
+    stills: list[PIL.Image.Image] = field(default_factory=list)
+    """The images alone (no video frames), in order."""
     videos: list[tuple[list[PIL.Image.Image], list[list[int]]]] = field(default_factory=list)
     """Per video: its frames and their packages (timestamp ids in units of 0.1 s), as a vLLM engine takes them."""
     pixel_values: list[torch.Tensor] = field(default_factory=list)
@@ -118,7 +120,7 @@ class Processor:
         if n_patterns != len(media):
             raise InputError(f"the prompt has {n_patterns} image/video placeholders but {len(media)} images/videos "
                              "were given")
-        frames, groups, videos = [], [], []
+        frames, groups, videos, stills = [], [], [], []
         pieces = text.replace(VIDEO_PATTERN, "\0V\0").replace(IMAGE_PATTERN, "\0I\0").split("\0")
         out, k = [], 0
         for piece in pieces:
@@ -131,6 +133,7 @@ class Processor:
                 if isinstance(item, Video):
                     raise InputError(f"media[{k - 1}]: a video where the prompt has an image placeholder")
                 frames.append(item)
+                stills.append(item)
                 groups.append([-1])
                 out.append(IMAGE_PATTERN)
             else:
@@ -143,14 +146,14 @@ class Processor:
                 groups.extend(packages)
                 videos.append((list(item.frames), packages))
                 out.append(IMAGE_PATTERN * len(item.frames))
+        # With a video, the whole prompt takes the release's video settings (its chat() with temporal_ids):
+        # one slice per image or frame and no image ids; images are packages of their own ([-1]: no time).
         has_video = any(g != [-1] for g in groups)
-        if has_video and any(isinstance(m, PIL.Image.Image) for m in media):
-            raise InputError("a prompt with both images and video is not supported yet")
         result = self.hf("".join(out), [frames], temporal_ids=[groups] if has_video else None,
                          max_slice_nums=self.video_max_slice_nums if has_video else None,
                          use_image_id=False if has_video else None)
         return PromptInputs(
-            text=text, input_ids=result["input_ids"][0], images=frames, videos=videos,
+            text=text, input_ids=result["input_ids"][0], images=frames, stills=stills, videos=videos,
             pixel_values=list(result["pixel_values"][0]),
             tgt_sizes=torch.as_tensor(result["tgt_sizes"][0], dtype=torch.long).reshape(-1, 2),
             image_bound=result["image_bound"][0], temporal_ids=result["temporal_ids"][0] if has_video else

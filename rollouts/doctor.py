@@ -29,8 +29,9 @@ QUESTIONS = ["How many circles are in the picture?", "What color are the shapes?
 TEXT_QUESTIONS = ["What is 17 + 25?", "Name a prime number larger than 10.", "Is 91 a prime number?"]
 # Sizes chosen to cover no slicing, a 2-slice grid and a 3x2 grid (the LLaVA-UHD paths).
 IMAGE_SIZES = [(224, 224), (700, 400), (1100, 800)]
-# Video frame counts and frames per package: one frame, packages of 3 with a short last one, no packing.
-VIDEOS = [(1, 3), (7, 3), (6, 1)]
+# Video frame counts, frames per package, and an image in the same prompt: one frame, packages of 3 with a short last
+# one, no packing, and an image beside a video.
+VIDEOS = [(1, 3, False), (7, 3, False), (6, 1, False), (7, 3, True)]
 
 
 def doctor_prompts() -> list[list[dict]]:
@@ -40,11 +41,12 @@ def doctor_prompts() -> list[list[dict]]:
         prompts.append([{"role": "user", "content": [{"type": "image", "image": image},
                                                      {"type": "text", "text": QUESTIONS[i % len(QUESTIONS)]}]}])
     prompts += [[{"role": "user", "content": q}] for q in TEXT_QUESTIONS]
-    for frames, packing in VIDEOS:
+    for frames, packing, image in VIDEOS:
         video = Video([shapes_image(k % 4 + 1, (224, 224), seed=k) for k in range(frames)],
                       [0.3 * k for k in range(frames)], packing)
-        prompts.append([{"role": "user", "content": [{"type": "video", "video": video},
-                                                     {"type": "text", "text": "Which shape moves?"}]}])
+        still = [{"type": "image", "image": shapes_image(2, (700, 400), seed=frames)}] if image else []
+        prompts.append([{"role": "user", "content": still + [{"type": "video", "video": video},
+                                                             {"type": "text", "text": "Which shape moves?"}]}])
     return prompts
 
 

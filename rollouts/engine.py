@@ -124,8 +124,10 @@ def engine_prompt(prompt) -> dict:
     videos as (frames, {"temporal_ids": packages}), which only an engine made with `make_llm(video=True)` packs as
     the learner does."""
     if prompt.videos:
-        return {"prompt": prompt.text, "multi_modal_data": {
-            "video": [(list(frames), {"temporal_ids": groups}) for frames, groups in prompt.videos]}}
+        data = {"video": [(list(frames), {"temporal_ids": groups}) for frames, groups in prompt.videos]}
+        if prompt.stills:
+            data["image"] = list(prompt.stills)
+        return {"prompt": prompt.text, "multi_modal_data": data}
     if prompt.images:
         return {"prompt": prompt.text, "multi_modal_data": {"image": prompt.images}}
     return {"prompt": prompt.text}

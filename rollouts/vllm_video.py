@@ -32,7 +32,7 @@ from vllm.model_executor.models.minicpmv import (MiniCPMV4_5, MiniCPMVDummyInput
                                                  _minicpmv_field_config)
 from vllm.multimodal import MULTIMODAL_REGISTRY
 from vllm.multimodal.inputs import MultiModalFieldConfig
-from vllm.multimodal.parse import VideoProcessorItems
+from vllm.multimodal.parse import ImageProcessorItems, VideoProcessorItems
 from vllm.multimodal.processing.processor import PromptReplacement, PromptUpdateDetails
 
 from .plugin import ARCH  # noqa: F401 - the name this class is registered under
@@ -64,6 +64,12 @@ class VideoProcessor(MiniCPMVMultiModalProcessor):
         finally:
             self._pending_groups = None
 
+    def process_images(self, mm_data: Mapping[str, object], mm_kwargs: Mapping[str, object]):
+        """Beside a video, images take the video settings, as the learner's processor (the release) gives them."""
+        if mm_data.get("videos") is not None:
+            mm_kwargs = {**mm_kwargs, "max_slice_nums": self.info.get_video_max_slice_num()}
+        return super().process_images(mm_data, mm_kwargs)
+
     def process_videos(self, mm_data: Mapping[str, object], mm_kwargs: Mapping[str, object]):
         if (videos := mm_data.get("videos")) is None:
             return {}
@@ -94,6 +100,15 @@ class VideoProcessor(MiniCPMVMultiModalProcessor):
         tokenizer = self.info.get_tokenizer()
         unk = [tokenizer.get_vocab()["<unk>"]]
 
+        with_video = "video" in mm_items and mm_items["video"].get_count() > 0
+
+        def image_replacement(item_idx: int):  # beside a video: one slice, no image id (process_images)
+            images = mm_items.get_items("image", ImageProcessorItems)
+            text = self.info.get_slice_image_placeholder(
+                image_size=images.get_image_size(item_idx), image_idx=item_idx,
+                max_slice_nums=self.info.get_video_max_slice_num(), use_image_id=False)
+            return PromptUpdateDetails.select_token_ids(tokenizer.encode(text, add_special_tokens=False), unk)
+
         def video_replacement(item_idx: int):
             videos = mm_items.get_items("video", VideoProcessorItems)
             packages = len(out_mm_kwargs["video"][item_idx]["video_group_sizes"].data)  # from the processed item
@@ -102,8 +117,9 @@ class VideoProcessor(MiniCPMVMultiModalProcessor):
                 max_slice_nums=self.info.get_video_max_slice_num(), use_image_id=False) * packages
             return PromptUpdateDetails.select_token_ids(tokenizer.encode(text, add_special_tokens=False), unk)
 
-        return [PromptReplacement(modality="video", target=u.target, replacement=video_replacement)
-                if u.modality == "video" else u for u in updates]
+        replacements = {"video": video_replacement, **({"image": image_replacement} if with_video else {})}
+        return [PromptReplacement(modality=u.modality, target=u.target, replacement=replacements[u.modality])
+                if u.modality in replacements else u for u in updates]
 
 
 @MULTIMODAL_REGISTRY.register_processor(VideoProcessor, info=MiniCPMVProcessingInfo,

@@ -44,15 +44,16 @@ def perturbed(ckpt, seed: int, scale: float = 0.05) -> MiniCPMV:
     return model
 
 
-def video_requests(prefix: str, frames=(1, 6, 7, 13), packing: int = 3) -> list[RolloutRequest]:
+def video_requests(prefix: str, frames=(1, 6, 7, 13), packing: int = 3, image: bool = False) -> list[RolloutRequest]:
     """Per frame count, a video prompt (synthetic frames 0.3 s apart, `packing` frames per package) in each fixed
-    mode, seeded."""
+    mode, seeded; `image`: an image (wide enough to be sliced on its own) before the video in the same prompt."""
     out = []
     for n in frames:
         video = Video([shapes_image(k % 4 + 1, (224, 224), seed=k) for k in range(n)], [0.3 * k for k in range(n)],
                       packing)
+        still = [{"type": "image", "image": shapes_image(3, (700, 400), seed=n)}] if image else []
         for mode in ("short", "long"):
-            out.append(RolloutRequest(f"{prefix}{n}-{mode}", [{"role": "user", "content": [
+            out.append(RolloutRequest(f"{prefix}{n}-{mode}", [{"role": "user", "content": still + [
                 {"type": "video", "video": video}, {"type": "text", "text": "Which shape moves?"}]}],
                 mode=mode, n=2, seed=10 * n))
     return out

@@ -27,7 +27,7 @@ def test_rl_doctor_json_reports_agreement(tiny_ckpt):
     assert report["prompt_ids_match"] is True
     assert report["n_tokens"] >= 256
     assert report["n_image_prompts"] >= 2
-    assert report["n_video_prompts"] == 3 * 2  # 1 frame, 7 frames in packages of 3, 6 unpacked; both modes
+    assert report["n_video_prompts"] == 4 * 2  # 1 frame, 7 in packages of 3, 6 unpacked, an image + 7; both modes
     assert report["max_abs_logprob_diff_video"] <= 1e-4
     assert report["modes"] == ["short", "long"]
     assert report["max_abs_logprob_diff"] <= 1e-4

@@ -2,8 +2,6 @@
 for videos packed by the 3D-Resampler and samples from the learner's distribution, with and without a LoRA adapter;
 the plugin registers once and leaves vLLM's own class alone."""
 
-import math
-
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
@@ -25,13 +23,19 @@ def worker(tiny_ckpt):
 
 
 def test_video_prompts_get_the_learners_token_ids_and_log_probs(worker, processor, tiny_model):
-    results = worker.generate(video_requests("v") + requests(3, n=2, prefix="img"))  # one batch: videos and images
+    # one batch: videos alone, an image and a video in one prompt, images alone
+    batch = video_requests("v") + video_requests("iv", image=True) + requests(3, n=2, prefix="img")
+    results = worker.generate(batch)
     assert all(r.ok for r in results), [r.error for r in results if not r.ok][:1]  # the worker compares token ids
     videos = results[:-3]
     for r in videos:
-        frames = len(r.request.messages[0]["content"][0]["video"].frames)
+        parts = r.request.messages[0]["content"]
+        frames = len(next(p["video"] for p in parts if p["type"] == "video").frames)
+        stills = sum(p["type"] == "image" for p in parts)
         assert r.prompt.input_ids == processor(r.request.messages, r.request.mode).input_ids
-        assert len(r.prompt.temporal_ids) == math.ceil(frames / 3)  # one package of up to 3 frames, 64 tokens each
+        # one package of up to 3 frames (64 tokens), and one slice per image beside a video
+        assert r.prompt.temporal_ids == [[-1]] * stills + [[round(3 * k) for k in range(i, min(i + 3, frames))]
+                                                           for i in range(0, frames, 3)]
     assert learner_diff(tiny_model, videos).max() <= 1e-4
     assert learner_diff(tiny_model, results[-3:]).max() <= 1e-4  # image slices unchanged beside the videos
 
