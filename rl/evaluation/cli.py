@@ -1,7 +1,8 @@
-"""`rl-eval --checkpoint DIR --data FILE [--modes short,long,auto] [--n N] --out DIR`: mode-switch evaluation.
+"""`rl-eval --checkpoint DIR [--data FILE] [--modes short,long,auto] [--n N] --out DIR`: mode-switch evaluation.
 
 DIR is a checkpoint directory (the release, a run's export/), one run checkpoint (RUN/checkpoints/step-N) or a
-run directory (the base model and every kept checkpoint: curves over steps). Writes OUT/summary.json,
+run directory (the base model and every kept checkpoint: curves over steps). Without --data, a run's own rows:
+its held-out rows (run.eval_rows), else its data (--max-rows N); the output says which. Writes OUT/summary.json,
 OUT/results.jsonl, OUT/accuracy_vs_tokens.png, OUT/length_hist.png (and OUT/curves.png for several checkpoints).
 """
 
@@ -25,7 +26,8 @@ def _table(summary: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rl-eval", description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, help="checkpoint dir, RUN/checkpoints/step-N, or a run dir")
-    parser.add_argument("--data", required=True, help="evaluation rows (JSONL or Parquet, the training schema)")
+    parser.add_argument("--data", help="evaluation rows (JSONL or Parquet, the training schema); default for a run: "
+                                       "its held-out rows, else its data (--max-rows N)")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--modes", default="short,long", help="comma-separated: short, long, auto")
     parser.add_argument("--n", type=int, default=1, help="samples per row and mode")
@@ -56,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"rl-eval: {e}", file=sys.stderr)
         return 2
+    print(f"rl-eval: evaluated {summary['data']['used']}")
     print(_table(summary))
     print(f"rl-eval: wrote {args.out}/summary.json, results.jsonl and {', '.join(summary['figures'].values())}")
     return 0

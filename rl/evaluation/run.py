@@ -102,21 +102,52 @@ class _Engine:
             self.worker.unload_lora(self.version)
 
 
-def run_eval(checkpoint: str | Path, data: str | Path, out: str | Path, settings: EvalSettings | None = None,
+def run_rows(run_cfg: TrainConfig | None, checkpoint: str | Path, max_rows: int = 0) -> tuple[list, str]:
+    """A run's own evaluation rows, without --data: its held-out rows when it held some out (run.eval_every and
+    run.eval_rows: the same rows its trainer evaluated), else the first `max_rows` rows of its data (all with 0);
+    with the sentence that says which."""
+    if run_cfg is None:
+        raise ValueError(f"{checkpoint}: not part of a run (no config.yaml beside it), so --data is needed")
+    from ..data.loader import PromptDataset
+
+    cfg, holdout = run_cfg, run_cfg.run.eval_rows if run_cfg.run.eval_every else 0
+    processor = None
+    if cfg.data.max_prompt_tokens is not None:  # the trainer's row filter, so the held-out draw is the same
+        from model.processor import Processor
+
+        processor = Processor.from_pretrained(cfg.model.path, max_image_pixels=cfg.data.max_image_pixels,
+                                              video_sampling=cfg.data.video_sampling())
+    dataset = PromptDataset.from_config(cfg.data, seed=cfg.run.seed, eval_holdout=holdout, processor=processor)
+    if dataset.eval:
+        rows = dataset.eval[:max_rows] if max_rows else dataset.eval
+        return rows, f"the run's {len(rows)} held-out rows of {cfg.data.path} (run.eval_rows={holdout})"
+    rows = dataset.rows[:max_rows] if max_rows else dataset.rows
+    return rows, (f"the first {len(rows)} rows of the run's data {cfg.data.path} (the run held out no rows: "
+                  "run.eval_every=0)")
+
+
+def run_eval(checkpoint: str | Path, data: str | Path | None, out: str | Path, settings: EvalSettings | None = None,
              backend: type | None = None) -> dict:
-    """Evaluate and write `out/summary.json`, `out/results.jsonl` and the plots; returns the summary. backend: the
-    rollout backend class to sample with (default: the vLLM worker)."""
+    """Evaluate and write `out/summary.json`, `out/results.jsonl` and the plots; returns the summary. data: None
+    evaluates the run's own rows (`run_rows`; summary["data"]["used"] says which). backend: the rollout backend
+    class to sample with (default: the vLLM worker)."""
     settings = settings or EvalSettings()
     out = Path(out)
     targets, run_cfg = find_targets(checkpoint, settings.include_base)
     for target in targets:  # every file the engine will read, named if it is corrupt, before the engine starts
         verify_target(target)
     cfg = run_cfg or TrainConfig()
-    rows, report = load_rows(data, default_reward=cfg.data.default_reward,
-                             allowed_rewards=cfg.data.allowed_rewards, max_rows=settings.max_rows)
+    if data is None:
+        rows, used = run_rows(run_cfg, checkpoint, settings.max_rows)
+        report = None
+        log.info("rl-eval: evaluating %s", used)
+    else:
+        rows, report = load_rows(data, default_reward=cfg.data.default_reward,
+                                 allowed_rewards=cfg.data.allowed_rewards, max_rows=settings.max_rows)
+        used = f"{len(rows)} rows of {data}"
     if not rows:
-        raise ValueError(f"no valid rows to evaluate: {report.summary()}")
-    if report.bad:
+        raise ValueError(f"no valid rows to evaluate: {report.summary() if report else used}")
+    if report is not None and report.bad:
         log.warning("bad rows left out: %s", report.summary())
     out.mkdir(parents=True, exist_ok=True)
     video = any(row.videos() for row in rows)  # served by this project's vLLM class (rollouts/vllm_video.py)
@@ -135,7 +166,8 @@ def run_eval(checkpoint: str | Path, data: str | Path, out: str | Path, settings
     finally:
         runner.close()
     summary = {"modes": per_target[-1]["modes"], "checkpoints": per_target,
-               "data": {"path": str(data), "rows": len(rows), "bad_rows": report.bad},
+               "data": {"path": str(data if data is not None else cfg.data.path), "rows": len(rows),
+                        "bad_rows": report.bad if report is not None else 0, "used": used},
                "settings": {**{k: v for k, v in dataclasses.asdict(settings).items() if k != "progress"},
                             "sampling": {m: dataclasses.asdict(s) for m, s in settings.sampling(cfg).items()
                                          if m in settings.modes}}}

@@ -109,3 +109,26 @@ def test_rl_eval_samples_with_any_backend(tiny_ckpt, tmp_path):
     for mode in ("short", "long"):
         assert 0 < summary["modes"][mode]["accuracy"] < 1
     assert (tmp_path / "eval" / "results.jsonl").is_file()
+
+
+def test_rl_eval_without_data_evaluates_the_runs_held_out_rows_and_says_so(tiny_ckpt, tmp_path, no_ray):
+    import json
+
+    from rl.evaluation.run import EvalSettings, run_eval
+
+    cfg = config(tmp_path, tiny_ckpt, "run.eval_every=1", "run.eval_rows=4", "run.save_every=1")
+    Trainer(cfg, pool=LocalPool(FakeBackend(str(tiny_ckpt)))).fit()
+    run = tmp_path / "run"
+    trained_on = {json.loads(line)["row_id"] for line in (run / "eval.jsonl").read_text().splitlines()}
+    summary = run_eval(run, None, tmp_path / "eval", EvalSettings(progress=False), backend=FakeBackend)
+    assert summary["data"]["rows"] == 4 and "the run's 4 held-out rows" in summary["data"]["used"]
+    evaluated = {json.loads(line)["row_id"] for line in (tmp_path / "eval" / "results.jsonl").read_text().splitlines()}
+    assert evaluated == trained_on and len(evaluated) == 4  # the rows the trainer held out and evaluated
+
+    cfg = config(tmp_path, tiny_ckpt, f"run.dir={tmp_path / 'plain'}")  # no held-out rows: its data, --max-rows
+    Trainer(cfg, pool=LocalPool(FakeBackend(str(tiny_ckpt)))).fit()
+    summary = run_eval(tmp_path / "plain", None, tmp_path / "eval2", EvalSettings(max_rows=3, progress=False),
+                       backend=FakeBackend)
+    assert summary["data"]["rows"] == 3 and "the first 3 rows of the run's data" in summary["data"]["used"]
+    with pytest.raises(ValueError, match="not part of a run .* so --data is needed"):
+        run_eval(tiny_ckpt, None, tmp_path / "eval3", EvalSettings(progress=False), backend=FakeBackend)
