@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,14 +20,12 @@ print(json.dumps({"rc": rc, "heavy": sorted(m for m in ("ray", "vllm") if m in s
 
 
 def rl_train(*args, cwd=ROOT):
-    start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
-    seconds = time.perf_counter() - start
     assert proc.stdout.strip(), proc.stderr
-    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr, seconds
+    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
 
 
-@pytest.mark.parametrize("override, key", [
+BAD_CONFIGS = [
     ("algo.loss_agg=nonsense", "algo.loss_agg: 'nonsense' is not a registered loss aggregation; allowed: "),
     ("algo.advantage=nonsense", "algo.advantage: 'nonsense' is not a registered advantage estimator"),
     ("algo.policy_loss=nonsense", "algo.policy_loss: 'nonsense' is not a registered policy loss"),
@@ -39,31 +36,49 @@ def rl_train(*args, cwd=ROOT):
     ("rollout.long.max_new_tokens=4096", "rollout.long.max_new_tokens=4096 leaves no room for the prompt"),
     ("data.path=no/such/file.parquet", "data.path: no/such/file.parquet: data file not found"),
     ("reward.combine.parts.acc=no_such_module:fn", "reward.combine.parts.acc='no_such_module:fn'"),
-])
-def test_a_bad_config_fails_fast_and_starts_nothing(override, key):
-    out, err, seconds = rl_train("--config", TINY, override)
-    assert out["rc"] == 2 and key in err, err
-    assert "config error" in err and "Traceback" not in err
+]
+
+# rl-train's main once per bad config in one fresh interpreter: nothing heavy may be imported by any of them.
+PROBE_MANY = """
+import contextlib, io, json, sys
+from rl.cli import main
+cases = []
+for override in json.loads(sys.argv[2]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = main(["--config", sys.argv[1], override])
+    cases.append({"rc": rc, "err": err.getvalue()})
+print(json.dumps({"cases": cases, "heavy": sorted(m for m in ("ray", "vllm") if m in sys.modules)}))
+"""
+
+
+def test_a_bad_config_fails_fast_and_starts_nothing():
+    proc = subprocess.run([sys.executable, "-c", PROBE_MANY, TINY, json.dumps([o for o, _ in BAD_CONFIGS])],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.stdout.strip(), proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    for (override, key), case in zip(BAD_CONFIGS, out["cases"], strict=True):
+        assert case["rc"] == 2 and key in case["err"], (override, case["err"])
+        assert "config error" in case["err"] and "Traceback" not in case["err"], override
     assert out["heavy"] == [], f"imported {out['heavy']} before failing"
-    assert seconds < 10
 
 
 def test_preflight_paths(tmp_path):
-    out, err, _ = rl_train("--config", TINY, f"model.path={tmp_path / 'none'}", "model.build_tiny_if_missing=false")
+    out, err = rl_train("--config", TINY, f"model.path={tmp_path / 'none'}", "model.build_tiny_if_missing=false")
     assert out["rc"] == 2 and f"model.path={tmp_path / 'none'}: no checkpoint there" in err
-    out, err, _ = rl_train("--config", TINY, f"run.dir={tmp_path / 'run'}", "--resume")
+    out, err = rl_train("--config", TINY, f"run.dir={tmp_path / 'run'}", "--resume")
     assert out["rc"] == 2 and f"--resume: no checkpoint under {tmp_path / 'run' / 'checkpoints'}" in err
     assert out["heavy"] == []
 
 
 def test_check_validates_and_starts_nothing(tmp_path):
-    out, err, _ = rl_train("--config", TINY, f"run.dir={tmp_path / 'run'}", "--check")
+    out, err = rl_train("--config", TINY, f"run.dir={tmp_path / 'run'}", "--check")
     assert out["rc"] == 0 and out["heavy"] == []
     assert not (tmp_path / "run").exists()
 
 
 def test_the_model_context_is_checked(tiny_ckpt):
-    out, err, _ = rl_train("--config", TINY, f"model.path={tiny_ckpt}", "rollout.max_model_len=9000", "--check")
+    out, err = rl_train("--config", TINY, f"model.path={tiny_ckpt}", "rollout.max_model_len=9000", "--check")
     assert out["rc"] == 2 and "rollout.max_model_len=9000 exceeds the model's context" in err
 
 
@@ -71,15 +86,15 @@ def test_a_run_directory_belongs_to_one_run(tmp_path):
     run = tmp_path / "run"
     (run / "checkpoints" / "step-000002").mkdir(parents=True)
     (run / "metrics.jsonl").write_text('{"step": 1}\n')
-    out, err, _ = rl_train("--config", TINY, f"run.dir={run}", "--check")
+    out, err = rl_train("--config", TINY, f"run.dir={run}", "--check")
     assert out["rc"] == 2 and f"run.dir={run} is not empty (checkpoints, metrics.jsonl)" in err
     assert "--resume" in err and "--overwrite" in err
-    out, err, _ = rl_train("--config", TINY, f"run.dir={run}", "--check", "--overwrite")
+    out, err = rl_train("--config", TINY, f"run.dir={run}", "--check", "--overwrite")
     assert out["rc"] == 0 and (run / "metrics.jsonl").exists()  # --check deletes nothing
-    out, err, _ = rl_train("--config", TINY, f"run.dir={run}", "--check", "--resume")
+    out, err = rl_train("--config", TINY, f"run.dir={run}", "--check", "--resume")
     assert out["rc"] == 0
     (run / "notes.txt").write_text("mine")
-    out, err, _ = rl_train("--config", TINY, f"run.dir={run}", "--overwrite", "--check")
+    out, err = rl_train("--config", TINY, f"run.dir={run}", "--overwrite", "--check")
     assert out["rc"] == 2 and "also holds notes.txt: choose another run.dir" in err
 
 

@@ -133,9 +133,9 @@ def test_three_steps_on_the_video_demo_set_and_rl_eval_per_mode(tiny_ckpt, tmp_p
     assert len(rows) == 3 and all(r["failed_requests"] == 0 for r in rows)
     assert any(r.get("learner/loss") is not None for r in rows)
     exe = Path(sys.executable).parent / "rl-eval"
-    proc = subprocess.run([str(exe), "--checkpoint", str(run), "--data", str(data), "--out", str(tmp_path / "eval"),
-                           "--max-rows", "2", "--no-base", "--quiet"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=900)
+    last = sorted((run / "checkpoints").glob("step-*"))[-1]
+    proc = subprocess.run([str(exe), "--checkpoint", str(last), "--data", str(data), "--out", str(tmp_path / "eval"),
+                           "--max-rows", "2", "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
     assert set(summary["modes"]) == {"short", "long"} and summary["data"]["rows"] == 2
