@@ -17,8 +17,10 @@ It is registered under its own architecture name (`ARCH`) by `rollouts.plugin.re
 entry point, so every engine process has it), and an engine uses it only when asked: `make_llm(..., video=True)`
 overrides the checkpoint's architecture for that engine. vLLM's own class is never replaced.
 
-Caveat: vLLM's multimodal cache keys a video by its frames, not its metadata; the same frames always get the same
-timestamps here (they come from the same file and sampling), so that is safe.
+vLLM's multimodal processor cache is off for these engines (`make_llm(video=True)`): on a cache miss vLLM re-parses
+the items it lacks from their frames alone, without the metadata that carries the packing. Images beside a video
+in one prompt take the video settings (one slice, no image id), as `model.processor` gives them (the release's
+`chat()` applies them to the whole call).
 """
 
 from __future__ import annotations
