@@ -75,6 +75,7 @@ def _model(cfg: TrainConfig) -> list[str]:
 
 def _data(cfg: TrainConfig) -> list[str]:
     from .data.demo import DEMO_SETS
+    from .data.external import hf_kind
     from .data.loader import data_files
 
     data = cfg.data
@@ -83,11 +84,15 @@ def _data(cfg: TrainConfig) -> list[str]:
     paths = [data.path] if isinstance(data.path, str) else list(data.path)
     if data.demo and len(paths) == 1 and paths[0].endswith(".jsonl") and not Path(paths[0]).exists():
         return []  # generated there at start
-    try:
-        data_files(data.path)
-    except (FileNotFoundError, ValueError) as e:
-        return [f"data.path: {e}"]
-    return []
+    problems = []
+    for path in paths:
+        if hf_kind(str(path)) is not None:
+            continue  # a `datasets` folder or a hub id: opened (and named when it fails) at start
+        try:
+            data_files(path)
+        except (FileNotFoundError, ValueError) as e:
+            problems.append(f"data.path: {e}")
+    return problems
 
 
 def _rewards(cfg: TrainConfig) -> list[str]:

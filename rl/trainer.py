@@ -93,11 +93,14 @@ def first_video(dataset: PromptDataset) -> tuple | None:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, resume: bool = False, own_tempdir: bool = False,
-                 learner: Learner | None = None, pool: RolloutPool | LocalPool | None = None):
+                 learner: Learner | None = None, pool: RolloutPool | LocalPool | None = None, data=None):
         """own_tempdir: this process is the trainer's alone (the rl-train command): once Ray is up (its session
         folder follows TMPDIR), the process's temp files (the reward sandbox's fork server...) go into a folder of
         its own, which a later run removes if this one is killed (`core.process.private_tempdir`).
-        learner, pool: ones built by the caller (a benchmark's or a test's stand-ins) instead of the config's."""
+        learner, pool: ones built by the caller (a benchmark's or a test's stand-ins) instead of the config's.
+        data: the training rows from Python instead of data.path (a `datasets.Dataset`, TRL-style, or any iterable
+        of row dicts, shaped by data.columns as any data set; rl/data/external.py); data.path is then recorded as
+        "<python data>", so rl-eval asks for --data."""
         self.cfg = cfg
         self.dir = Path(cfg.run.dir)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -107,8 +110,10 @@ class Trainer:
         self.dataset = PromptDataset.from_config(
             cfg.data, seed=cfg.run.seed, eval_holdout=cfg.run.eval_rows if cfg.run.eval_every else 0,
             processor=Processor.from_pretrained(self.ckpt, max_image_pixels=cfg.data.max_image_pixels,
-                                                video_sampling=cfg.data.video_sampling(), video=self.video)
-            if cfg.data.max_prompt_tokens is not None else None)
+                                                video_sampling=cfg.data.video_sampling())
+            if cfg.data.max_prompt_tokens is not None else None, data=data)
+        if data is not None:
+            cfg.data.path = "<python data>"  # what config.yaml records: these rows are not on disk
         video = first_video(self.dataset)
         self.video = cfg.rollout.video if cfg.rollout.video is not None else video is not None
         if video and not self.video:

@@ -57,7 +57,17 @@ class ModelConfig:
 class DataConfig:
     """Training prompts: the files, how bad rows are handled, the order."""
     path: str | list[str] = ""
-    """A JSONL or Parquet file, a folder of them, or a list of files and folders."""
+    """A JSONL or Parquet file, a folder of them, a `datasets` folder (`save_to_disk`), a hub id (`owner/name`, with
+    `split`), or a list of these (rl/data/external.py)."""
+    split: Optional[str] = None
+    """The split of a `datasets` folder or hub id; None: its only split, else "train"."""
+    columns: dict[str, str] = field(default_factory=dict)
+    """This schema's fields (question, answer, images, image, choices, messages, reward, mode, meta, id) -> the data
+    set's columns, e.g. {question: problem, answer: solution}; columns the schema does not know are left out."""
+    source_column: Optional[str] = None
+    """With reward_by_source: the column naming each row's source (verl's `data_source`)."""
+    reward_by_source: dict[str, str] = field(default_factory=dict)
+    """A reward per source for mixed sets: {source value: verifier}; every row's source must be a key."""
     on_bad_row: Literal["skip", "fail"] = "skip"
     """skip: leave a bad row out and count it; fail: stop at the first bad row with its error."""
     default_reward: str = "math"
@@ -101,6 +111,9 @@ class DataConfig:
     def _check(self):
         if not self.path:
             raise ValueError("data.path: no data file given")
+        if bool(self.reward_by_source) != bool(self.source_column):
+            raise ValueError("data.reward_by_source and data.source_column go together: the column names each row's "
+                             "source, the mapping its reward")
         if self.allowed_rewards is not None and self.default_reward not in self.allowed_rewards:
             raise ValueError(f"data.default_reward={self.default_reward!r}: not one of data.allowed_rewards "
                              f"({', '.join(self.allowed_rewards)})")

@@ -1,4 +1,5 @@
-"""Loading training rows (JSONL, Parquet) and the run's resumable prompt stream.
+"""Loading training rows (JSONL, Parquet; `datasets` folders, hub ids and Python data sets through
+`rl/data/external.py`) and the run's resumable prompt stream.
 
     cfg = DataConfig(path="data/train.jsonl", on_bad_row="skip")  # rl.config.DataConfig
     data = PromptDataset.from_config(cfg)          # every row checked (rl/data/schema.py); bad ones counted
@@ -173,13 +174,39 @@ def check_prompt_length(row: Row, processor: Any, max_tokens: int,
                           if videos else "text and image tokens)"))
 
 
-def load_rows(cfg: DataConfig | str | Path | Sequence[str | Path], processor: Any = None,
+def sources(cfg: DataConfig, data: Any = None) -> Iterator[tuple[str, Path, Iterator[tuple[int, Any]], bool, bool]]:
+    """(name, base folder, numbered raw rows, drop_none, external) per source: `data` (a `datasets` data set or any
+    iterable of row dicts, from Python) when given, else each path of `cfg.path`: a `datasets` folder or hub id
+    (rl/data/external.py), or the JSONL / Parquet files it names."""
+    from . import external
+
+    if data is not None:
+        data = external.undecoded(data) if hasattr(data, "features") else data
+        external.check_columns(cfg.columns, external.column_names(data), "the data set given")
+        yield "python data", Path.cwd(), external.numbered(data), True, True
+        return
+    for path in [cfg.path] if isinstance(cfg.path, (str, Path)) else list(cfg.path):
+        kind = external.hf_kind(str(path))
+        if kind is not None:
+            dataset = external.open_hf(str(path), kind, cfg.split)
+            external.check_columns(cfg.columns, external.column_names(dataset), str(path))
+            yield str(path), Path(path) if kind == "disk" else Path.cwd(), external.numbered(dataset), True, True
+            continue
+        for file in data_files(path):
+            reader = read_parquet(file) if file.suffix == ".parquet" else read_jsonl(file)
+            yield str(file), file.parent, reader, file.suffix == ".parquet", False
+
+
+def load_rows(cfg: DataConfig | str | Path | Sequence[str | Path], processor: Any = None, data: Any = None,
               **overrides: Any) -> tuple[list[Row], LoadReport]:
-    """The valid rows of the data files and the load report; `on_bad_row="fail"` raises the first RowError.
+    """The valid rows of the data and the load report; `on_bad_row="fail"` raises the first RowError.
 
     `cfg` is a DataConfig, or the path(s) with DataConfig fields as keyword arguments. `processor` (a
     model.processor.Processor) counts prompt tokens; it is needed when `max_prompt_tokens` is set, unused otherwise.
+    `data`: rows from Python instead of `cfg.path` (a `datasets.Dataset`, or any iterable of row dicts).
     """
+    from .external import shape_row
+
     if not isinstance(cfg, DataConfig):
         cfg = DataConfig(path=str(cfg) if isinstance(cfg, (str, Path)) else [str(p) for p in cfg], **overrides)
     elif overrides:
@@ -192,18 +219,20 @@ def load_rows(cfg: DataConfig | str | Path | Sequence[str | Path], processor: An
     report = LoadReport(max_errors=cfg.max_errors)
     rows: list[Row] = []
     seen: dict[str, str] = {}
-    for path in data_files(cfg.path):
-        report.files.append(str(path))
-        options.drop_none = path.suffix == ".parquet"
-        reader = read_parquet(path) if path.suffix == ".parquet" else read_jsonl(path)
+    shaped = bool(cfg.columns or cfg.reward_by_source)
+    for source, base, reader, drop_none, external in sources(cfg, data):
+        report.files.append(source)
+        options.drop_none = drop_none
         for number, raw in reader:
             report.read += 1
             try:
                 if isinstance(raw, RowError):
                     raise raw
-                row = parse_row(raw, str(path), number, path.parent, options)
+                if shaped or external:
+                    raw = shape_row(raw, cfg.columns, source, number, cfg.reward_by_source, cfg.source_column)
+                row = parse_row(raw, source, number, base, options)
                 if row.id in seen:
-                    raise RowError(str(path), number, "id", f"{row.id!r} is already the id of {seen[row.id]}")
+                    raise RowError(source, number, "id", f"{row.id!r} is already the id of {seen[row.id]}")
                 if cfg.max_prompt_tokens is not None:
                     check_prompt_length(row, processor, cfg.max_prompt_tokens, cfg.max_image_pixels)
             except RowError as e:
@@ -263,7 +292,7 @@ class PromptDataset:
 
     @classmethod
     def from_config(cls, cfg: Any, seed: int | None = None, eval_holdout: int = 0,
-                    processor: Any = None) -> "PromptDataset":
+                    processor: Any = None, data: Any = None) -> "PromptDataset":
         """Load `cfg.path` (a DataConfig, or any object with its fields); generate the demo set there if asked.
 
         `processor` (model.processor.Processor of the policy checkpoint) counts prompt tokens for
@@ -273,11 +302,11 @@ class PromptDataset:
             cfg = DataConfig(**{k: getattr(cfg, k) for k in known if hasattr(cfg, k)})  # checked like rl-train's
         seed = cfg.seed if seed is None else seed
         path = Path(cfg.path) if isinstance(cfg.path, (str, Path)) else None
-        if path is not None and cfg.demo and not path.exists():
+        if data is None and path is not None and cfg.demo and not path.exists():
             from .demo import write_demo
 
             write_demo(cfg.demo, path, rows=cfg.demo_rows, seed=seed)
-        rows, report = load_rows(cfg, processor=processor)
+        rows, report = load_rows(cfg, processor=processor, data=data)
         for message in report.errors[:5]:
             log.warning("bad row skipped: %s", message)
         if report.bad:

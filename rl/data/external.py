@@ -1,0 +1,154 @@
+"""Data sets in other shapes: `datasets` folders (`save_to_disk`), hub ids, Python data sets, other column names.
+
+    data:
+      path: data/geometry3k              # a save_to_disk folder, or a hub id (owner/name) with data.split
+      split: train
+      columns: {question: problem, answer: solution}   # this schema's field: the data set's column
+      source_column: data_source         # with reward_by_source: a reward per source, for mixed sets
+      reward_by_source: {geometry3k: math, scienceqa: choice}
+
+What needs no code: an `image` column (one image) or an `images` list, as `datasets` Image features, PIL images,
+bytes or paths; a `choices` list, which becomes lettered options after the question (`A. ...`) and
+`meta["options"]` for the `choice` verifier (an answer that is an option's index becomes its letter); answers as
+strings or numbers. Columns the schema does not know are left out (a data set's own ids, sources, metadata...);
+map one to `meta` to hand it to the rewards. A column named in `data.columns` that the data set lacks is an error
+naming the key and the columns present.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from .schema import FIELDS, RowError
+
+DISK_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
+HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+SHAPED = {"image", "choices"}
+"""Columns shaped into schema fields (`images`, options in the question and `meta`), besides FIELDS."""
+
+
+def hf_kind(path: str) -> str | None:
+    """"disk" for a `save_to_disk` folder, "hub" for an `owner/name` id that is no local path, else None."""
+    p = Path(path)
+    if p.is_dir() and any((p / marker).is_file() for marker in DISK_MARKERS):
+        return "disk"
+    if not p.exists() and p.suffix not in (".jsonl", ".parquet") and HUB_ID.fullmatch(path):
+        return "hub"
+    return None
+
+
+def open_hf(path: str, kind: str, split: str | None):
+    """The `datasets` data set at `path` (one split), images left undecoded; errors name the path and the split."""
+    import datasets
+
+    if kind == "disk":
+        try:
+            loaded = datasets.load_from_disk(path)
+        except Exception as e:  # noqa: BLE001
+            raise ValueError(f"data.path={path}: cannot load this `datasets` folder ({type(e).__name__}: {e})") from e
+    else:
+        try:
+            loaded = datasets.load_dataset(path, split=split, streaming=True) if split else \
+                datasets.load_dataset(path, streaming=True)
+        except Exception as e:  # noqa: BLE001 - offline, unknown id, gated...
+            raise ValueError(f"data.path={path}: cannot load the Hugging Face dataset {path!r} "
+                             f"({type(e).__name__}: {e}). Without internet only data sets already in the local "
+                             "`datasets` cache load: fetch it on a connected machine (or save_to_disk it and give "
+                             "that folder)") from e
+    if isinstance(loaded, (datasets.DatasetDict, datasets.IterableDatasetDict)):
+        splits = list(loaded)
+        name = split or (splits[0] if len(splits) == 1 else "train")
+        if name not in loaded:
+            raise ValueError(f"data.split={split!r}: {path} has the splits {', '.join(splits)}")
+        loaded = loaded[name]
+    return undecoded(loaded)
+
+
+def undecoded(dataset):
+    """A `datasets` data set whose Image features yield {"bytes", "path"} cells rather than decoded images."""
+    import datasets
+
+    if isinstance(dataset, datasets.IterableDataset):
+        return dataset.decode(False)
+    for name, feature in (dataset.features or {}).items():
+        if isinstance(feature, datasets.Image):
+            dataset = dataset.cast_column(name, datasets.Image(decode=False))
+        elif isinstance(getattr(feature, "feature", None), datasets.Image):  # a list of images
+            dataset = dataset.cast_column(name, datasets.Sequence(datasets.Image(decode=False)))
+    return dataset
+
+
+def column_names(dataset) -> list[str] | None:
+    names = getattr(dataset, "column_names", None)
+    return list(names) if names else None
+
+
+def check_columns(columns: dict[str, str], present: list[str] | None, source: str) -> None:
+    """A ValueError for a column `data.columns` names that the data set lacks, listing the columns it has."""
+    if present is None:
+        return
+    for field_name, column in columns.items():
+        if column not in present:
+            raise ValueError(f"data.columns.{field_name}: column {column!r} is not in {source} (its columns: "
+                             f"{', '.join(present)})")
+
+
+def numbered(rows: Iterable[Any]) -> Iterator[tuple[int, Any]]:
+    return enumerate(rows, start=1)
+
+
+def shape_row(raw: Any, columns: dict[str, str], source: str, number: int,
+              reward_by_source: dict[str, str] | None = None, source_column: str | None = None) -> Any:
+    """One external row as this schema's row (module docstring); other values pass through for parse_row to judge."""
+    if not isinstance(raw, dict):
+        return raw
+    out: dict[str, Any] = {}
+    for field_name in (*FIELDS, *SHAPED):
+        column = columns.get(field_name, field_name)
+        if column in raw:
+            out[field_name] = raw[column]
+        elif field_name in columns:
+            raise RowError(source, number, column, f"missing: data.columns.{field_name} names this column, the "
+                                                    f"row has {', '.join(map(str, raw))}")
+    if "image" in out:
+        image = out.pop("image")
+        if image is not None:
+            out["images"] = [image] + list(out.get("images") or [])
+    if "images" in out and out["images"] is not None and not isinstance(out["images"], (list, tuple)):
+        out["images"] = [out["images"]]
+    choices = out.pop("choices", None)
+    if choices is not None:
+        _add_choices(out, list(choices), source, number)
+    if reward_by_source and source_column:
+        if source_column not in raw:
+            raise RowError(source, number, source_column, "missing: data.source_column names this column")
+        reward = reward_by_source.get(str(raw[source_column]))
+        if reward is None:
+            raise RowError(source, number, source_column, f"{raw[source_column]!r} is not a key of "
+                                                          f"data.reward_by_source ({', '.join(reward_by_source)})")
+        out["reward"] = reward
+    return out
+
+
+def _add_choices(out: dict, choices: list, source: str, number: int) -> None:
+    """Options lettered after the question, `meta["options"]`, and an index answer turned into its letter."""
+    if len(choices) > len(string.ascii_uppercase):
+        raise RowError(source, number, "choices", f"{len(choices)} options: at most 26")
+    letters = string.ascii_uppercase
+    listing = "\n".join(f"{letters[i]}. {c}" for i, c in enumerate(choices))
+    if isinstance(out.get("question"), str):
+        out["question"] = f"{out['question']}\n{listing}"
+    else:
+        raise RowError(source, number, "choices", "options need a `question` column to be listed after")
+    meta = dict(out.get("meta") or {})
+    meta["options"] = [str(c) for c in choices]
+    out["meta"] = meta
+    answer = out.get("answer")
+    if isinstance(answer, int) and not isinstance(answer, bool):
+        if not 0 <= answer < len(choices):
+            raise RowError(source, number, "answer", f"option index {answer} with {len(choices)} choices")
+        out["answer"] = letters[answer]
+    out.setdefault("reward", "choice")

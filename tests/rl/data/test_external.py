@@ -1,0 +1,133 @@
+"""Data sets as users bring them: `save_to_disk` folders with an Image column and other column names, a
+multiple-choice set with a `choices` list, a `datasets.Dataset` from Python; they load through `data.columns` and
+train (on the fake rollout backend, with the real learner)."""
+
+import io
+import json
+
+import datasets
+import PIL.Image
+import pytest
+
+from model.processor import Processor
+from model.synthetic import shapes_image
+from rl.config import load
+from rl.data import DataConfig, load_rows
+from rl.trainer import Trainer
+from rollouts.fake import FakeBackend
+from rollouts.local import LocalPool
+
+
+def png(image: PIL.Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def geometry_set(folder, rows: int = 12):
+    """geometry3k-like: problem, solution, an Image column, a data_source; written with save_to_disk."""
+    data = {"problem": [f"How many circles are there? ({i})" for i in range(rows)],
+            "solution": [str(i % 4 + 1) for i in range(rows)],
+            "image": [png(shapes_image(i % 4 + 1, (224, 224), seed=i)) for i in range(rows)],
+            "data_source": ["geometry"] * rows}
+    features = datasets.Features({"problem": datasets.Value("string"), "solution": datasets.Value("string"),
+                                  "image": datasets.Image(), "data_source": datasets.Value("string")})
+    datasets.Dataset.from_dict(data, features=features).save_to_disk(str(folder))
+    return folder
+
+
+def choice_set(path, image_dir, rows: int = 12):
+    """ScienceQA-like JSONL: question, a choices list, the answer as an option index, an image path."""
+    image_dir.mkdir()
+    lines = []
+    for i in range(rows):
+        shapes_image(i % 3 + 1, (224, 224), seed=i).save(image_dir / f"{i}.png")
+        lines.append({"question": "How many circles?", "choices": ["one", "two", "three"], "answer": i % 3,
+                      "image": f"{image_dir.name}/{i}.png", "lecture": "unused"})
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def config(tmp_path, ckpt, *extra):
+    return load("configs/tiny_cpu.yaml", [f"run.dir={tmp_path / 'run'}", "run.steps=2", "run.export=false",
+                                          "run.progress=false", "run.tensorboard=false", "run.save_every=0",
+                                          "rollout.prompts_per_step=2", "rollout.n=2", "reward.workers=1",
+                                          f"model.path={ckpt}", *extra])
+
+
+def test_a_save_to_disk_set_with_an_image_column_and_other_names_loads_and_trains(tmp_path, tiny_ckpt):
+    folder = geometry_set(tmp_path / "geometry")
+    columns = {"question": "problem", "answer": "solution"}
+    rows, report = load_rows(DataConfig(path=str(folder), columns=columns, default_reward="number"))
+    assert report.bad == 0 and len(rows) == 12
+    content = rows[0].messages[0]["content"]
+    assert [p["type"] for p in content] == ["image", "text"] and content[1]["text"].startswith("How many circles")
+    assert rows[0].answer == "1" and rows[0].reward == "number" and rows[0].image_fields == ["images[0]"]
+    cfg = config(tmp_path, tiny_ckpt, f"data.path={folder}", "data.columns={question: problem, answer: solution}",
+                 "data.default_reward=number")
+    history = Trainer(cfg, pool=LocalPool(FakeBackend(str(tiny_ckpt)))).fit()
+    assert len(history) == 2 and all(h["failed_requests"] == 0 for h in history)
+
+
+def test_a_choices_list_becomes_lettered_options_and_an_index_answer_its_letter(tmp_path, tiny_ckpt):
+    path = choice_set(tmp_path / "sqa.jsonl", tmp_path / "img")
+    rows, report = load_rows(DataConfig(path=str(path), columns={"question": "question"}))
+    assert report.bad == 0, report.errors
+    row = rows[1]
+    assert row.messages[0]["content"][-1]["text"] == "How many circles?\nA. one\nB. two\nC. three"
+    assert row.answer == "B" and row.reward == "choice" and row.meta == {"options": ["one", "two", "three"]}
+    cfg = config(tmp_path, tiny_ckpt, f"data.path={path}", "data.columns={question: question}")
+    history = Trainer(cfg, pool=LocalPool(FakeBackend(str(tiny_ckpt)))).fit()
+    assert len(history) == 2 and all(h["failed_requests"] == 0 for h in history)
+
+
+def test_a_mapped_column_that_is_missing_names_the_key_and_the_columns_present(tmp_path):
+    folder = geometry_set(tmp_path / "geometry", rows=2)
+    with pytest.raises(ValueError, match=r"data.columns.answer: column 'answer_text' is not in .*geometry \(its "
+                                         r"columns: problem, solution, image, data_source\)"):
+        load_rows(DataConfig(path=str(folder), columns={"question": "problem", "answer": "answer_text"}))
+
+
+def test_images_as_the_image_feature_bytes_and_paths_give_the_same_prompt(tmp_path, tiny_ckpt):
+    image = shapes_image(3, (500, 300), seed=1)
+    image.save(tmp_path / "x.png")
+    feature = datasets.Dataset.from_dict({"q": ["Count."], "a": ["3"], "image": [png(image)]},
+                                         features=datasets.Features({"q": datasets.Value("string"),
+                                                                     "a": datasets.Value("string"),
+                                                                     "image": datasets.Image()}))
+    as_bytes = [{"q": "Count.", "a": "3", "image": png(image)}]
+    as_path = [{"q": "Count.", "a": "3", "image": str(tmp_path / "x.png")}]
+    cfg = DataConfig(path="unused", columns={"question": "q", "answer": "a"}, default_reward="number")
+    processor = Processor.from_pretrained(tiny_ckpt)
+    ids = []
+    for data in (feature, as_bytes, as_path):
+        [row], report = load_rows(cfg, data=data)
+        ids.append(processor(row.messages, "short").input_ids)
+    assert ids[0] == ids[1] == ids[2]
+
+
+def test_a_dataset_passed_in_python_trains_with_rewards_by_source(tmp_path, tiny_ckpt):
+    rows = 8
+    dataset = datasets.Dataset.from_dict({
+        "problem": [f"What is {i} + 1?" for i in range(rows)], "solution": [str(i + 1) for i in range(rows)],
+        "data_source": ["arith" if i % 2 else "exact_set" for i in range(rows)]})
+    cfg = config(tmp_path, tiny_ckpt, "data.columns={question: problem, answer: solution}",
+                 "data.source_column=data_source", "data.reward_by_source={arith: number, exact_set: exact}")
+    trainer = Trainer(cfg, pool=LocalPool(FakeBackend(str(tiny_ckpt))), data=dataset)
+    assert {r.reward for r in trainer.dataset.rows} == {"number", "exact"}
+    assert all(r.reward == ("number" if int(r.answer) % 2 == 0 else "exact") for r in trainer.dataset.rows)
+    history = trainer.fit()
+    assert len(history) == 2 and all(h["failed_requests"] == 0 for h in history)
+    assert "<python data>" in (tmp_path / "run" / "config.yaml").read_text()
+
+
+def test_a_hub_id_that_cannot_be_fetched_offline_is_named(monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ValueError, match=r"data.path=someone/not-a-cached-set: cannot load the Hugging Face dataset "
+                                         r"'someone/not-a-cached-set' .*Without internet only data sets already in "
+                                         r"the local `datasets` cache load"):
+        load_rows(DataConfig(path="someone/not-a-cached-set", split="train"))
