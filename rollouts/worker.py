@@ -154,8 +154,7 @@ class RolloutWorker:
                     result.error = (f"RuntimeError: request {result.request.request_id}: vLLM built different prompt "
                                     "token ids than model.processor (run rl-doctor on this checkpoint)")
                 else:
-                    max_tokens = next(i.params.max_tokens for i in items if i.key == key)
-                    result.samples = [self._sample_of(result, k, o, max_tokens) for k, o in enumerate(got.outputs)]
+                    result.samples = [self._sample_of(result, k, o) for k, o in enumerate(got.outputs)]
                 result.timings = {"prepare_s": prepared - start, "generate_s": time.perf_counter() - prepared}
                 yield result
         finally:
@@ -175,7 +174,7 @@ class RolloutWorker:
             keys = {self._keys[i]: i for i in request_ids if i in self._keys}
         return [keys[k] for k in self.loop.abort(list(keys))]
 
-    def _sample_of(self, result: RolloutResult, index: int, out, max_tokens: int) -> RolloutSample:
+    def _sample_of(self, result: RolloutResult, index: int, out) -> RolloutSample:
         tokens = list(out.token_ids)
         logprobs = [lp[t].logprob for lp, t in zip(out.logprobs or [], tokens)]
         _, answer = split_completion(out.text, result.request.mode)
