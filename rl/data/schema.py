@@ -114,19 +114,17 @@ class Row:
 
     def images(self) -> list[tuple[str, Any]]:
         """(field, image) of every image part, in order: the field as a row error names it."""
-        parts = [part for message in self.messages if isinstance(message.get("content"), list)
-                 for part in message["content"] if part.get("type") == "image"]
-        names = self.image_fields if len(self.image_fields) == len(parts) else [
-            f"image {k}" for k in range(len(parts))]
-        return [(name, part["image"]) for name, part in zip(names, parts)]
+        return self._media("image", self.image_fields)
 
     def videos(self) -> list[tuple[str, Any]]:
         """(field, video path) of every video part, in order."""
+        return self._media("video", self.video_fields)
+
+    def _media(self, kind: str, fields: list[str]) -> list[tuple[str, Any]]:
         parts = [part for message in self.messages if isinstance(message.get("content"), list)
-                 for part in message["content"] if part.get("type") == "video"]
-        names = self.video_fields if len(self.video_fields) == len(parts) else [
-            f"video {k}" for k in range(len(parts))]
-        return [(name, part["video"]) for name, part in zip(names, parts)]
+                 for part in message["content"] if part.get("type") == kind]
+        names = fields if len(fields) == len(parts) else [f"{kind} {k}" for k in range(len(parts))]
+        return [(name, part[kind]) for name, part in zip(names, parts)]
 
     def check_images(self, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> None:
         """Decode every image; a RowError naming the file, row and field for the first that fails (whatever the
