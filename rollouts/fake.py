@@ -20,7 +20,8 @@ from typing import Callable, Iterable, Iterator
 from core.modes import split_completion
 from model.processor import Processor
 
-from .types import RolloutRequest, RolloutResult, RolloutSample, SamplingConfig, default_mode_sampling
+from .types import (RolloutRequest, RolloutResult, RolloutSample, SamplingConfig, default_mode_sampling,
+                    in_request_order)
 
 Respond = Callable[[RolloutRequest, int, random.Random], str]
 
@@ -62,8 +63,7 @@ class FakeBackend:
 
     # ---- sampling ----
     def generate(self, requests: list[RolloutRequest]) -> list[RolloutResult]:
-        by_id = {r.request.request_id: r for r in self.stream(requests)}
-        return [by_id[r.request_id] for r in requests]
+        return in_request_order(requests, self.stream(requests))
 
     def stream(self, requests: list[RolloutRequest]) -> Iterator[RolloutResult]:
         start = time.monotonic()

@@ -8,7 +8,7 @@ import time
 from typing import Iterable, Iterator
 
 from .backend import RolloutBackend
-from .types import RolloutRequest, RolloutResult
+from .types import RolloutRequest, RolloutResult, in_request_order
 
 
 class LocalPool:
@@ -23,8 +23,7 @@ class LocalPool:
         return self.backend.stream(requests)
 
     def generate(self, requests: list[RolloutRequest]) -> list[RolloutResult]:
-        by_id = {r.request.request_id: r for r in self.stream(requests)}
-        return [by_id[r.request_id] for r in requests]
+        return in_request_order(requests, self.stream(requests))
 
     def abort(self, request_ids: Iterable[str]) -> list[str]:
         return self.backend.abort(request_ids)

@@ -28,7 +28,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
 from core.process import Owner
 
-from .types import RolloutRequest, RolloutResult, SamplingConfig, default_mode_sampling
+from .types import RolloutRequest, RolloutResult, SamplingConfig, default_mode_sampling, in_request_order
 from .weights import SAFETENSORS_FILE, nbytes, staging_dir, sweep_stale, to_shared, write_safetensors
 from .worker import RolloutWorker
 
@@ -322,8 +322,7 @@ class RolloutPool:
         return cancelled
 
     def generate(self, requests: list[RolloutRequest]) -> list[RolloutResult]:
-        by_id = {r.request.request_id: r for r in self.stream(requests)}
-        return [by_id[r.request_id] for r in requests]
+        return in_request_order(requests, self.stream(requests))
 
     def _observe(self, result: RolloutResult, momentum: float = 0.8) -> None:
         if result.samples:

@@ -100,3 +100,9 @@ class RolloutResult:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+def in_request_order(requests: list[RolloutRequest], results) -> list[RolloutResult]:
+    """Streamed results (any order, each request once) in the order of `requests`: every backend's `generate`."""
+    by_id = {r.request.request_id: r for r in results}
+    return [by_id[r.request_id] for r in requests]

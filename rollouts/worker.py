@@ -25,7 +25,8 @@ from model.processor import PIL_LIMIT, PromptInputs, Processor
 
 from .engine import add_request, engine_prompt, make_llm, release_tempdir
 from .loop import ABORTED, EngineItem, EngineLoop
-from .types import RolloutRequest, RolloutResult, RolloutSample, SamplingConfig, default_mode_sampling
+from .types import (RolloutRequest, RolloutResult, RolloutSample, SamplingConfig, default_mode_sampling,
+                    in_request_order)
 from .weights import SAFETENSORS_FILE, from_shared, nbytes, staging_dir, write_safetensors
 
 
@@ -108,8 +109,7 @@ class RolloutWorker:
 
     def generate(self, requests: list[RolloutRequest]) -> list[RolloutResult]:
         """Sample every request; results in request order."""
-        by_id = {r.request.request_id: r for r in self.stream(requests)}
-        return [by_id[r.request_id] for r in requests]
+        return in_request_order(requests, self.stream(requests))
 
     def stream(self, requests: list[RolloutRequest]) -> Iterator[RolloutResult]:
         """Each request's result the moment its group finishes (`rollouts.backend.RolloutBackend.stream`): the
