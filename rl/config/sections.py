@@ -338,6 +338,9 @@ class LearnerConfig:
     tokens). 1024 keeps the head's peak near 1.2 GB at any micro-batch size (BENCHMARKS.md), while a 1024-row matmul
     with the LM head is still large enough to run at full speed on a GPU. 0: all scored tokens at once (same values,
     a different summation order of the LM head's gradient)."""
+    attention: Literal["auto", "sdpa", "varlen"] = "auto"
+    """The LLM's attention over packed rows (`model/attention.py`). auto: varlen (no T x T mask for a packed row).
+    sdpa: torch's SDPA with transformers' dense block-diagonal mask over the whole row (the old behaviour)."""
     gradient_checkpointing: bool = False
     bf16: bool = True
     """bf16 autocast on CUDA; the CPU runs fp32 unless cpu_bf16."""

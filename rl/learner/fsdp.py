@@ -35,19 +35,25 @@ def shard_units(base: MiniCPMV) -> list[torch.nn.Module]:
     return [*base.llm.model.layers, *([] if tied else [base.llm.model.embed_tokens])]
 
 
-def mixed_precision(bf16: bool) -> MixedPrecisionPolicy:
-    """bf16 compute with fp32 master weights and fp32 gradient reduction; or fp32 throughout."""
+def mixed_precision(bf16: bool, root: bool = False) -> MixedPrecisionPolicy:
+    """bf16 compute with fp32 master weights and fp32 gradient reduction; or fp32 throughout.
+
+    The root unit does not cast its forward's inputs (`cast_forward_inputs=False`): they are the batch, and among
+    them the per-token temperature and top-p of the log-prob head, which bf16 would round (T 0.7 -> 0.69921875,
+    top-p 0.99 -> 0.98828125: log-probs of another distribution than the engine sampled, and -inf for tokens at the
+    nucleus' edge). The pixels are cast by the vision tower itself (`MiniCPMV.vision_features`); the inner units'
+    inputs are hidden states, which the bf16 layers produce in bf16 anyway."""
     if bf16:
-        return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32,
+                                    cast_forward_inputs=not root)
     return MixedPrecisionPolicy()
 
 
 def shard_model(model: torch.nn.Module, base: MiniCPMV, mesh=None, bf16: bool = False) -> torch.nn.Module:
     """Shard `model` (the MiniCPMV, or the PEFT model around it: `base`) in place over `mesh` (default: the world)."""
-    policy = mixed_precision(bf16)
     for unit in shard_units(base):
-        fully_shard(unit, mesh=mesh, mp_policy=policy)
-    fully_shard(model, mesh=mesh, mp_policy=policy)
+        fully_shard(unit, mesh=mesh, mp_policy=mixed_precision(bf16))
+    fully_shard(model, mesh=mesh, mp_policy=mixed_precision(bf16, root=True))
     for module in model.modules():  # sum, not mean: the loss carries the global normalisers
         if isinstance(module, FSDPModule):
             module.set_gradient_divide_factor(1.0)

@@ -30,6 +30,7 @@ import torch.distributed as dist
 from peft import LoraConfig, get_peft_model
 
 from model import MiniCPMV
+from model.attention import llm_attention
 from model.processor import collate, to_device
 from rollouts.weights import Staging
 
@@ -64,7 +65,8 @@ class LocalLearner:
         self.export_dtype = checkpoint_dtype(self.ckpt)
         # Frozen weights in the compute dtype (bf16 under autocast, else fp32); what trains is cast to fp32 below.
         compute = torch.bfloat16 if self._bf16() else torch.float32
-        model = MiniCPMV.from_pretrained(ckpt, dtype=compute, device=self.device)
+        model = MiniCPMV.from_pretrained(ckpt, dtype=compute, device=self.device,
+                                         attn_implementation=llm_attention(cfg.attention, self.device))
         for p in model.parameters():
             p.requires_grad_(not cfg.lora)
         if cfg.lora:
