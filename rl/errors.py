@@ -14,3 +14,7 @@ class RewardFailure(RunError):
 
 class NothingTrained(RunError):
     """A run that ended without a single update."""
+
+
+class NonFiniteUpdates(RunError):
+    """Optimizer updates skipped for a non-finite gradient norm, `learner.max_skipped_steps` in a row."""

@@ -52,6 +52,7 @@ from .metrics import (
     tis_stats,
 )
 from .policy_loss import compute_policy_loss, gspo_loss, ppo_clip_loss
+from .objective import LossInputs, LossOutput, Normalisers, Objective, compute_loss, finite_mask
 
 __all__ = [
     "ADVANTAGE_ESTIMATORS", "KL_ESTIMATORS", "LOSS_AGGS", "POLICY_LOSSES",
@@ -65,4 +66,5 @@ __all__ = [
     "entropy_from_logits", "tis_weights",
     "masked_mean", "masked_max", "masked_min", "clip_fractions", "approx_kl", "ratio_stats", "tis_stats",
     "entropy_mean",
+    "LossInputs", "LossOutput", "Normalisers", "Objective", "compute_loss", "finite_mask",
 ]

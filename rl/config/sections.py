@@ -24,7 +24,7 @@ from model.lora import LLM_LORA_TARGETS
 from rewards import VERIFIERS, CombineConfig, RunnerConfig, SandboxConfig
 from rollouts.types import SamplingConfig
 
-from ..algos import ADVANTAGE_ESTIMATORS, KL_ESTIMATORS, KL_OFF, LOSS_AGGS, POLICY_LOSSES
+from ..algos import ADVANTAGE_ESTIMATORS, KL_ESTIMATORS, KL_OFF, LOSS_AGGS, POLICY_LOSSES, Objective
 
 # Unknown keys are errors; assignments are checked too; each field's docstring is its description.
 SECTION = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
@@ -262,8 +262,19 @@ class AlgoConfig:
     max_staleness: int = Field(1, ge=0)
     """run.async_mode=one_step_off: a sample drawn more than this many policy versions before the update it
     would go into is dropped (counted in async/dropped_stale); one-step-off keeps every sample at age <= 1."""
+    kl_clamp: Optional[float] = Field(10.0, gt=0)
+    """The per-token KL estimate is clamped to [-kl_clamp, kl_clamp] (verl's low_var_kl clamps k3 to +-10, its
+    default here); None: as defined (k3 is unbounded where the policy gives a token far less than the reference)."""
+    kl_importance: Optional[bool] = None
+    """Weigh the KL term by pi / pi_behaviour (DeepSeek-V3.2's importance-corrected KL, `rl.algos.kl.kl_penalty`'s
+    old_logp), the behaviour policy's log-probs being the engine's where reported: unbiased when the samples come
+    from an older policy. None: on with run.async_mode=one_step_off (samples one version old), off otherwise."""
     tis_cap: Optional[float] = Field(2.0, ge=1)
     """Truncated importance sampling between the rollout engine's and the learner's log-probs; None = off."""
+    tis_level: Literal["token", "sequence"] = "token"
+    """TIS weight per token (verl's default), or the product of a sequence's token ratios on each of its tokens."""
+    tis_mode: Literal["truncate", "mask"] = "truncate"
+    """truncate: min(w, tis_cap) (TIS); mask: w where w <= tis_cap, else 0 (drop the token; MIS)."""
 
     @model_validator(mode="after")
     def _check(self):
@@ -294,6 +305,13 @@ class AlgoConfig:
         """The knobs as keyword options; each registered function takes those it declares (rl.algos.options_for)."""
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
+    def objective(self, one_step_off: bool = False) -> Objective:
+        """What `rl.algos.compute_loss` computes; `kl_importance` None resolved by the loop (see its docstring)."""
+        kl_importance = one_step_off if self.kl_importance is None else self.kl_importance
+        return Objective(policy_loss=self.policy_loss, loss_agg=self.loss_agg, kl=self.kl, kl_coef=self.kl_coef,
+                         kl_clamp=self.kl_clamp, kl_importance=kl_importance, tis_cap=self.tis_cap,
+                         tis_level=self.tis_level, tis_mode=self.tis_mode, options=self.options())
+
 
 @dataclass(config=SECTION)
 class LearnerConfig:
@@ -317,16 +335,24 @@ class LearnerConfig:
     """AdamW's epsilon (torch's default). Adam's step is ~lr x sign(g) where |g| >> eps, so gradient entries near
     zero move by up to lr on rounding noise alone; a larger eps damps them."""
     schedule: Literal["constant", "cosine"] = "constant"
-    """constant | cosine (to 0 at total_steps), after warmup_steps of linear warm-up."""
+    """constant | cosine (to 0 at total_steps), after warmup_steps of linear warm-up. The schedule counts training
+    steps (one per batch, whatever algo.mini_batches x algo.ppo_epochs optimizer updates each takes)."""
     warmup_steps: int = Field(0, ge=0)
-    total_steps: int = Field(1000, ge=1)
+    """Training steps of linear warm-up."""
+    total_steps: Optional[int] = Field(None, ge=1)
+    """The schedule's length in training steps. None: run.steps (rl-train); a value that disagrees with run.steps is
+    a config error. A learner built without a run needs it for the cosine schedule."""
     max_grad_norm: float = Field(1.0, gt=0)
+    max_skipped_steps: int = Field(3, ge=1)
+    """An optimizer update whose gradient norm is not finite (on any rank) is skipped on every rank, its gradients
+    zeroed, and counted (learner/skipped_steps); this many skipped in a row stop the run with an error."""
     micro_batch_tokens: int = Field(2048, ge=1)
-    """Token budget of one micro-batch (prompt + completion tokens). 2048 suits the CPU, where a packed row's
-    attention is dense over the row (BENCHMARKS.md); raise it on GPUs with varlen attention."""
+    """Token budget of one micro-batch (prompt + completion tokens). With varlen attention (`attention`: auto) a
+    packed row's attention costs the sum of its sequences' squares, not the row's length squared, so the budget
+    trades memory, not speed, on the CPU too (BENCHMARKS.md); the GPU configs raise it to 12288-16384."""
     packing: bool = True
     """Pack sequences by token budget into rows (per-sequence positions, no attention across them): no padding
-    at all, and efficient with a varlen attention kernel (flash-attention on GPU). False: padded micro-batches."""
+    at all, and with `attention` auto no T x T mask either (`model/attention.py`). False: padded micro-batches."""
     sort_by_length: bool = True
     """Padded micro-batches only: length-sorted batches of at most micro_batch_tokens (rows x longest), the
     fastest layout on the CPU; False pads `padded_batch_size` sequences in arrival order (the naive baseline)."""
@@ -339,8 +365,11 @@ class LearnerConfig:
     with the LM head is still large enough to run at full speed on a GPU. 0: all scored tokens at once (same values,
     a different summation order of the LM head's gradient)."""
     attention: Literal["auto", "sdpa", "varlen"] = "auto"
-    """The LLM's attention over packed rows (`model/attention.py`). auto: varlen (no T x T mask for a packed row).
-    sdpa: torch's SDPA with transformers' dense block-diagonal mask over the whole row (the old behaviour)."""
+    """The LLM's attention over packed rows (`model/attention.py`; the vision tower always runs SDPA). auto / varlen:
+    no T x T mask for a packed row: on CUDA in bf16/fp16 torch's `varlen_attn` kernel (flash-attention's
+    `flash_attn_varlen_func` where torch lacks it), on the CPU (and fp32 on CUDA) causal SDPA per sequence; a padded
+    batch runs SDPA with its padding mask. sdpa: torch's SDPA with transformers' dense block-diagonal mask over the
+    whole packed row (the old behaviour; (sum of lengths)^2 work per layer)."""
     gradient_checkpointing: bool = False
     bf16: bool = True
     """bf16 autocast on CUDA; the CPU runs fp32 unless cpu_bf16."""
@@ -480,6 +509,10 @@ class TrainConfig:
             raise ValueError("sync.kind=full is for learner.lora=false; LoRA syncs adapter or merged (or auto)")
         if kind == "merged" and not lora:
             raise ValueError("sync.kind=merged merges LoRA adapters: it needs learner.lora=true (else: full)")
+        if self.learner.total_steps is not None and self.learner.total_steps != self.run.steps:
+            raise ValueError(f"learner.total_steps={self.learner.total_steps} disagrees with run.steps="
+                             f"{self.run.steps}: the LR schedule counts training steps; leave total_steps unset (it "
+                             "is run.steps) or make them equal")
         budget = self.data.max_prompt_tokens
         for mode, sampling in self.rollout.sampling().items() if budget else ():
             if budget + sampling.max_new_tokens > self.rollout.max_model_len:
