@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
+from .attention import VARLEN, packed_kwargs
 from .logprob_head import token_logprobs
 from .remote_code.configuration_minicpm import MiniCPMVConfig
 from .resampler import Resampler3D
@@ -51,10 +52,12 @@ def image_token_mask(input_ids: torch.Tensor, image_bound: list[torch.Tensor]) -
 
 class MiniCPMV(nn.Module):
     def __init__(self, config: MiniCPMVConfig, attn_implementation: str = "sdpa"):
+        """attn_implementation: the LLM's (`model.attention.llm_attention`: "sdpa", or `VARLEN` for packed rows
+        without a T x T mask); the vision tower attends within one image and always runs "sdpa"."""
         super().__init__()
         self.config = config
         self.llm = Qwen3ForCausalLM(llm_config(config, attn_implementation))
-        self.vpm = VisionTower(idefics2_config(config.vision_config, attn_implementation))
+        self.vpm = VisionTower(idefics2_config(config.vision_config, "sdpa"))
         if config.drop_vision_last_layer:
             self.vpm.encoder.layers = self.vpm.encoder.layers[:-1]
         self.resampler = Resampler3D(
@@ -81,8 +84,10 @@ class MiniCPMV(nn.Module):
         return self.resampler(hidden, tgt_sizes, temporal_ids).flatten(0, 1)
 
     def embed(self, input_ids: torch.Tensor, pixel_values=None, tgt_sizes=None, image_bound=None,
-              temporal_ids=None) -> torch.Tensor:
-        """Token embeddings with the visual tokens written over the image-bound positions."""
+              temporal_ids=None, vision_index: torch.Tensor | None = None) -> torch.Tensor:
+        """Token embeddings with the visual tokens written over the image-bound positions. vision_index [P] long:
+        the row of the encoded features each of the P image positions takes (`model.processor.shared_vision`: the
+        slices of a prompt that several sequences share are encoded once); None: the features in order."""
         embeds = self.llm.get_input_embeddings()(input_ids)
         n_slots = 0 if image_bound is None else int(image_token_mask(input_ids, image_bound).sum())
         n_slices = 0 if pixel_values is None else len(pixel_values)
@@ -91,6 +96,10 @@ class MiniCPMV(nn.Module):
                 raise ValueError(f"the input has {n_slots} image-token positions but no image slices")
             return embeds
         feats = self.vision_features(pixel_values, tgt_sizes, temporal_ids)
+        if vision_index is not None:
+            if vision_index.numel() and int(vision_index.max()) >= feats.shape[0]:
+                raise ValueError(f"vision_index points past the {feats.shape[0]} visual tokens of {n_slices} slices")
+            feats = feats[vision_index.to(feats.device)]
         if feats.shape[0] != n_slots:
             raise ValueError(
                 f"{feats.shape[0]} visual tokens from {n_slices} image slices do not fit {n_slots} image-token "
@@ -102,7 +111,8 @@ class MiniCPMV(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, pixel_values: list[torch.Tensor] | None = None,
                 tgt_sizes: torch.Tensor | None = None, image_bound: list[torch.Tensor] | None = None,
-                temporal_ids: list[list[int]] | None = None, target_mask: torch.Tensor | None = None,
+                temporal_ids: list[list[int]] | None = None, vision_index: torch.Tensor | None = None,
+                target_mask: torch.Tensor | None = None,
                 return_logits: bool = False, return_entropy: bool = False,
                 temperature: float | torch.Tensor = 1.0, top_k: int | torch.Tensor | None = None,
                 top_p: float | torch.Tensor | None = None,
@@ -121,9 +131,12 @@ class MiniCPMV(nn.Module):
                 position_ids = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
             else:
                 position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        embeds = self.embed(input_ids, pixel_values, tgt_sizes, image_bound, temporal_ids)
+        embeds = self.embed(input_ids, pixel_values, tgt_sizes, image_bound, temporal_ids, vision_index)
+        # Varlen attention: the sequence boundaries of a packed row, once for all layers (no T x T mask is built).
+        varlen = (packed_kwargs(position_ids.expand_as(input_ids)) if attention_mask is None
+                  and self.llm.config._attn_implementation == VARLEN else {})
         hidden = self.llm.model(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids,
-                                use_cache=False).last_hidden_state
+                                use_cache=False, **varlen).last_hidden_state
         logprobs = entropy = None
         if target_mask is not None:
             target_mask = target_mask.bool().clone()

@@ -177,14 +177,19 @@ def collate(prompts: Sequence[PromptInputs], completions: Sequence[Sequence[int]
 
     padded: right padding to the longest sequence, with attention_mask.
     packed: all sequences back to back in one row; position_ids restart at each sequence, no attention_mask
-            (transformers derives a block-diagonal causal mask from the restarts).
-    target_mask marks the completion tokens (what the learner scores)."""
+            (the LLM's attention keeps the sequences apart: `model/attention.py`).
+    target_mask marks the completion tokens (what the learner scores). Prompts repeated by object (a group's
+    samples) have their pixels once, with `vision_index` mapping each image position to its features
+    (`shared_vision`)."""
     if len(prompts) != len(completions):
         raise InputError(f"{len(prompts)} prompts but {len(completions)} completions")
     seqs = [list(p.input_ids) + list(c) for p, c in zip(prompts, completions)]
-    pixel_values = [s for p in prompts for s in p.pixel_values]
-    tgt_sizes = torch.cat([p.tgt_sizes for p in prompts]) if pixel_values else None
-    temporal_ids = [g for p in prompts for g in p.temporal_ids] if pixel_values else None
+    distinct, vision_index = shared_vision(prompts)
+    pixel_values = [s for p in distinct for s in p.pixel_values]
+    tgt_sizes = torch.cat([p.tgt_sizes for p in distinct]) if pixel_values else None
+    temporal_ids = [g for p in distinct for g in p.temporal_ids] if pixel_values else None
+    vision = dict(pixel_values=pixel_values or None, tgt_sizes=tgt_sizes, temporal_ids=temporal_ids,
+                  vision_index=vision_index if pixel_values else None)
     if packed:
         total = sum(map(len, seqs))
         input_ids = torch.full((1, total), pad_id, dtype=torch.long)
@@ -199,8 +204,7 @@ def collate(prompts: Sequence[PromptInputs], completions: Sequence[Sequence[int]
             bounds.append(p.image_bound + start)
             start = end
         return dict(input_ids=input_ids, position_ids=position_ids, attention_mask=None, target_mask=target_mask,
-                    pixel_values=pixel_values or None, tgt_sizes=tgt_sizes, temporal_ids=temporal_ids,
-                    image_bound=[torch.cat(bounds)])
+                    image_bound=[torch.cat(bounds)], **vision)
     width = max(map(len, seqs))
     input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -210,5 +214,32 @@ def collate(prompts: Sequence[PromptInputs], completions: Sequence[Sequence[int]
         attention_mask[b, : len(seq)] = 1
         target_mask[b, len(p.input_ids): len(seq)] = True
     return dict(input_ids=input_ids, attention_mask=attention_mask, target_mask=target_mask,
-                pixel_values=pixel_values or None, tgt_sizes=tgt_sizes, temporal_ids=temporal_ids,
-                image_bound=[p.image_bound for p in prompts])
+                image_bound=[p.image_bound for p in prompts], **vision)
+
+
+def visual_tokens(prompt: PromptInputs) -> int:
+    """The prompt's image-token positions: query_num per slice or video package."""
+    return int(sum(int(end) - int(start) for start, end in prompt.image_bound.reshape(-1, 2).tolist()))
+
+
+def shared_vision(prompts: Sequence[PromptInputs]) -> tuple[list[PromptInputs], torch.Tensor | None]:
+    """The distinct prompts (by object: the n samples of a group share their prompt's `PromptInputs`), whose images
+    and video frames are encoded once, and for each image-token position of the batch, in order, the row of the
+    distinct prompts' visual features it takes ([sum of positions] long; None when no prompt repeats).
+
+    Memory: a group of n samples holds its prompt's pixels once, not n times (one 1344x1344 image is 10 slices of
+    fp32 pixels, and the vision tower's activations over them; a video's frames, many times more)."""
+    first: dict[int, int] = {}
+    distinct: list[PromptInputs] = []
+    for p in prompts:
+        if id(p) not in first:
+            first[id(p)] = len(distinct)
+            distinct.append(p)
+    if len(distinct) == len(prompts):
+        return distinct, None
+    offsets, total = [], 0
+    for p in distinct:
+        offsets.append(total)
+        total += visual_tokens(p)
+    index = [torch.arange(visual_tokens(p)) + offsets[first[id(p)]] for p in prompts]
+    return distinct, torch.cat(index) if index else None

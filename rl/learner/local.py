@@ -11,7 +11,8 @@ states; frozen weights (LoRA's base) stay in the compute dtype. The forward runs
 (`bf16`) and in fp32 on the CPU unless `cpu_bf16`. Exports keep the checkpoint's dtype.
 
 With `sharded=True` this is one rank of the sharded learner (`rl.learner.sharded`): the model is sharded with FSDP2
-over the process group, the batch normalisers and the micro-batch count are agreed over the ranks, and the state
+over the process group (built on the meta device, each rank reading only its shards: `loading.py`), the batch
+normalisers and the micro-batch count are agreed over the ranks, and the state
 and weights come and go through collective calls that every rank makes.
 """
 
@@ -23,7 +24,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 import torch
 import torch.distributed as dist
@@ -31,15 +32,16 @@ from peft import LoraConfig, get_peft_model
 
 from model import MiniCPMV
 from model.attention import llm_attention
-from model.processor import collate, to_device
+from model.processor import PromptInputs, collate, to_device
 from rollouts.weights import Staging
 
-from ..algos import (agg_loss, clip_fractions, entropy_mean, get_policy_loss, kl_enabled, kl_penalty, options_for,
-                     ratio_stats, tis_stats, tis_weights)
+from ..algos import LossInputs, Normalisers, compute_loss, kl_enabled
 from ..config import AlgoConfig, LearnerConfig
+from ..errors import NonFiniteUpdates
 from ..packing import pack_by_budget, pad_by_budget, pad_by_count, padding_fraction
 from . import weights as weights_io
 from .base import TrainSample
+from .loading import init_lora, load_sharded, lora_seed, meta_model
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -65,8 +67,12 @@ class LocalLearner:
         self.export_dtype = checkpoint_dtype(self.ckpt)
         # Frozen weights in the compute dtype (bf16 under autocast, else fp32); what trains is cast to fp32 below.
         compute = torch.bfloat16 if self._bf16() else torch.float32
-        model = MiniCPMV.from_pretrained(ckpt, dtype=compute, device=self.device,
-                                         attn_implementation=llm_attention(cfg.attention, self.device))
+        seed = lora_seed() if cfg.lora else None  # the adapters' initialisation (`loading.init_lora`)
+        if sharded:  # on the meta device; each rank reads only its shards after sharding (`loading`)
+            model = meta_model(ckpt, compute, attn_implementation=llm_attention(cfg.attention, self.device))
+        else:
+            model = MiniCPMV.from_pretrained(ckpt, dtype=compute, device=self.device,
+                                             attn_implementation=llm_attention(cfg.attention, self.device))
         for p in model.parameters():
             p.requires_grad_(not cfg.lora)
         if cfg.lora:
@@ -82,18 +88,26 @@ class LocalLearner:
                 p.data = p.data.float()
         if cfg.gradient_checkpointing:
             base.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if sharded and (cfg.train_vision or cfg.train_resampler):
+            base.llm.model.register_forward_pre_hook(self._vision_in_graph, with_kwargs=True)
         self.pad_id = base.config.pad_token_id or 0
         self.base_config = base.config
         if sharded:
             from .fsdp import shard_model
 
             model = shard_model(model, base, bf16=self._bf16())
+            load_sharded(model, base, ckpt, self.device, compute, lora_init_seed=seed)
+        elif seed is not None:
+            init_lora(model, seed)
         self.model = model
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, betas=cfg.betas, eps=cfg.adam_eps,
                                            weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.version = 0
+        self.objective = self.algo.objective()
+        """The loss (`rl.algos.compute_loss`); the loop resolves algo.kl_importance before (make_learner)."""
+        self.skipped_in_a_row = 0
         self._ref_model: torch.nn.Module | None = None  # full weights with KL: a frozen copy of the checkpoint
         self._ref_vision: dict[str, torch.nn.Module] | None = None  # LoRA with KL and a trained vision side
         if kl_enabled(self.algo.kl, self.algo.kl_coef):
@@ -107,10 +121,13 @@ class LocalLearner:
         return self.config.bf16 and (self.device.type == "cuda" or self.config.cpu_bf16)
 
     def _lr_factor(self, step: int) -> float:
+        """The LR multiplier at training step `step` (the scheduler steps once per `step()`, not per update)."""
         cfg = self.config
         if step < cfg.warmup_steps:
             return (step + 1) / cfg.warmup_steps
         if cfg.schedule == "cosine":
+            if cfg.total_steps is None:
+                raise ValueError("learner.schedule=cosine needs learner.total_steps (rl-train sets it to run.steps)")
             progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.total_steps - cfg.warmup_steps))
             return 0.5 * (1 + math.cos(math.pi * progress))
         return 1.0  # constant (the config admits these two)
@@ -123,18 +140,31 @@ class LocalLearner:
         dist.all_reduce(t, op=op or dist.ReduceOp.SUM)
         return t.tolist()
 
-    def _padded(self, mbs: list[_MicroBatch]) -> list[_MicroBatch | None]:
+    def _padded(self, plan: list[list[int]]) -> list[list[int] | None]:
         """Every rank runs the same number of forward passes (each gathers the sharded units): the ranks with
         fewer micro-batches add passes that count for nothing (None: run over the filler)."""
         if not self.sharded:
-            return list(mbs)
-        most = int(self._all_reduce([float(len(mbs))], dist.ReduceOp.MAX)[0])
-        return list(mbs) + [None] * (most - len(mbs))
+            return list(plan)
+        most = int(self._all_reduce([float(len(plan))], dist.ReduceOp.MAX)[0])
+        return list(plan) + [None] * (most - len(plan))
+
+    def _reshard(self, model) -> None:
+        """After a pass without a backward: FSDP2 keeps the root unit gathered after its forward (it expects the
+        backward), so a no-grad pass would leave it so (2.26 GB per rank at 8.7B for the reference) until the next
+        forward. Free it now."""
+        if self.sharded and hasattr(model, "reshard"):
+            model.reshard()
 
     def _filler(self, samples: list[TrainSample], dummy: TrainSample | None) -> _MicroBatch | None:
-        """The micro-batch of the passes that keep a rank in step: `dummy`, else this rank's first sample."""
+        """The micro-batch of the passes that keep a rank in step: `dummy`, else this rank's first sample, else (a
+        rank without samples: none is shipped to it) one text-only token and one completion token made here."""
+        if not self.sharded:
+            return None
         chosen = dummy if dummy is not None else (samples[0] if samples else None)
-        return self.micro_batches([chosen])[0] if (self.sharded and chosen is not None) else None
+        if chosen is None:
+            token = self.base_config.bos_token_id if self.base_config.bos_token_id is not None else self.pad_id
+            chosen = TrainSample(PromptInputs(text="", input_ids=[token]), [self.pad_id], 0.0)
+        return self.micro_batch([chosen], [0])
 
     # ---- micro-batches ----
     def layout(self, lengths: list[int]) -> list[list[int]]:
@@ -146,23 +176,32 @@ class LocalLearner:
             return pad_by_budget(lengths, cfg.micro_batch_tokens)
         return pad_by_count(lengths, cfg.padded_batch_size)
 
+    def micro_batch(self, samples: list[TrainSample], idx: list[int]) -> _MicroBatch:
+        """The samples `idx` collated and moved to the device. Samples of one group share their prompt object, and
+        `collate` keeps one copy of its pixels (encoded once per micro-batch, `MiniCPMV.embed`'s vision_index)."""
+        chosen = [samples[i] for i in idx]
+        batch = collate([s.prompt for s in chosen], [s.completion_ids for s in chosen], self.pad_id,
+                        packed=self.config.packing)
+        spans, offset = [], 0
+        for row, s in enumerate(chosen):
+            n_prompt, n_all = len(s.prompt.input_ids), len(s.prompt.input_ids) + len(s.completion_ids)
+            if self.config.packing:
+                spans.append((0, offset + n_prompt, offset + n_all))
+                offset += n_all
+            else:
+                spans.append((row, n_prompt, n_all))
+        batch.update(_sampling(chosen, spans, batch["input_ids"].shape))
+        return _MicroBatch(idx, to_device(batch, self.device), spans)
+
     def micro_batches(self, samples: list[TrainSample]) -> list[_MicroBatch]:
-        out = []
-        for idx in self.layout(sample_lengths(samples)):
-            chosen = [samples[i] for i in idx]
-            batch = collate([s.prompt for s in chosen], [s.completion_ids for s in chosen], self.pad_id,
-                            packed=self.config.packing)
-            spans, offset = [], 0
-            for row, s in enumerate(chosen):
-                n_prompt, n_all = len(s.prompt.input_ids), len(s.prompt.input_ids) + len(s.completion_ids)
-                if self.config.packing:
-                    spans.append((0, offset + n_prompt, offset + n_all))
-                    offset += n_all
-                else:
-                    spans.append((row, n_prompt, n_all))
-            batch.update(_sampling(chosen, spans, batch["input_ids"].shape))
-            out.append(_MicroBatch(idx, to_device(batch, self.device), spans))
-        return out
+        """Every micro-batch of `samples` at once (for inspection; the learner builds them one at a time)."""
+        return [self.micro_batch(samples, idx) for idx in self.layout(sample_lengths(samples))]
+
+    def iter_micro_batches(self, samples: list[TrainSample]) -> Iterator[_MicroBatch | None]:
+        """The micro-batches of `samples`, each built and moved to the device when its turn comes (the device holds
+        one at a time, not the whole batch), then None for the passes that keep a sharded rank in step."""
+        for idx in self._padded(self.layout(sample_lengths(samples))):
+            yield None if idx is None else self.micro_batch(samples, idx)
 
     @staticmethod
     def per_sequence(row_values: torch.Tensor, spans) -> tuple[torch.Tensor, torch.Tensor]:
@@ -185,12 +224,15 @@ class LocalLearner:
                  dummy: TrainSample | None = None) -> list[torch.Tensor]:
         """Per-sample completion log-probabilities under the current (or the reference) weights."""
         out: list[torch.Tensor | None] = [None] * len(samples)
-        filler = self._filler(samples, dummy)
-        for mb in self._padded(self.micro_batches(samples)):
-            with self._as_reference() if reference else contextlib.nullcontext(self.model) as model:
+        filler = None
+        with self._as_reference() if reference else contextlib.nullcontext(self.model) as model:
+            for mb in self.iter_micro_batches(samples):
+                if mb is None and filler is None:
+                    filler = self._filler(samples, dummy)
                 lp = self._forward(model, mb or filler).logprobs
-            for i, (row, start, end) in zip(mb.indices, mb.spans) if mb is not None else ():
-                out[i] = lp[row, start:end].cpu()
+                for i, (row, start, end) in zip(mb.indices, mb.spans) if mb is not None else ():
+                    out[i] = lp[row, start:end].cpu()
+            self._reshard(model)
         return out
 
     # ---- the KL reference ----
@@ -203,15 +245,21 @@ class LocalLearner:
         cfg = self.config
         if cfg.lora and not (cfg.train_vision or cfg.train_resampler):
             return  # disable_adapter() alone gives the base
-        ref = MiniCPMV.from_pretrained(self.ckpt, dtype=dtype, device="cpu" if cfg.lora else self.device)
+        if self.sharded and not cfg.lora:  # on the meta device, sharded, then each rank reads its shards
+            from .fsdp import shard_model
+
+            ref = meta_model(self.ckpt, dtype)
+            ref.eval().requires_grad_(False)
+            ref = shard_model(ref, ref, bf16=self._bf16())
+            load_sharded(ref, ref, self.ckpt, self.device, dtype)
+            self._ref_model = ref
+            return
+        ref = MiniCPMV.from_pretrained(self.ckpt, dtype=dtype, device="cpu" if cfg.lora else self.device,
+                                       attn_implementation=llm_attention(cfg.attention, self.device))
         ref.eval().requires_grad_(False)
         if cfg.lora:  # only the vision side is kept (replicated on every rank: no gradient, no sharding)
             self._ref_vision = {"vpm": ref.vpm.to(self.device), "resampler": ref.resampler.to(self.device)}
             return
-        if self.sharded:
-            from .fsdp import shard_model
-
-            ref = shard_model(ref, ref, bf16=self._bf16())
         self._ref_model = ref
 
     @contextlib.contextmanager
@@ -236,31 +284,48 @@ class LocalLearner:
     # ---- the update ----
     def step(self, samples: list[TrainSample], dummy: TrainSample | None = None,
              parts: list[list[TrainSample]] | None = None) -> dict[str, float]:
-        """One step on a batch: `algo.ppo_epochs` x `algo.mini_batches` optimizer (and scheduler) steps, each over
-        one mini-batch with its own loss normalisers (gradient accumulation over its micro-batches). With more than
-        one update, the old log-probs are first computed under the weights as they are before this step (the synced
-        ones the samples were drawn with; one version newer in the one-step-off loop, where TIS weighs them against
-        the engine's: AReaL's proximal policy), and every update's ratio is taken against them, so that the clip
-        acts. Sharded: `samples` is this
-        rank's share and `parts` its share of each global mini-batch (possibly empty; `dummy` fills the passes it
-        lacks)."""
+        """One training step on a batch: `algo.ppo_epochs` x `algo.mini_batches` optimizer updates, each over one
+        mini-batch with its own loss normalisers (gradient accumulation over its micro-batches), then one scheduler
+        step. With more than one update, the old log-probs are first computed under the weights as they are before
+        this step (the synced ones the samples were drawn with; one version newer in the one-step-off loop, where TIS
+        weighs them against the engine's: AReaL's proximal policy), and every update's ratio is taken against them,
+        so that the clip acts. The reference log-probs (KL on) are computed once per step, not per update.
+
+        An update whose gradient norm is not finite (on any rank) is skipped on every rank, its gradients zeroed,
+        and counted (`skipped_steps`); `learner.max_skipped_steps` in a row raise `NonFiniteUpdates`.
+
+        Sharded: `samples` is this rank's share and `parts` its share of each global mini-batch (possibly empty;
+        `dummy` fills the passes it lacks)."""
         cfg, algo = self.config, self.algo
         start = time.perf_counter()
         if parts is None:
             parts = [[samples[i] for i in idx] for idx in mini_batches(len(samples), algo.mini_batches)]
         updates = algo.ppo_epochs * len(parts)
         olds = [self.logprobs(part, dummy=dummy) for part in parts] if updates > 1 else [None] * len(parts)
-        totals, norms, micro = Reduced(), [], 0
+        refs = [self.logprobs(part, reference=True, dummy=dummy) for part in parts] if self.uses_reference() \
+            else [None] * len(parts)
+        totals, norms, micro, skipped = Reduced(), [], 0, 0
         for _ in range(algo.ppo_epochs):
-            for part, old in zip(parts, olds):
-                metrics, mbs = self.accumulate(part, dummy, old)
-                norms.append(float(weights_io.full_tensor(
-                    torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm))))
-                self.optimizer.step()
-                self.scheduler.step()
+            for part, old, ref in zip(parts, olds, refs):
+                metrics, count = self.accumulate(part, dummy, old, ref)
+                norm = float(weights_io.full_tensor(torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)))
+                if self._all_finite(norm):
+                    self.optimizer.step()
+                    norms.append(norm)
+                    self.skipped_in_a_row = 0
+                else:
+                    skipped += 1
+                    self.skipped_in_a_row += 1
                 self.optimizer.zero_grad(set_to_none=True)
-                totals.add({k: v if k.endswith(("_min", "_max")) else v / updates for k, v in metrics.items()})
-                micro += len(mbs)
+                if self.skipped_in_a_row >= cfg.max_skipped_steps:
+                    raise NonFiniteUpdates(
+                        f"{self.skipped_in_a_row} optimizer updates in a row had a non-finite gradient norm "
+                        f"(learner.max_skipped_steps={cfg.max_skipped_steps}); each was skipped. Lower learner.lr, "
+                        "check the rewards and algo.* for inf/NaN values, or look at learner/nonfinite_tokens")
+                totals.add({k: v / (algo.ppo_epochs if k == "nonfinite_tokens" else 1 if k.endswith(("_min", "_max"))
+                                    else updates) for k, v in metrics.items()})
+                micro += count
+        self.scheduler.step()
         self.version += 1
         seconds = time.perf_counter() - start
         lengths = sample_lengths(samples)
@@ -269,63 +334,74 @@ class LocalLearner:
             groups += [[offset + i for i in idx] for idx in self.layout(sample_lengths(part))]
             offset += len(part)
         out = totals.values
-        out.update(grad_norm=sum(norms) / len(norms), lr=self.scheduler.get_last_lr()[0], updates=updates,
-                   micro_batches=micro, tokens=sum(lengths) * algo.ppo_epochs, seconds=seconds,
-                   completion_tokens=sum(len(s.completion_ids) for s in samples),
+        out.update(grad_norm=sum(norms) / len(norms) if norms else float("nan"), lr=self.scheduler.get_last_lr()[0],
+                   updates=updates, skipped_steps=skipped, micro_batches=micro, tokens=sum(lengths) * algo.ppo_epochs,
+                   seconds=seconds, completion_tokens=sum(len(s.completion_ids) for s in samples),
                    padding_fraction=padding_fraction(lengths, groups, cfg.packing) if samples else 0.0)
         out["tokens_per_s"] = out["tokens"] / seconds
         return out
 
+    def uses_reference(self) -> bool:
+        """Whether the loss has a KL term (and so reference log-probs)."""
+        return kl_enabled(self.algo.kl, self.algo.kl_coef)
+
+    def _all_finite(self, norm: float) -> bool:
+        """Whether the gradient norm is finite on every rank (the ranks agree, so they skip together)."""
+        bad = 0.0 if math.isfinite(norm) else 1.0
+        return self._all_reduce([bad], dist.ReduceOp.MAX)[0] == 0.0 if self.sharded else bad == 0.0
+
     def accumulate(self, samples: list[TrainSample], dummy: TrainSample | None = None,
-                   old_logprobs: list[torch.Tensor] | None = None) -> tuple[dict[str, float], list[_MicroBatch]]:
+                   old_logprobs: list[torch.Tensor] | None = None,
+                   ref_logprobs: list[torch.Tensor] | None = None) -> tuple[dict[str, float], int]:
         """Forward and backward over every micro-batch: the gradient of the whole batch's loss ends up in
-        `.grad`, whatever the micro-batching and the number of ranks (the aggregation uses the global
-        normalisers)."""
+        `.grad`, whatever the micro-batching and the number of ranks (the objective, `rl.algos.compute_loss`, uses
+        the global normalisers). The metrics, and the number of micro-batches run."""
         algo = self.algo
-        use_kl = kl_enabled(algo.kl, algo.kl_coef)
-        ref = self.logprobs(samples, reference=True, dummy=dummy) if use_kl else None
+        if self.uses_reference() and ref_logprobs is None:
+            ref_logprobs = self.logprobs(samples, reference=True, dummy=dummy)
         n_tokens, n_seqs = self._all_reduce([float(sum(len(s.completion_ids) for s in samples)), float(len(samples))])
-        norms = {"num_tokens": n_tokens, "num_seqs": n_seqs, "norm_length": algo.norm_length}
-        policy_loss = get_policy_loss(algo.policy_loss)
-        loss_options = options_for(policy_loss, algo.options())
+        norms = Normalisers(num_tokens=n_tokens, num_seqs=n_seqs, norm_length=algo.norm_length)
         self.model.train()
-        mbs = self.micro_batches(samples)
-        filler = self._filler(samples, dummy)
-        metrics = Reduced()
-        for mb in self._padded(mbs):
+        metrics, filler, count = Reduced(), None, 0
+        for mb in self.iter_micro_batches(samples):
             if mb is None:  # a pass that keeps this rank in step with the others; its loss counts for nothing
-                out = self._forward(self.model, filler)
-                (out.logprobs.sum() * 0.0 + self._touch_trained_vision()).backward()
+                filler = filler or self._filler(samples, dummy)
+                lp = self._forward(self.model, filler).logprobs
+                (torch.where(torch.isfinite(lp), lp, 0.0).sum() * 0.0).backward()
                 continue
+            count += 1
             out = self._forward(self.model, mb, entropy=self.config.entropy_metric)
             logp, mask = self.per_sequence(out.logprobs, mb.spans)
-            # One update per batch (on-policy GRPO as the paper runs it): the old policy is the current one, so the
-            # ratio is 1 and its gradient is the policy gradient. Several (ppo_epochs x mini_batches): the stored
-            # log-probs of the weights that sampled, and the clip acts from the second update on.
-            old = logp.detach() if old_logprobs is None else _stack(
-                [old_logprobs[i].tolist() for i in mb.indices], logp.shape, logp.device)
-            adv = torch.tensor([samples[i].advantage for i in mb.indices], device=logp.device, dtype=logp.dtype)
-            weights = None
+
+            def rows(values):  # per-sample values of this micro-batch, in its [B, L] layout
+                return None if values is None else _stack([values[i] for i in mb.indices], logp.shape, logp.device)
+
+            # One update per batch (on-policy GRPO as the paper runs it): no old log-probs, the ratio is 1 and its
+            # gradient is the policy gradient. Several: the stored log-probs, and the clip acts from the second on.
+            rollout = None
             if algo.tis_cap is not None and all(samples[i].rollout_logprobs is not None for i in mb.indices):
-                rollout = _stack([samples[i].rollout_logprobs for i in mb.indices], logp.shape, logp.device)
-                weights = tis_weights(old, rollout, mask, cap=algo.tis_cap)
-                metrics.add(tis_stats(old, rollout, mask, cap=algo.tis_cap, num_tokens=n_tokens))
-            pg, aux = policy_loss(logp, old, adv, mask, is_weights=weights, **loss_options)
-            loss = agg_loss(pg, mask, algo.loss_agg, **norms)
-            metrics.add({"pg_loss": loss})
-            if use_kl:
-                ref_lp = _stack([ref[i].tolist() for i in mb.indices], logp.shape, logp.device)
-                kl = agg_loss(kl_penalty(logp, ref_lp, algo.kl, mask), mask, algo.loss_agg, **norms)
-                metrics.add({"kl": kl})
-                loss = loss + algo.kl_coef * kl
-            (loss + self._touch_trained_vision()).backward()
-            metrics.add({"loss": loss})
-            metrics.add(clip_fractions(aux, mask, n_tokens))
-            metrics.add(ratio_stats(aux["ratio"], mask, n_tokens))
-            if out.entropy is not None:
-                ent, _ = self.per_sequence(out.entropy, mb.spans)
-                metrics.add(entropy_mean(ent, mask, n_tokens))
-        return metrics.values, mbs
+                rollout = rows([s.rollout_logprobs for s in samples])
+            result = compute_loss(LossInputs(
+                logp=logp, mask=mask, advantages=torch.tensor([samples[i].advantage for i in mb.indices],
+                                                              device=logp.device, dtype=logp.dtype),
+                old_logp=rows(old_logprobs), ref_logp=rows(ref_logprobs), rollout_logp=rollout,
+                entropy=None if out.entropy is None else self.per_sequence(out.entropy, mb.spans)[0]),
+                norms, self.objective)
+            result.loss.backward()  # (a trained vision side is in every rank's graph: `_vision_in_graph`)
+            metrics.add(result.metrics)
+        return metrics.values, count
+
+    def _vision_in_graph(self, module, args, kwargs):
+        """Sharded with a trained vision tower or resampler (a forward pre-hook of the LLM): its input embeddings
+        depend on those weights on every rank (x 0 where the micro-batch has no image, as a rank's filler pass has
+        none). FSDP2 reduces a decoder layer's gradient when the gradient reaches its input, or at the end of the
+        backward when none does; the first layer's input needs a gradient only through the vision side, so a rank
+        with an image and a rank without would reduce-scatter different units at the same time (a gloo/NCCL
+        size mismatch)."""
+        if torch.is_grad_enabled() and kwargs.get("inputs_embeds") is not None:
+            kwargs["inputs_embeds"] = kwargs["inputs_embeds"] + self._touch_trained_vision()
+            return args, kwargs
+        return None
 
     def _touch_trained_vision(self) -> torch.Tensor | float:
         """Sharded with a trained vision tower or resampler: 0 x their weights, so that every rank has a gradient
@@ -363,17 +439,7 @@ class LocalLearner:
             weights_io.save_adapter(self.model, adapter_dir, rank0=self.rank == 0)
             return "adapter", adapter_dir
         rank0 = self.rank == 0
-        cpu = rank0 and staging is None  # staged: the writer casts each tensor where it is, then copies it
-        if kind == "merged":
-            if not cfg.lora:
-                raise ValueError("sync kind 'merged' is for lora=True; use 'full'")
-            pairs = weights_io.merged_stream(self.model, cpu=cpu)
-        elif kind == "full":
-            if cfg.lora:
-                raise ValueError("sync kind 'full' is for lora=False; use 'merged'")
-            pairs = weights_io.full_state(self.model, cpu=cpu)
-        else:
-            raise ValueError(f"sync kind {kind!r}: expected auto, adapter, merged or full")
+        pairs = self._weights(kind, cpu=rank0 and staging is None)  # staged: cast where it is, then copied
         if staging is not None:
             size = weights_io.state_bytes(self.model, staging.dtype)
             return "path", weights_io.stage(pairs, staging, size, writer=rank0)
@@ -382,6 +448,19 @@ class LocalLearner:
         for _ in pairs:  # take part in every gather; keep nothing
             pass
         return "weights", None
+
+    def _weights(self, kind: str, cpu: bool) -> Iterator[tuple[str, torch.Tensor]]:
+        """The policy's full tensors one at a time (sharded: each an all-gather, every rank in the same order):
+        "merged" (LoRA merged into its base layer by layer) or "full"."""
+        if kind == "merged":
+            if not self.config.lora:
+                raise ValueError("sync kind 'merged' is for lora=True; use 'full'")
+            return weights_io.merged_stream(self.model, cpu=cpu)
+        if kind == "full":
+            if self.config.lora:
+                raise ValueError("sync kind 'full' is for lora=False; use 'merged'")
+            return weights_io.full_state(self.model, cpu=cpu)
+        raise ValueError(f"sync kind {kind!r}: expected auto, adapter, merged or full")
 
     # ---- state ----
     def save_state(self, path: Path) -> None:
@@ -408,11 +487,13 @@ class LocalLearner:
         self.scheduler.load_state_dict(extra["scheduler"])
         self.version = extra["version"]
 
-    def export(self, out: Path) -> None:
-        """The merged policy as safetensors in `out`, cast to the base checkpoint's dtype (rank 0 writes)."""
-        _, pairs = self.sync_payload("merged" if self.config.lora else "full")
-        if self.rank == 0:
-            weights_io.write_weights(pairs, Path(out), self.base_config, self.export_dtype)
+    def export(self, out: Path, bucket_mb: int = 512) -> None:
+        """The merged policy as safetensors in `out`, cast to the base checkpoint's dtype, streamed as the sync
+        streams: each tensor gathered, cast where it is and written in shards of `bucket_mb` (rank 0 writes and
+        holds at most one bucket plus one tensor, not the fp32 state and a copy of it: ~52 GB at 8.7B)."""
+        pairs = self._weights("merged" if self.config.lora else "full", cpu=False)
+        weights_io.write_weights(pairs, Path(out), self.base_config, self.export_dtype,
+                                 bucket_bytes=bucket_mb << 20, writer=self.rank == 0)
 
     def close(self) -> None:
         pass
@@ -458,10 +539,11 @@ def _sampling(chosen: list[TrainSample], spans, shape) -> dict[str, torch.Tensor
     return out
 
 
-def _stack(rows: list[list[float]], shape, device) -> torch.Tensor:
+def _stack(rows: list[Sequence[float] | torch.Tensor], shape, device) -> torch.Tensor:
+    """Per-sequence values (lists or tensors) into a [B, L] fp32 tensor, right-padded with 0."""
     out = torch.zeros(shape, device=device)
     for b, row in enumerate(rows):
-        out[b, : len(row)] = torch.tensor(row, device=device)
+        out[b, : len(row)] = torch.as_tensor(row, dtype=torch.float32).to(device)
     return out
 
 

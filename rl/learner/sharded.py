@@ -12,7 +12,9 @@ after a step, does not depend on the number of ranks (tested against the local l
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import pickle
 import shutil
 import socket
 from pathlib import Path
@@ -30,10 +32,49 @@ from ..config import AlgoConfig, LearnerConfig
 from .base import TrainSample
 from .local import LocalLearner, Reduced, mini_batches, sample_lengths
 
-PER_RANK = ("grad_norm", "lr", "updates")
+PER_RANK = ("grad_norm", "lr", "updates", "skipped_steps")
 """Step metrics every rank computes identically (taken from rank 0)."""
-SUMMED = ("tokens", "completion_tokens", "micro_batches")
+SUMMED = ("tokens", "completion_tokens", "micro_batches", "dispatch_mb")
 """Step metrics that are counts: summed over the ranks."""
+MB = 2**20
+
+
+def pack_share(samples: list[TrainSample], parts: list[list[int]] | None = None) -> bytes:
+    """One rank's share of a batch as it travels, serialized once: its samples (no other rank's) with every
+    prompt stripped of what the learner does not read (`images`, `stills`, `videos`: PIL images, whose pixels are
+    already in `pixel_values`), and `parts`, index lists into them (its part of each global mini-batch). Samples
+    that share a prompt object (a group) still share one after the trip: one stripped copy per distinct prompt, and
+    pickle writes a shared object once."""
+    stripped: dict[int, Any] = {}
+    light = []
+    for s in samples:
+        prompt = stripped.get(id(s.prompt))
+        if prompt is None:
+            prompt = stripped[id(s.prompt)] = dataclasses.replace(s.prompt, images=[], stills=[], videos=[])
+        light.append(dataclasses.replace(s, prompt=prompt))
+    return pickle.dumps((light, parts), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def resident_mb(reset_peak: bool = False) -> tuple[float, float]:
+    """This process's resident memory and its peak so far, in MB (/proc/self/status VmRSS, VmHWM). reset_peak:
+    the peak restarts from now (Linux' clear_refs; where it cannot, the peak stays the process's)."""
+    if reset_peak:
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            pass
+    try:
+        fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+        return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+    except (OSError, KeyError, ValueError):
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return peak, peak
+
+
+def unpack_share(blob: bytes) -> tuple[list[TrainSample], list[list[int]] | None]:
+    return pickle.loads(blob)
 
 
 class LearnerRank:
@@ -65,15 +106,38 @@ class LearnerRank:
         if cuda:
             torch.cuda.set_device(0)  # Ray shows each rank its own GPU(s)
         torch.manual_seed(self.seed)  # the same LoRA initialisation on every rank, as a local learner's
+        before = resident_mb(reset_peak=True)[0]
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
         self.learner = LocalLearner(self.ckpt, self.config, self.algo, device="cuda" if cuda else "cpu",
                                     sharded=True)
+        now, peak = resident_mb()
+        self.startup = {"rss_before_mb": before, "rss_mb": now, "peak_rss_mb": peak,
+                        "peak_gpu_mb": torch.cuda.max_memory_allocated() / MB if cuda else 0.0}
+        """Resident memory (MB) around building the learner: before, after, and the peak in between (the peak of
+        the process so far where the kernel cannot reset it); the GPU's peak."""
         return ray.get_runtime_context().get_node_id()
+
+    def startup_memory(self) -> dict[str, float]:
+        return self.startup
 
     def call(self, method: str, *args, **kwargs) -> Any:
         return getattr(self.learner, method)(*args, **kwargs)
 
     def version(self) -> int:
         return self.learner.version
+
+    def step_share(self, blob: bytes) -> dict[str, float]:
+        """`LocalLearner.step` over this rank's share (`pack_share`: its samples, its part of each mini-batch);
+        `dispatch_mb`: the share's size as it came."""
+        samples, parts = unpack_share(blob)
+        out = self.learner.step(samples, parts=[[samples[i] for i in idx] for idx in parts])
+        out["dispatch_mb"] = len(blob) / MB
+        return out
+
+    def logprobs_share(self, blob: bytes, reference: bool = False) -> list[torch.Tensor]:
+        """`LocalLearner.logprobs` over this rank's share (`pack_share`)."""
+        return self.learner.logprobs(unpack_share(blob)[0], reference)
 
     def profiled(self, method: str, *args) -> tuple[Any, dict[str, float]]:
         """`call(method, *args)` under torch's profiler: the result, and this rank's seconds inside
@@ -144,15 +208,23 @@ class ShardedLearner:
     def _on_all(self, method: str, *args) -> list[Any]:
         return ray.get([r.call.remote(method, *args) for r in self.ranks])
 
-    def step(self, samples: list[TrainSample]) -> dict[str, float]:
-        """The global mini-batches are formed first (as the local learner forms them), then each is shared out."""
-        shares: list[list[list[TrainSample]]] = [[] for _ in self.ranks]  # rank -> its part of each mini-batch
+    def shares(self, samples: list[TrainSample]) -> list[tuple[list[int], list[list[int]]]]:
+        """Per rank: the indices of its samples in `samples` and, in positions into those, its part of each global
+        mini-batch (formed first, as the local learner forms them, then each shared out). Its samples are its parts
+        one after the other (what `LocalLearner.step` expects of `samples` and `parts`)."""
+        out: list[tuple[list[int], list[list[int]]]] = [([], []) for _ in self.ranks]
         for idx in mini_batches(len(samples), self.algo.mini_batches):
-            part = [samples[i] for i in idx]
-            for rank, mine in enumerate(self.split(part)):
-                shares[rank].append([part[i] for i in mine])
-        outs = ray.get([r.call.remote("step", [x for p in parts for x in p], samples[0], parts)
-                        for r, parts in zip(self.ranks, shares)])
+            for (mine, parts), chosen in zip(out, self.split([samples[i] for i in idx])):
+                parts.append(list(range(len(mine), len(mine) + len(chosen))))
+                mine.extend(idx[i] for i in chosen)
+        return out
+
+    def step(self, samples: list[TrainSample]) -> dict[str, float]:
+        """Each rank gets its share only, once (`pack_share`: one object per rank, no PIL images); `dispatch_mb`
+        is their total size."""
+        blobs = [pack_share([samples[i] for i in mine], parts) for mine, parts in self.shares(samples)]
+        outs = ray.get([r.step_share.remote(ray.put(blob)) for r, blob in zip(self.ranks, blobs)])
+        del blobs
         reduced = Reduced()
         for out in outs:
             reduced.add({k: v for k, v in out.items() if k not in PER_RANK + SUMMED + ("seconds", "tokens_per_s",
@@ -168,7 +240,7 @@ class ShardedLearner:
 
     def logprobs(self, samples: list[TrainSample], reference: bool = False) -> list[torch.Tensor]:
         parts = self.split(samples)
-        outs = ray.get([r.call.remote("logprobs", [samples[i] for i in idx], reference, samples[0])
+        outs = ray.get([r.logprobs_share.remote(ray.put(pack_share([samples[i] for i in idx])), reference)
                         for r, idx in zip(self.ranks, parts)])
         result: list[torch.Tensor | None] = [None] * len(samples)
         for idx, values in zip(parts, outs):

@@ -21,7 +21,7 @@ from torch.distributed.tensor import DTensor
 
 from model.checkpoint import iter_safetensors, write_config
 from model.lora import merged_state
-from rollouts.weights import Staging, stage_weights
+from rollouts.weights import ShardWriter, Staging, stage_weights
 
 
 def full_tensor(t: torch.Tensor) -> torch.Tensor:
@@ -101,12 +101,22 @@ def save_adapter(peft_model, path: str | Path, rank0: bool = True) -> None:
         peft_model.save_pretrained(str(path), state_dict=lora)
 
 
-def write_weights(pairs, out: Path, config, dtype: torch.dtype) -> None:
-    """`pairs` as the safetensors of a standard checkpoint directory, in `dtype`, with config.json."""
+def write_weights(pairs: Iterator[tuple[str, torch.Tensor]], out: Path, config, dtype: torch.dtype,
+                  bucket_bytes: int = 512 << 20, writer: bool = True) -> None:
+    """`pairs`, consumed one at a time, as the safetensors shards of a standard checkpoint directory (with its
+    index and config.json), in `dtype`, written bucket by bucket (`ShardWriter`: one bucket plus one tensor held at
+    most). Collective for a sharded model: the ranks that are not the `writer` consume the pairs (their gathers)."""
+    if not writer:
+        for _ in pairs:
+            pass
+        return
     out.mkdir(parents=True, exist_ok=True)
     for old in list(out.glob("model*.safetensors")) + [out / "model.safetensors.index.json"]:
         old.unlink(missing_ok=True)
-    save_torch_state_dict({n: t.detach().to(dtype).contiguous().cpu() for n, t in pairs}, str(out))
+    shards = ShardWriter(str(out), bucket_bytes, dtype)
+    for name, tensor in pairs:
+        shards.add(name, tensor)
+    shards.close()
     config.dtype = str(dtype).removeprefix("torch.")
     write_config(config, out)
 

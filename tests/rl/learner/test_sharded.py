@@ -103,8 +103,8 @@ def test_two_ranks_equal_the_local_learner_with_mini_batches_and_epochs(tiny_ckp
     try:
         a, b = local.step(samples), sharded.step(samples)
         assert a["updates"] == b["updates"] == 4
-        for key in ("loss", "clip_frac", "ratio_max"):
-            assert b[key] == pytest.approx(a[key], abs=1e-5), key
+        for key in ("loss", "clip_frac", "ratio_max"):  # ratio_max ~ 30-60 here: a few fp32 ulps are > 1e-5
+            assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-5), key
         mine, theirs = trainable(local, True, tmp_path / "a"), trainable(sharded, True, tmp_path / "b")
         for name, tensor in mine.items():
             torch.testing.assert_close(theirs[name], tensor, rtol=0, atol=1e-5, msg=name)
