@@ -8,7 +8,7 @@ The batch is bench/learner.py's hybrid length mix (half short answers of 16-64 t
 512-2048). Without --ckpt, a random `small`-preset checkpoint (`rl-tiny-model OUT --preset small`) is built in a
 temporary folder. Each variant: one warm-up step (the first two samples), then one timed step on the whole batch.
 tokens/s = the step's tokens / the wall seconds of the step as the driver sees it. Sharded variants are timed
-through `LearnerRank.profiled("step", shard, samples[0])` on every rank at once (the shards from
+through `LearnerRank.profiled("step", shard)` on every rank at once (the shards from
 `ShardedLearner.split`, as `ShardedLearner.step` calls it), so their wall includes torch's profiler and Ray's
 dispatch; per rank: seconds inside torch.distributed's collectives, peak memory (MB: GPU memory on CUDA, else the
 rank process's peak RSS). The local learner's peak RSS is the driver's, which includes everything before it.
@@ -95,7 +95,7 @@ def run_local(ckpt: str, cfg: LearnerConfig, samples: list[TrainSample], bucket_
 def profiled_step(sharded: ShardedLearner, samples: list[TrainSample]) -> tuple[float, list, list]:
     parts = sharded.split(samples)
     start = time.perf_counter()
-    outs = ray.get([r.profiled.remote("step", [samples[i] for i in idx], samples[0])
+    outs = ray.get([r.profiled.remote("step", [samples[i] for i in idx])
                     for r, idx in zip(sharded.ranks, parts)])
     return time.perf_counter() - start, outs, parts
 

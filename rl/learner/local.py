@@ -22,6 +22,7 @@ import contextlib
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -155,12 +156,12 @@ class LocalLearner:
         if self.sharded and hasattr(model, "reshard"):
             model.reshard()
 
-    def _filler(self, samples: list[TrainSample], dummy: TrainSample | None) -> _MicroBatch | None:
-        """The micro-batch of the passes that keep a rank in step: `dummy`, else this rank's first sample, else (a
-        rank without samples: none is shipped to it) one text-only token and one completion token made here."""
+    def _filler(self, samples: list[TrainSample]) -> _MicroBatch | None:
+        """The micro-batch of the passes that keep a rank in step: this rank's first sample, else (a rank without
+        samples: none is shipped to it) one text-only token and one completion token made here."""
         if not self.sharded:
             return None
-        chosen = dummy if dummy is not None else (samples[0] if samples else None)
+        chosen = samples[0] if samples else None
         if chosen is None:
             token = self.base_config.bos_token_id if self.base_config.bos_token_id is not None else self.pad_id
             chosen = TrainSample(PromptInputs(text="", input_ids=[token]), [self.pad_id], 0.0)
@@ -220,15 +221,14 @@ class LocalLearner:
             return model(**mb.batch, return_entropy=entropy, logprob_chunk_tokens=self.config.logprob_chunk_tokens)
 
     @torch.no_grad()
-    def logprobs(self, samples: list[TrainSample], reference: bool = False,
-                 dummy: TrainSample | None = None) -> list[torch.Tensor]:
+    def logprobs(self, samples: list[TrainSample], reference: bool = False) -> list[torch.Tensor]:
         """Per-sample completion log-probabilities under the current (or the reference) weights."""
         out: list[torch.Tensor | None] = [None] * len(samples)
         filler = None
         with self._as_reference() if reference else contextlib.nullcontext(self.model) as model:
             for mb in self.iter_micro_batches(samples):
                 if mb is None and filler is None:
-                    filler = self._filler(samples, dummy)
+                    filler = self._filler(samples)
                 lp = self._forward(model, mb or filler).logprobs
                 for i, (row, start, end) in zip(mb.indices, mb.spans) if mb is not None else ():
                     out[i] = lp[row, start:end].cpu()
@@ -282,8 +282,7 @@ class LocalLearner:
                     setattr(base, name, module)
 
     # ---- the update ----
-    def step(self, samples: list[TrainSample], dummy: TrainSample | None = None,
-             parts: list[list[TrainSample]] | None = None) -> dict[str, float]:
+    def step(self, samples: list[TrainSample], parts: list[list[TrainSample]] | None = None) -> dict[str, float]:
         """One training step on a batch: `algo.ppo_epochs` x `algo.mini_batches` optimizer updates, each over one
         mini-batch with its own loss normalisers (gradient accumulation over its micro-batches), then one scheduler
         step. With more than one update, the old log-probs are first computed under the weights as they are before
@@ -295,19 +294,19 @@ class LocalLearner:
         and counted (`skipped_steps`); `learner.max_skipped_steps` in a row raise `NonFiniteUpdates`.
 
         Sharded: `samples` is this rank's share and `parts` its share of each global mini-batch (possibly empty;
-        `dummy` fills the passes it lacks)."""
+        a filler pass stands in for what it lacks, `_filler`)."""
         cfg, algo = self.config, self.algo
         start = time.perf_counter()
         if parts is None:
             parts = [[samples[i] for i in idx] for idx in mini_batches(len(samples), algo.mini_batches)]
         updates = algo.ppo_epochs * len(parts)
-        olds = [self.logprobs(part, dummy=dummy) for part in parts] if updates > 1 else [None] * len(parts)
-        refs = [self.logprobs(part, reference=True, dummy=dummy) for part in parts] if self.uses_reference() \
+        olds = [self.logprobs(part) for part in parts] if updates > 1 else [None] * len(parts)
+        refs = [self.logprobs(part, reference=True) for part in parts] if self.uses_reference() \
             else [None] * len(parts)
         totals, norms, micro, skipped = Reduced(), [], 0, 0
         for _ in range(algo.ppo_epochs):
             for part, old, ref in zip(parts, olds, refs):
-                metrics, count = self.accumulate(part, dummy, old, ref)
+                metrics, count = self.accumulate(part, old, ref)
                 norm = float(weights_io.full_tensor(torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)))
                 if self._all_finite(norm):
                     self.optimizer.step()
@@ -325,7 +324,9 @@ class LocalLearner:
                 totals.add({k: v / (algo.ppo_epochs if k == "nonfinite_tokens" else 1 if k.endswith(("_min", "_max"))
                                     else updates) for k, v in metrics.items()})
                 micro += count
-        self.scheduler.step()
+        with warnings.catch_warnings():  # a step whose every update was skipped: the schedule still counts it
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
+            self.scheduler.step()
         self.version += 1
         seconds = time.perf_counter() - start
         lengths = sample_lengths(samples)
@@ -350,22 +351,21 @@ class LocalLearner:
         bad = 0.0 if math.isfinite(norm) else 1.0
         return self._all_reduce([bad], dist.ReduceOp.MAX)[0] == 0.0 if self.sharded else bad == 0.0
 
-    def accumulate(self, samples: list[TrainSample], dummy: TrainSample | None = None,
-                   old_logprobs: list[torch.Tensor] | None = None,
+    def accumulate(self, samples: list[TrainSample], old_logprobs: list[torch.Tensor] | None = None,
                    ref_logprobs: list[torch.Tensor] | None = None) -> tuple[dict[str, float], int]:
         """Forward and backward over every micro-batch: the gradient of the whole batch's loss ends up in
         `.grad`, whatever the micro-batching and the number of ranks (the objective, `rl.algos.compute_loss`, uses
         the global normalisers). The metrics, and the number of micro-batches run."""
         algo = self.algo
         if self.uses_reference() and ref_logprobs is None:
-            ref_logprobs = self.logprobs(samples, reference=True, dummy=dummy)
+            ref_logprobs = self.logprobs(samples, reference=True)
         n_tokens, n_seqs = self._all_reduce([float(sum(len(s.completion_ids) for s in samples)), float(len(samples))])
         norms = Normalisers(num_tokens=n_tokens, num_seqs=n_seqs, norm_length=algo.norm_length)
         self.model.train()
         metrics, filler, count = Reduced(), None, 0
         for mb in self.iter_micro_batches(samples):
             if mb is None:  # a pass that keeps this rank in step with the others; its loss counts for nothing
-                filler = filler or self._filler(samples, dummy)
+                filler = filler or self._filler(samples)
                 lp = self._forward(self.model, filler).logprobs
                 (torch.where(torch.isfinite(lp), lp, 0.0).sum() * 0.0).backward()
                 continue

@@ -2,13 +2,14 @@
 `pack_share`); a rank whose share is empty still steps with the others (its filler is made on the rank)."""
 
 import dataclasses
+import math
 import pickle
 
 import pytest
 import torch
 
 from rl.config import LearnerConfig
-from rl.learner import LocalLearner
+from rl.learner import LocalLearner, TrainSample
 from rl.learner.sharded import MB, ShardedLearner, pack_share, unpack_share
 
 
@@ -60,6 +61,12 @@ def test_each_rank_gets_its_share_once_and_an_empty_rank_steps(tiny_ckpt, sample
         assert b["loss"] == pytest.approx(a["loss"], abs=1e-6)
         assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
         torch.testing.assert_close(sharded.logprobs(one)[0], local.logprobs(one)[0], rtol=0, atol=1e-5)
+
+        # a non-finite gradient on one rank: every rank skips the update (the weights compared below stay equal)
+        poisoned = [TrainSample(s.prompt, s.completion_ids, math.inf if i == 0 else s.advantage)
+                    for i, s in enumerate(samples)]
+        assert [0 in mine for mine, _ in sharded.shares(poisoned)].count(True) == 1
+        assert sharded.step(poisoned)["skipped_steps"] == 1 == local.step(poisoned)["skipped_steps"]
         mine = {n: t.clone() for n, t in local.sync_payload("full")[1]}
         theirs = {n: t.clone() for n, t in sharded.sync_payload("full")[1]}
         assert mine.keys() == theirs.keys()

@@ -60,8 +60,8 @@ def test_reference_log_probs_are_computed_once_per_step(tiny_ckpt, samples, monk
                            AlgoConfig(kl="k3", kl_coef=0.1, mini_batches=2, ppo_epochs=2), device="cpu")
     calls = []
     original = learner.logprobs
-    monkeypatch.setattr(learner, "logprobs", lambda part, reference=False, dummy=None: (
-        calls.append((reference, len(part))), original(part, reference, dummy))[1])
+    monkeypatch.setattr(learner, "logprobs", lambda part, reference=False: (
+        calls.append((reference, len(part))), original(part, reference))[1])
     assert learner.step(samples)["updates"] == 4
     assert [len for ref, len in calls if ref] == [3, 2]  # one pass per mini-batch, not per epoch x mini-batch
 
@@ -73,5 +73,7 @@ def test_the_lr_schedule_counts_training_steps_and_its_length_is_run_steps(tiny_
     learner = LocalLearner(tiny_ckpt, learner_cfg, AlgoConfig(mini_batches=2), device="cpu")
     lrs = [learner.step(samples)["lr"] for _ in range(3)]
     assert lrs[0] == pytest.approx(learner_cfg.lr * 0.75) and lrs[-1] == pytest.approx(0.0)  # 4 updates a step
+    one_step_off = TrainConfig(run={"steps": 3, "async_mode": "one_step_off"})
+    assert learner_settings(one_step_off)[1].kl_importance and not learner_settings(cfg)[1].kl_importance
     with pytest.raises(ValueError, match="learner.total_steps=1000 disagrees with run.steps=3"):
         TrainConfig(run={"steps": 3}, learner={"total_steps": 1000})
