@@ -26,8 +26,9 @@ from rollouts.types import SamplingConfig
 
 from ..algos import ADVANTAGE_ESTIMATORS, KL_ESTIMATORS, KL_OFF, LOSS_AGGS, POLICY_LOSSES, Objective
 
-# Unknown keys are errors; assignments are checked too; each field's docstring is its description.
-SECTION = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
+# Unknown keys are errors; assignments are checked too; so is a non-finite number (inf, nan: nothing trains on it);
+# each field's docstring is its description.
+SECTION = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True, allow_inf_nan=False)
 
 Mode = Literal[MODES]  # type: ignore[valid-type]
 

@@ -36,6 +36,12 @@ def test_paper_defaults():
     ("data.on_bad_row=ignore", r"data\.on_bad_row: Input should be 'skip' or 'fail'"),
     ("sync.kind=nccl", r"sync\.kind: Input should be 'auto', 'adapter', 'merged' or 'full'"),
     ("rollout.short.top_p=0", r"rollout\.short\.top_p=0\.0: must be in \(0, 1\]"),
+    ("learner.lr=.inf", r"learner\.lr: Input should be a finite number \(got inf\)"),  # nothing trains on these
+    ("reward.combine.weights.acc=.inf", r"reward\.combine\.weights\.acc: Input should be a finite number"),
+    ("algo.clip_high=.nan", r"algo\.clip_high: Input should be a finite number"),
+    ("algo.kl_clamp=.inf", r"algo\.kl_clamp: Input should be a finite number"),
+    ("algo.tis_mode=clip", r"algo\.tis_mode: Input should be 'truncate' or 'mask'"),
+    ("learner.attention=flash", r"learner\.attention: Input should be 'auto', 'sdpa' or 'varlen'"),
     ("rollout.long.max_new_tokens=20000", r"rollout\.long\.max_new_tokens=20000 leaves no room for the prompt in "
                                           r"rollout\.max_model_len=10240"),
 ])

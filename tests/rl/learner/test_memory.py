@@ -176,3 +176,14 @@ def test_learner_and_rollout_gpus_are_disjoint_and_fit_the_nodes(path):
             f"{path.name}: {count} x {want} and {side_gpus} GPUs do not fit the node of {res}, {gpus} GPUs"
         homes.append(home[0])
     assert homes[0] != homes[1], f"{path.name}: learner and rollout workers on the same node"
+
+
+@pytest.mark.parametrize("path", FULL, ids=lambda p: p.name)
+def test_the_attention_the_header_assumes_is_what_the_code_selects(path):
+    """The activation estimates assume attention per sequence with no T x T matrix: on CUDA the config's
+    `learner.attention` must select the varlen implementation (torch's varlen_attn), over packed rows."""
+    from model.attention import VARLEN, llm_attention
+
+    cfg = load(path)
+    assert "varlen_attn" in path.read_text() and "no T x T matrix" in path.read_text()
+    assert cfg.learner.packing and llm_attention(cfg.learner.attention, "cuda") == VARLEN
