@@ -91,6 +91,20 @@ def make_llm(path: str | os.PathLike, dtype: str = "auto", seed: int = 0, max_mo
     return llm
 
 
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+"""The `max_lora_rank` values vLLM 0.32 accepts (`vllm.config.lora.MaxLoRARanks`)."""
+
+
+def engine_lora_rank(rank: int) -> int:
+    """vLLM's `max_lora_rank` for adapters of rank `rank`: the smallest value it accepts at or above it (an adapter
+    of rank 24 is served with 32). A rank above vLLM's largest cannot be served: ValueError naming the values."""
+    for allowed in VLLM_LORA_RANKS:
+        if allowed >= rank:
+            return allowed
+    raise ValueError(f"LoRA rank {rank}: vLLM serves adapters of rank up to {VLLM_LORA_RANKS[-1]} "
+                     f"(its max_lora_rank takes {', '.join(map(str, VLLM_LORA_RANKS))})")
+
+
 def release_tempdir(llm) -> None:
     """Remove the engine's temp folder (after its processes have stopped)."""
     folder = getattr(llm, "minicpmv_tempdir", None)

@@ -23,7 +23,7 @@ from core.process import Owner, exit_with, private_tempdir
 from model.checkpoint import iter_safetensors
 from model.processor import PIL_LIMIT, PromptInputs, Processor
 
-from .engine import add_request, engine_prompt, make_llm, release_tempdir
+from .engine import add_request, engine_lora_rank, engine_prompt, make_llm, release_tempdir
 from .loop import ABORTED, EngineItem, EngineLoop
 from .types import (RolloutRequest, RolloutResult, RolloutSample, SamplingConfig, default_mode_sampling,
                     in_request_order)
@@ -63,7 +63,8 @@ class RolloutWorker:
         self.max_model_len = max_model_len
         self.seed = seed
         self.video = video
-        lora = {"enable_lora": True, "max_lora_rank": max_lora_rank, "max_loras": 1} if enable_lora else {}
+        lora = {"enable_lora": True, "max_lora_rank": engine_lora_rank(max_lora_rank), "max_loras": 1} \
+            if enable_lora else {}
         self.loop = EngineLoop(lambda: make_llm(ckpt, dtype=dtype, seed=seed + worker_id, max_model_len=max_model_len,
                                                 max_images=max_images, video=video, **lora,
                                                 **engine_kwargs),

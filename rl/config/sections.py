@@ -319,7 +319,9 @@ class LearnerConfig:
     """The learner: what trains, the optimizer and its schedule, micro-batching, precision."""
     lora: bool = True
     """LoRA adapters (PEFT) on the LLM's linear layers; False trains the full weights."""
-    lora_rank: int = Field(16, ge=1)
+    lora_rank: int = Field(16, ge=1, le=512)
+    """The adapters' rank; vLLM serves them with the smallest max_lora_rank it accepts at or above it (1, 8, 16, 32,
+    64, 128, 256, 320, 512: `rollouts.engine.engine_lora_rank`), so at most 512."""
     lora_alpha: int = Field(32, ge=1)
     lora_dropout: float = Field(0.0, ge=0, lt=1)
     lora_targets: str = LLM_LORA_TARGETS

@@ -38,3 +38,16 @@ def test_the_folders_of_dead_engines_are_removed(tmp_path, monkeypatch):
     mine.mkdir()
     fresh = _engine_tempdir()
     assert not dead.exists() and mine.exists() and fresh.parent == tmp_path
+
+
+def test_a_lora_rank_is_served_with_the_smallest_max_lora_rank_vllm_accepts():
+    from typing import get_args
+
+    from vllm.config.lora import MaxLoRARanks
+
+    from rollouts.engine import VLLM_LORA_RANKS, engine_lora_rank
+
+    assert VLLM_LORA_RANKS == get_args(MaxLoRARanks)  # the installed vLLM's own list
+    assert [engine_lora_rank(r) for r in (1, 4, 16, 24, 48, 320, 400)] == [1, 8, 16, 32, 64, 320, 512]
+    with pytest.raises(ValueError, match="up to 512"):
+        engine_lora_rank(513)

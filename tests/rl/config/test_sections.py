@@ -41,6 +41,7 @@ def test_paper_defaults():
     ("algo.clip_high=.nan", r"algo\.clip_high: Input should be a finite number"),
     ("algo.kl_clamp=.inf", r"algo\.kl_clamp: Input should be a finite number"),
     ("algo.tis_mode=clip", r"algo\.tis_mode: Input should be 'truncate' or 'mask'"),
+    ("learner.lora_rank=1024", r"learner\.lora_rank: Input should be less than or equal to 512"),
     ("learner.attention=flash", r"learner\.attention: Input should be 'auto', 'sdpa' or 'varlen'"),
     ("rollout.long.max_new_tokens=20000", r"rollout\.long\.max_new_tokens=20000 leaves no room for the prompt in "
                                           r"rollout\.max_model_len=10240"),

@@ -123,13 +123,14 @@ def test_lora_adapter_sync_gives_the_worker_the_learners_logprobs(tiny_ckpt, sam
     from rollouts.worker import RolloutWorker
     from tests.rollouts.helpers import learner_diff
 
-    learner = LocalLearner(tiny_ckpt, LearnerConfig(lora=True, lr=5e-2), device="cpu")
+    # rank 24: not one of vLLM's max_lora_rank values; the worker serves it with 32 (rollouts.engine.engine_lora_rank)
+    learner = LocalLearner(tiny_ckpt, LearnerConfig(lora=True, lora_rank=24, lr=5e-2), device="cpu")
     learner.step(samples)
     learner.step(samples)
     kind, path = learner.sync_payload(adapter_dir=str(tmp_path / "adapter"))
     assert kind == "adapter" and path == str(tmp_path / "adapter")
     worker = RolloutWorker(str(tiny_ckpt), dtype="float32", max_model_len=2048, enable_lora=True,
-                           max_lora_rank=16, mode_sampling={m: SamplingConfig(16) for m in ("short", "long", "auto")})
+                           max_lora_rank=24, mode_sampling={m: SamplingConfig(16) for m in ("short", "long", "auto")})
     worker.load_lora(learner.version, path)
     results = worker.generate([RolloutRequest("q", [{"role": "user", "content": [
         {"type": "image", "image": shapes_image(2)}, {"type": "text", "text": "Count."}]}], mode="long", n=3)])
