@@ -12,8 +12,10 @@ no in-process model for the in-memory weight path), while `LLMEngine.step()` dri
 multiprocess, the same way; so the CPU tests take the GPU's path. Why one owning thread: the engine is not
 thread-safe, and on CPU vLLM binds the OpenMP threads of the thread that builds it, so the model runs there.
 
-A failed engine step (vLLM rejected something only once it ran) aborts what was in flight and runs each of those
-requests again alone, so only the one that fails alone fails; requests added meanwhile wait for that.
+A failed engine step (vLLM rejected something only once it ran) aborts what was in flight and runs those requests
+again in halves, one half at a time, bisecting to the request that fails alone: only that one fails, and the rest
+keep running in batches (16 requests with one bad one: 5 failed steps, not a solo run of every request). A request
+that failed alone is tried once more alone. Requests added meanwhile wait for the retries.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ class EngineItem:
     params: Any
     lora: Any
     out: queue.Queue
-    solo: bool = False
+    retry: bool = False
+    """Run again after a failed step (its part of the batch is being bisected)."""
 
 
 class EngineLoop:
@@ -48,8 +51,8 @@ class EngineLoop:
         self._add_fn = add
         self._commands: queue.Queue = queue.Queue()
         self._inflight: dict[str, EngineItem] = {}
-        self._waiting: deque[EngineItem] = deque()  # added while a solo retry runs
-        self._solo: deque[EngineItem] = deque()  # to run again, one at a time, after a failed step
+        self._waiting: deque[EngineItem] = deque()  # added while retries run
+        self._retry: deque[list[EngineItem]] = deque()  # parts of a failed step's batch, to run one after another
         self._deferred: list[tuple[Callable, Future]] = []  # control calls waiting for an idle engine
         self._keys = itertools.count()
         self._closed = False
@@ -97,15 +100,16 @@ class EngineLoop:
             return
         started.set_result(self.llm)
         while not self._closed:
-            idle = not (self._inflight or self._solo or self._waiting)
+            idle = not (self._inflight or self._retry or self._waiting)
             if idle and self._deferred:
                 self._run_deferred()
                 continue
             self._take(block=idle)
             if self._closed:
                 break
-            if not self._inflight and self._solo:
-                self._start(self._solo.popleft())
+            if not self._inflight and self._retry:
+                for item in self._retry.popleft():
+                    self._start(item)
             elif not self._inflight and self._waiting:
                 while self._waiting:
                     self._start(self._waiting.popleft())
@@ -127,9 +131,9 @@ class EngineLoop:
 
     def _handle(self, kind: str, payload: Any, done: Future) -> None:
         if kind == "add":
-            solo_mode = bool(self._solo) or any(i.solo for i in self._inflight.values())
+            retrying = bool(self._retry) or any(i.retry for i in self._inflight.values())
             for item in payload:
-                if solo_mode:
+                if retrying:
                     self._waiting.append(item)
                 else:
                     self._start(item)
@@ -157,12 +161,13 @@ class EngineLoop:
             items = list(self._inflight.values())
             self._inflight.clear()
             self._abort_everything()
+            if len(items) == 1 and items[0].retry:  # it fails alone
+                items[0].out.put((items[0].key, e))
+                return
+            half = (len(items) + 1) // 2
             for item in items:
-                if item.solo:
-                    item.out.put((item.key, e))
-                else:
-                    item.solo = True
-                    self._solo.append(item)
+                item.retry = True
+            self._retry.extendleft(reversed([part for part in (items[:half], items[half:]) if part]))
             return
         for output in outputs:
             if output.finished:
@@ -182,11 +187,12 @@ class EngineLoop:
         if live:
             self.llm.llm_engine.abort_request(live, internal=False)  # a group's n samples go together
         cancelled = [self._inflight.pop(k) for k in live]
-        for waiting in (self._waiting, self._solo):
-            kept = [i for i in waiting if i.key not in keys]
-            cancelled += [i for i in waiting if i.key in keys]
-            waiting.clear()
-            waiting.extend(kept)
+        kept = [i for i in self._waiting if i.key not in keys]
+        cancelled += [i for i in self._waiting if i.key in keys]
+        self._waiting = deque(kept)
+        parts = [[i for i in part if i.key not in keys] for part in self._retry]
+        cancelled += [i for part in self._retry for i in part if i.key in keys]
+        self._retry = deque(part for part in parts if part)
         for item in cancelled:
             item.out.put((item.key, ABORTED))
         return [i.key for i in cancelled]
@@ -202,9 +208,9 @@ class EngineLoop:
     def _shutdown(self, fn: Callable[[], Any], done: Future) -> None:
         self._closed = True
         gone = RuntimeError("the rollout engine was shut down")
-        for item in [*self._inflight.values(), *self._waiting, *self._solo]:
+        for item in [*self._inflight.values(), *self._waiting, *(i for part in self._retry for i in part)]:
             item.out.put((item.key, gone))
-        self._inflight.clear(), self._waiting.clear(), self._solo.clear()
+        self._inflight.clear(), self._waiting.clear(), self._retry.clear()
         for _, waiting in self._deferred:
             waiting.set_exception(gone)
         self._deferred = []

@@ -61,6 +61,10 @@ class _Slot:
     up: bool = False  # the actor answered once: its engine started
 
 
+class PoolClosed(RuntimeError):
+    """The pool was shut down: nothing more runs on it (no stream, sync, replacement or new engine)."""
+
+
 class RolloutPool:
     """Placement: each worker actor asks Ray for `cpus_per_worker` CPUs, `gpus_per_worker` GPUs and the custom
     `resources` (e.g. {"rollout_node": 1}, which only nodes started with that resource offer: `ray start
@@ -100,6 +104,9 @@ class RolloutPool:
         self._shm_dir: str | None = None  # the staging folder of the latest sync, when the pool owns it
         sweep_stale()  # weights a killed run left in /dev/shm (this node's)
         self._cancelled: set[str] = set()  # ids aborted during the running stream
+        self.closed = False
+        """Set first by `shutdown`: a stream still running (another thread's) ends with `PoolClosed` instead of
+        replacing the workers shut down under it."""
         self.slots = [_Slot(actor=None, worker_id=i) for i in range(num_workers)]
         self._check_feasible()
         for slot in self.slots:
@@ -141,7 +148,12 @@ class RolloutPool:
             raise TimeoutError(f"{len(pending)} of {len(refs)} rollout workers not up after "
                                f"{self.start_timeout_s:.0f} s (start_timeout_s): {self._placement()}")
 
+    def _check_open(self) -> None:
+        if self.closed:
+            raise PoolClosed("the rollout pool was shut down")
+
     def _replace(self, slot: _Slot) -> None:
+        self._check_open()
         log.warning("rollout worker %d died; starting a replacement", slot.worker_id)
         try:
             ray.kill(slot.actor)
@@ -193,6 +205,7 @@ class RolloutPool:
         memory (/dev/shm; the temporary directory when it lacks room) and
         every worker reloads from there (one node); "object_store" sends numpy views through Ray's object
         store (works across nodes); "auto" picks "shm" on a one-node cluster. BENCHMARKS.md times both. The latest payload is kept for replacement workers."""
+        self._check_open()
         start = time.perf_counter()
         if (weights is None) == (path is None):
             raise ValueError("give exactly one of weights= or path=")
@@ -217,12 +230,14 @@ class RolloutPool:
         return time.perf_counter() - start
 
     def sync_lora(self, version: int, adapter_path: str) -> float:
+        self._check_open()
         start = time.perf_counter()
         self._sync = ("lora", version, str(adapter_path))
         self._broadcast(version)
         return time.perf_counter() - start
 
     def _broadcast(self, version: int) -> None:
+        self._check_open()
         for slot in self.slots:
             try:
                 ray.get(self._apply_sync(slot.actor, *self._sync))
@@ -248,6 +263,7 @@ class RolloutPool:
     def stream(self, requests: list[RolloutRequest]) -> Iterator[RolloutResult]:
         """Results as they finish (any order), each request exactly once, aborted ones never. One stream at a
         time; `abort` may be called between two results. Closing the iterator aborts what is still running."""
+        self._check_open()
         ids = [r.request_id for r in requests]
         if len(set(ids)) != len(ids):
             raise ValueError("request_id values must be unique within a batch")
@@ -265,6 +281,7 @@ class RolloutPool:
                 submit(slot, share)
         try:
             while gens:
+                self._check_open()  # shut down from another thread: its workers are gone on purpose
                 [gen], _ = ray.wait(list(gens), num_returns=1)
                 slot, generation = gens[gen]
                 try:
@@ -277,6 +294,7 @@ class RolloutPool:
                     continue
                 except WORKER_LOST:
                     del gens[gen]
+                    self._check_open()
                     if slot.generation == generation:  # first failure seen from this actor: replace it once
                         self._replace(slot)
                     left = [r for r, _ in slot.held.values() if r.request_id not in self._cancelled]
@@ -285,6 +303,7 @@ class RolloutPool:
                     if left:
                         submit(slot, left)  # to the replacement
                     continue
+                self._check_open()  # (a worker shut down fails what it held: not results to hand on)
                 rid = result.request.request_id
                 if rid not in slot.held:  # aborted meanwhile (it finished before the abort reached the engine)
                     continue
@@ -294,7 +313,7 @@ class RolloutPool:
                 yield result
         finally:
             left = [rid for slot in self.slots for rid in slot.held]
-            if left:  # the caller stopped early
+            if left and not self.closed:  # the caller stopped early
                 self.abort(left)
 
     @staticmethod
@@ -332,7 +351,9 @@ class RolloutPool:
 
     def shutdown(self, timeout: float = 60.0) -> None:
         """Each worker stops its engine first (a multiprocess engine killed with its actor would leave its
-        processes' shared memory behind), then the actors go."""
+        processes' shared memory behind), then the actors go. The pool is closed from the start: a stream running in
+        another thread ends with `PoolClosed`, and no worker is replaced or synced after this."""
+        self.closed = True
         if self._shm_dir:
             shutil.rmtree(self._shm_dir, ignore_errors=True)
             self._shm_dir = None

@@ -17,6 +17,10 @@ It is registered under its own architecture name (`ARCH`) by `rollouts.plugin.re
 entry point, so every engine process has it), and an engine uses it only when asked: `make_llm(..., video=True)`
 overrides the checkpoint's architecture for that engine. vLLM's own class is never replaced.
 
+vLLM's `Resampler4_5` holds 36000 temporal positions (an hour in 0.1 s) and grows the table to the largest id seen,
+one row short of it: a video past an hour would index past the table inside the model runner. This class grows it
+to the largest id + 1 first, as the learner's resampler does (`model/resampler.py`).
+
 vLLM's multimodal processor cache is off for these engines (`make_llm(video=True)`): on a cache miss vLLM re-parses
 the items it lacks from their frames alone, without the metadata that carries the packing. Images beside a video
 in one prompt take the video settings (one slice, no image id), as `model.processor` gives them (the release's
@@ -150,6 +154,9 @@ class MiniCPMV45Video(MiniCPMV4_5):
                 video.append(ids[start:start + n])
                 start += n
             groups.append(video)
+        longest = max((t for video in groups for package in video for t in package), default=-1)
+        if longest >= self.resampler.max_temporal_size:  # vLLM grows the table to the largest id, one row short
+            self.resampler._adjust_temporal_pos_cache(longest + 1, self.resampler.temporal_pos_embed.device)
         inputs = {"pixel_values": data["pixel_values"], "tgt_sizes": data["tgt_sizes"], "temporal_ids": groups}
         features = self.get_vision_hidden_states(inputs)  # [all packages, 64, hidden]
         return [f.flatten(0, 1) for f in features.split([len(g) for g in groups])]

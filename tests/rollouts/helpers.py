@@ -44,13 +44,15 @@ def perturbed(ckpt, seed: int, scale: float = 0.05) -> MiniCPMV:
     return model
 
 
-def video_requests(prefix: str, frames=(1, 6, 7, 13), packing: int = 3, image: bool = False) -> list[RolloutRequest]:
-    """Per frame count, a video prompt (synthetic frames 0.3 s apart, `packing` frames per package) in each fixed
-    mode, seeded; `image`: an image (wide enough to be sliced on its own) before the video in the same prompt."""
+def video_requests(prefix: str, frames=(1, 6, 7, 13), packing: int = 3, image: bool = False,
+                   start: float = 0.0) -> list[RolloutRequest]:
+    """Per frame count, a video prompt (synthetic frames 0.3 s apart from `start` seconds, `packing` frames per
+    package) in each fixed mode, seeded; `image`: an image (wide enough to be sliced on its own) before the video in
+    the same prompt."""
     out = []
     for n in frames:
-        video = Video([shapes_image(k % 4 + 1, (224, 224), seed=k) for k in range(n)], [0.3 * k for k in range(n)],
-                      packing)
+        video = Video([shapes_image(k % 4 + 1, (224, 224), seed=k) for k in range(n)],
+                      [start + 0.3 * k for k in range(n)], packing)
         still = [{"type": "image", "image": shapes_image(3, (700, 400), seed=n)}] if image else []
         for mode in ("short", "long"):
             out.append(RolloutRequest(f"{prefix}{n}-{mode}", [{"role": "user", "content": still + [

@@ -88,3 +88,24 @@ def ray_get(ref):
     import ray
 
     return ray.get(ref)
+
+
+def test_a_closed_pool_stays_closed(pool, tiny_ckpt, tmp_path):
+    """Shut down under a running stream (as the trainer's close does under the one-step-off loop's background
+    collect): the stream ends with PoolClosed, no worker is replaced, and nothing more runs on the pool. Last in
+    this module: it closes the module's pool."""
+    from rollouts.pool import PoolClosed
+
+    restarts = [s.restarts for s in pool.slots]
+    stream = pool.stream(requests(12, n=2, prefix="c"))
+    next(stream)
+    pool.shutdown()
+    with pytest.raises(PoolClosed):
+        list(stream)
+    assert [s.restarts for s in pool.slots] == restarts  # no replacement engine was started
+    with pytest.raises(PoolClosed):
+        next(pool.stream(requests(1, prefix="after")))
+    with pytest.raises(PoolClosed):
+        pool.sync_lora(9, str(tmp_path))
+    with pytest.raises(PoolClosed):
+        pool.sync_weights(9, path=str(tmp_path))

@@ -40,6 +40,15 @@ def test_video_prompts_get_the_learners_token_ids_and_log_probs(worker, processo
     assert learner_diff(tiny_model, results[-3:]).max() <= 1e-4  # image slices unchanged beside the videos
 
 
+def test_a_video_past_an_hour_gets_the_learners_log_probs(worker, tiny_model):
+    """Frames at 3600 s and later: temporal ids from 36000, past the 36000 rows vLLM's resampler starts with (its
+    own growth stops one row short)."""
+    results = worker.generate(video_requests("hour", frames=(4,), start=3600.0))
+    assert all(r.ok for r in results), [r.error for r in results if not r.ok][:1]
+    assert results[0].prompt.temporal_ids[0][0] == 36000
+    assert learner_diff(tiny_model, results).max() <= 1e-4
+
+
 def test_video_log_probs_follow_a_lora_adapter(worker, tiny_ckpt, tmp_path):
     torch.manual_seed(0)
     peft_model = get_peft_model(MiniCPMV.from_pretrained(tiny_ckpt),
