@@ -18,3 +18,8 @@ class NothingTrained(RunError):
 
 class NonFiniteUpdates(RunError):
     """Optimizer updates skipped for a non-finite gradient norm, `learner.max_skipped_steps` in a row."""
+
+
+class DataError(RunError, ValueError):
+    """Data that cannot make a run as a whole (no valid row left, a column mapping that does not fit the data set);
+    a single bad row is a `rl.data.RowError`."""

@@ -27,8 +27,9 @@ Respond = Callable[[RolloutRequest, int, random.Random], str]
 
 
 def answer_half_the_time(request: RolloutRequest, index: int, rng: random.Random) -> str:
-    """The request's reference answer (meta["answer"]) or a wrong one, by a coin flip; long mode thinks first."""
-    answer = str(request.meta.get("answer", "")) if rng.random() < 0.5 else "no idea"
+    """The request's reference answer (meta["answer"]) for every other sample of a group, a wrong one for the rest
+    (so every group of two or more has reward variance, as a learning step needs); long mode thinks first."""
+    answer = str(request.meta.get("answer", "")) if index % 2 == 0 else "no idea"
     text = f"The answer is \\boxed{{{answer}}}."
     return f"Let me think.\n</think>\n\n{text}" if request.mode == "long" else text
 

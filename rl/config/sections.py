@@ -54,6 +54,12 @@ class ModelConfig:
     tiny_seed: int = 0
 
 
+COLUMN_FIELDS = ("answer", "question", "messages", "images", "videos", "id", "reward", "mode", "meta", "image",
+                 "choices")
+"""The keys `data.columns` takes: the row schema's fields (`rl.data.schema.FIELDS`) and the shapes `rl.data.external`
+turns into them (`SHAPED`: an `image` column, a `choices` list)."""
+
+
 @dataclass(config=SECTION)
 class DataConfig:
     """Training prompts: the files, how bad rows are handled, the order."""
@@ -63,8 +69,8 @@ class DataConfig:
     split: Optional[str] = None
     """The split of a `datasets` folder or hub id; None: its only split, else "train"."""
     columns: dict[str, str] = field(default_factory=dict)
-    """This schema's fields (question, answer, images, image, choices, messages, reward, mode, meta, id) -> the data
-    set's columns, e.g. {question: problem, answer: solution}; columns the schema does not know are left out."""
+    """This schema's fields (`COLUMN_FIELDS`: question, answer, images, image, choices, messages, reward, mode, meta,
+    id, videos) -> the data set's columns, e.g. {question: problem, answer: solution}; columns the schema does not know are left out."""
     source_column: Optional[str] = None
     """With reward_by_source: the column naming each row's source (verl's `data_source`)."""
     reward_by_source: dict[str, str] = field(default_factory=dict)
@@ -112,6 +118,10 @@ class DataConfig:
     def _check(self):
         if not self.path:
             raise ValueError("data.path: no data file given")
+        unknown = [k for k in self.columns if k not in COLUMN_FIELDS]
+        if unknown:
+            raise ValueError(f"data.columns.{unknown[0]}: not a field of the row schema; the keys are the schema's "
+                             f"fields ({', '.join(COLUMN_FIELDS)}) and the values the data set's columns")
         if bool(self.reward_by_source) != bool(self.source_column):
             raise ValueError("data.reward_by_source and data.source_column go together: the column names each row's "
                              "source, the mapping its reward")

@@ -22,6 +22,7 @@ import string
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from ..errors import DataError
 from .schema import FIELDS, RowError
 
 DISK_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
@@ -87,12 +88,12 @@ def column_names(dataset) -> list[str] | None:
 
 
 def check_columns(columns: dict[str, str], present: list[str] | None, source: str) -> None:
-    """A ValueError for a column `data.columns` names that the data set lacks, listing the columns it has."""
+    """A DataError for a column `data.columns` names that the data set lacks, listing the columns it has."""
     if present is None:
         return
     for field_name, column in columns.items():
         if column not in present:
-            raise ValueError(f"data.columns.{field_name}: column {column!r} is not in {source} (its columns: "
+            raise DataError(f"data.columns.{field_name}: column {column!r} is not in {source} (its columns: "
                              f"{', '.join(present)})")
 
 

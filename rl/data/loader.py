@@ -31,6 +31,7 @@ from core.modes import FIXED_MODES
 from rollouts.types import RolloutRequest
 
 from ..config import DataConfig
+from ..errors import DataError
 
 from .schema import DEFAULT_MAX_IMAGE_PIXELS, MODES, Row, RowError, SchemaOptions, copy_messages, parse_row
 
@@ -277,7 +278,7 @@ class PromptDataset:
                  max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS):
         if len(rows) <= eval_holdout:
             summary = f" ({report.summary()})" if report else ""
-            raise ValueError(f"{len(rows)} valid rows: not enough to train on after holding out {eval_holdout} "
+            raise DataError(f"{len(rows)} valid rows: not enough to train on after holding out {eval_holdout} "
                              f"for evaluation{summary}")
         self.report = report or LoadReport(read=len(rows), kept=len(rows))
         self.shuffle, self.seed, self.on_bad_row = shuffle, seed, on_bad_row

@@ -41,6 +41,7 @@ def test_paper_defaults():
     ("algo.clip_high=.nan", r"algo\.clip_high: Input should be a finite number"),
     ("algo.kl_clamp=.inf", r"algo\.kl_clamp: Input should be a finite number"),
     ("algo.tis_mode=clip", r"algo\.tis_mode: Input should be 'truncate' or 'mask'"),
+    ("data.columns={questoin: problem}", r"data\.columns\.questoin: not a field of the row schema; the keys are"),
     ("learner.lora_rank=1024", r"learner\.lora_rank: Input should be less than or equal to 512"),
     ("learner.attention=flash", r"learner\.attention: Input should be 'auto', 'sdpa' or 'varlen'"),
     ("rollout.long.max_new_tokens=20000", r"rollout\.long\.max_new_tokens=20000 leaves no room for the prompt in "
@@ -121,3 +122,11 @@ def test_field_docs_are_the_descriptions():
                                                            "padded_batch_size", "gradient_checkpointing",
                                                            "clip_low", "kl_coef")]
     assert not undocumented
+
+
+def test_the_column_keys_are_the_row_schemas_fields():
+    from rl.config.sections import COLUMN_FIELDS
+    from rl.data.external import SHAPED
+    from rl.data.schema import FIELDS
+
+    assert set(COLUMN_FIELDS) == set(FIELDS) | SHAPED
