@@ -43,11 +43,11 @@ from .scoring import PartHealth, Scored, metric_rows, score_results, score_with_
 log = logging.getLogger(__name__)
 
 
-def moved(metrics: dict) -> bool:
-    """Whether a step's update moved the policy: an optimizer update ran with a finite, non-zero gradient (a loss
-    of 0 with a zero gradient, every advantage 0, changes nothing)."""
+def updated(metrics: dict) -> bool:
+    """Whether a step reached the learner and at least one of its optimizer updates ran (a finite gradient norm:
+    an update with a non-finite one is skipped, `learner.max_skipped_steps`)."""
     norm = metrics.get("learner/grad_norm")
-    return norm is not None and math.isfinite(norm) and norm > 0
+    return metrics.get("learner/loss") is not None and (norm is None or math.isfinite(norm))
 
 
 class Phases:
@@ -163,7 +163,7 @@ class Trainer:
 
     # ---- the loop ----
     def fit(self) -> list[dict]:
-        history, first = [], self.step
+        history = []
         bar = tqdm(total=self.cfg.run.steps, initial=self.step, desc="rl-train", disable=not self.cfg.run.progress)
         try:
             while self.step < self.cfg.run.steps:
@@ -181,10 +181,10 @@ class Trainer:
                 every = self.cfg.run.save_every
                 if (every and self.step % every == 0) or self.step == self.cfg.run.steps:
                     self.save()
-            if history and first == 0 and not any(moved(h) for h in history):  # (a resumed run moved before)
+            if history and not any(updated(h) for h in history):
                 raise NothingTrained(
-                    f"no step of this run updated the policy: every gradient was zero (no reward variance in any "
-                    f"group) or not finite, or no step reached the learner ({len(history)} step(s); failed requests "
+                    f"no step of this run updated the policy: no step reached the learner, or every update had a "
+                    f"non-finite gradient and was skipped ({len(history)} step(s); failed requests "
                     f"{sum(h['failed_requests'] for h in history)}, groups dropped by dynamic sampling "
                     f"{sum(h['dynamic/groups_dropped'] for h in history)}, bad rows {history[-1]['data/bad_rows']}): "
                     f"see {self.dir / 'metrics.jsonl'}")
