@@ -378,9 +378,10 @@ class LocalLearner:
 
             # One update per batch (on-policy GRPO as the paper runs it): no old log-probs, the ratio is 1 and its
             # gradient is the policy gradient. Several: the stored log-probs, and the clip acts from the second on.
+            reported = [samples[i].rollout_logprobs for i in mb.indices]
             rollout = None
-            if algo.tis_cap is not None and all(samples[i].rollout_logprobs is not None for i in mb.indices):
-                rollout = rows([s.rollout_logprobs for s in samples])
+            if algo.tis_cap is not None and all(r is not None for r in reported):
+                rollout = _stack(reported, logp.shape, logp.device)
             result = compute_loss(LossInputs(
                 logp=logp, mask=mask, advantages=torch.tensor([samples[i].advantage for i in mb.indices],
                                                               device=logp.device, dtype=logp.dtype),
