@@ -33,7 +33,7 @@ from model import MiniCPMV  # noqa: E402
 from model.lora import LLM_LORA_TARGETS  # noqa: E402
 from model.processor import Processor  # noqa: E402
 from model.synthetic import shapes_image  # noqa: E402
-from rollouts.engine import make_llm  # noqa: E402
+from rollouts.vllm.engine import make_llm  # noqa: E402
 from rollouts.types import RolloutRequest, SamplingConfig  # noqa: E402
 
 

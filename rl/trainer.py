@@ -124,7 +124,7 @@ class Trainer:
         video = first_video(self.dataset)
         self.video = cfg.rollout.video if cfg.rollout.video is not None else video is not None
         if video and not self.video:
-            from rollouts.worker import VIDEO_REFUSED
+            from rollouts.vllm.worker import VIDEO_REFUSED
 
             raise RunError(f"{video[0].where}: field {video[1]!r}: {VIDEO_REFUSED} (rollout.video=false)")
         if pool is None or (learner is None and cfg.cluster.sharded()):  # the local learner runs without Ray

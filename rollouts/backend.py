@@ -1,6 +1,6 @@
 """The contract a rollout backend keeps: what the pool, the trainer and `rl-eval` call on one.
 
-`rollouts.worker.RolloutWorker` (vLLM) is the implementation; `rollouts.fake.FakeBackend` is an in-process stand-in
+`rollouts.vllm.worker.RolloutWorker` (vLLM) is the implementation; `rollouts.fake.FakeBackend` is an in-process stand-in
 for fast tests. A new engine (SGLang, a remote server) implements this and is passed to `RolloutPool(backend=...)`
 or `LocalPool(...)`; nothing else changes.
 

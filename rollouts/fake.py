@@ -144,5 +144,38 @@ class FakeBackend:
         self.policy_version = version
         return version
 
+    # ---- in-memory weight transfer: the real group and buckets (rollouts.transfer), nothing to load them into ----
+    def transfer_init(self, init_info: dict) -> None:
+        from .transfer import Group
+
+        self.transfer_close()
+        self._group = Group(init_info["group"], init_info["master_address"], init_info["master_port"],
+                            init_info["rank_offset"], init_info["world_size"], init_info.get("timeout_s", 600.0))
+        self._bucket_bytes = init_info["bucket_bytes"]
+
+    def transfer_start(self) -> None:
+        self._report = {"names": [], "checksums": []}
+
+    def transfer_update(self, update_info: dict) -> None:
+        from .transfer import metas_of, receive_buckets
+
+        self._report["checksums"] += receive_buckets(self._group, metas_of(update_info), self._bucket_bytes,
+                                                     lambda pairs: None)
+        self._report["names"] += list(update_info["names"])
+
+    def transfer_finish(self, version: int) -> list[dict]:
+        self.loads.append(("transfer", version, None))
+        self.policy_version = version
+        report, self._report = self._report, None
+        return [report]
+
+    def transfer_close(self) -> None:
+        group, self._group = getattr(self, "_group", None), None
+        if group is not None:
+            group.close()
+
+    def model_dtype(self) -> str:
+        return "float32"
+
     def shutdown(self, timeout: float = 60.0) -> None:
-        pass
+        self.transfer_close()

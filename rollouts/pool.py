@@ -30,7 +30,7 @@ from core.process import Owner
 
 from .types import RolloutRequest, RolloutResult, SamplingConfig, default_mode_sampling, in_request_order
 from .weights import SAFETENSORS_FILE, nbytes, staging_dir, sweep_stale, to_shared, write_safetensors
-from .worker import RolloutWorker
+from .vllm.worker import RolloutWorker
 
 log = logging.getLogger(__name__)
 WORKER_LOST = (RayActorError, ActorDiedError, ActorUnavailableError)

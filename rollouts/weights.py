@@ -5,8 +5,6 @@
   the pool's one-node "shm" transport, and how a worker hands in-memory weights to a vLLM engine that runs in
   other processes (vLLM's multiprocess engine: collective_rpc arguments travel as msgpack, which carries no
   Python iterators and decodes tensors as plain lists).
-- `EngineWeightLoader`: the methods `make_llm` adds to vLLM's worker (`worker_extension_cls`), called through
-  `collective_rpc` by name with a path, so nothing but a string crosses the process boundary.
 - Staged shards (`Staging`, `stage_weights`, `ShardWriter`): a learner writes full weights as it produces them, bucket
   by bucket, as a checkpoint directory of safetensors shards in a staging folder the workers read; only the folder's
   path travels. Staging folders record their creator, so one left by a killed run is removed (`sweep_stale`).
@@ -227,28 +225,3 @@ def stage_weights(weights: Iterable[tuple[str, torch.Tensor]], staging: Staging,
     if isinstance(error, OSError):
         raise OSError(f"staging the weights in {folder or staging.fallback} failed: {error}") from error
     raise error
-
-
-class EngineWeightLoader:
-    """Mixed into vLLM's worker class by `make_llm` (vLLM's `worker_extension_cls`); its methods run in the
-    process that holds the model, whichever process that is. Names carry a prefix: vLLM refuses an extension
-    whose attributes clash with the worker's."""
-
-    def rl_reload_from_dir(self, path: str) -> int:
-        """Full weights from a safetensors directory (a single `model.safetensors` or an index), read tensor by
-        tensor (memory-mapped) and loaded through the worker's own `reload_weights`, which repacks them for the
-        CPU kernels and resets the runner's LoRA, encoder and multimodal state, exactly like an in-process reload
-        from in-memory pairs. The engine's model directory stays what it was (vLLM's reload from a path would
-        repoint it). Returns the number of tensors read."""
-        from model.checkpoint import iter_safetensors
-
-        count = 0
-
-        def counted():
-            nonlocal count
-            for pair in iter_safetensors(path):
-                count += 1
-                yield pair
-
-        self.reload_weights(weights_iterator=counted())  # type: ignore[attr-defined]
-        return count

@@ -27,7 +27,7 @@ def tiny_model(tiny_ckpt):
 
 @pytest.fixture(scope="session")
 def llm(tiny_ckpt):
-    from rollouts.engine import make_llm
+    from rollouts.vllm.engine import make_llm
 
     return make_llm(tiny_ckpt, dtype="float32", max_model_len=4096)
 

@@ -29,7 +29,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "rl": ("core", "model", "rewards", "rollouts"),
 }
 """Package -> the other project packages it may import."""
-ENV_DEFAULTS_HOME = "rollouts/engine.py"
+ENV_DEFAULTS_HOME = "rollouts/vllm/engine.py"
 """The one module whose `make_llm` applies vLLM's environment defaults (`cpu_defaults`), at engine creation."""
 
 
@@ -216,9 +216,9 @@ def test_cycles_are_found_and_reported_in_order():
 
 
 def test_floor_rules_name_the_file_and_the_import():
-    found = floor_violations("model", [imp("model.doctor", "rollouts.engine"), imp("model.x", "core.modes"),
+    found = floor_violations("model", [imp("model.doctor", "rollouts.vllm.engine"), imp("model.x", "core.modes"),
                                        imp("model.y", "model.x")])
-    assert found == ["model.doctor.py:1: `import rollouts.engine`: model/ may import only core, model"]
+    assert found == ["model.doctor.py:1: `import rollouts.vllm.engine`: model/ may import only core, model"]
 
 
 def test_relative_and_function_level_imports_are_resolved(tmp_path, monkeypatch):

@@ -172,7 +172,7 @@ class RolloutConfig:
     tensor_parallel_size: int = Field(1, ge=1)
     """GPUs per vLLM engine (tensor parallelism); gpus_per_worker should match it."""
     video: Optional[bool] = None
-    """Serve video prompts with this project's vLLM class for MiniCPM-V 4.5 (`rollouts/vllm_video.py`, registered by
+    """Serve video prompts with this project's vLLM class for MiniCPM-V 4.5 (`rollouts/vllm/video.py`, registered by
     the `vllm.general_plugins` entry point): video frames packed through the 3D-Resampler as the learner packs them.
     vLLM's own class encodes each frame alone, so video rows are refused with false. None: on when the data has
     video rows."""
@@ -331,7 +331,7 @@ class LearnerConfig:
     """LoRA adapters (PEFT) on the LLM's linear layers; False trains the full weights."""
     lora_rank: int = Field(16, ge=1, le=512)
     """The adapters' rank; vLLM serves them with the smallest max_lora_rank it accepts at or above it (1, 8, 16, 32,
-    64, 128, 256, 320, 512: `rollouts.engine.engine_lora_rank`), so at most 512."""
+    64, 128, 256, 320, 512: `rollouts.vllm.engine.engine_lora_rank`), so at most 512."""
     lora_alpha: int = Field(32, ge=1)
     lora_dropout: float = Field(0.0, ge=0, lt=1)
     lora_targets: str = LLM_LORA_TARGETS

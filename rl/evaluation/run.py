@@ -76,7 +76,7 @@ class _Engine:
     def __init__(self, targets: list[Target], cfg: TrainConfig, settings: EvalSettings, backend: type | None = None,
                  video: bool = False):
         if backend is None:
-            from rollouts.worker import RolloutWorker as backend
+            from rollouts.vllm.worker import RolloutWorker as backend
 
         ranks = [t.lora_rank for t in targets if t.adapter]
         self.worker = backend(str(targets[0].base), mode_sampling=settings.sampling(cfg), seed=settings.seed,
@@ -150,7 +150,7 @@ def run_eval(checkpoint: str | Path, data: str | Path | None, out: str | Path, s
     if report is not None and report.bad:
         log.warning("bad rows left out: %s", report.summary())
     out.mkdir(parents=True, exist_ok=True)
-    video = any(row.videos() for row in rows)  # served by this project's vLLM class (rollouts/vllm_video.py)
+    video = any(row.videos() for row in rows)  # served by this project's vLLM class (rollouts/vllm/video.py)
     engine = _Engine(targets, cfg, settings, backend, video=video)
     runner = RewardRunner(cfg.reward.runner_config())
     score = lambda results: score_results(results, runner, cfg.reward.combine, cfg.data.default_reward)  # noqa: E731

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 import torch
 
 from model.processor import PromptInputs
+from rollouts.transfer import SendReport, TransferPlan
 from rollouts.weights import Staging
 
 
@@ -49,6 +50,12 @@ class Learner(Protocol):
         staging folder the learner wrote bucket by bucket as it gathered them (`staging` says where and how; the
         caller owns the folder: nothing of the model comes back through the caller), or without `staging`,
         ("weights", [(name, tensor)])."""
+
+    def send_weights(self, kind: str, plan: TransferPlan) -> SendReport:
+        """Full or merged weights straight into every engine of `plan` (`rollouts.transfer`): each tensor gathered
+        from the shards in the plan's dtype, broadcast bucket by bucket, no file and no full copy; verified by
+        checksums. The group stays open for the next call with the same members. Sharded: collective, rank 0
+        sends."""
 
     def save_state(self, path: Path) -> None:
         """Trainable weights, optimizer, scheduler and version into the (new, empty) folder `path`."""

@@ -34,6 +34,7 @@ from peft import LoraConfig, get_peft_model
 from model import MiniCPMV
 from model.attention import llm_attention
 from model.processor import PromptInputs, collate, to_device
+from rollouts.transfer import SendReport, TransferPlan
 from rollouts.weights import Staging
 
 from ..algos import LossInputs, Normalisers, compute_loss, kl_enabled
@@ -65,6 +66,7 @@ class LocalLearner:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.sharded = sharded
         self.rank = dist.get_rank() if sharded else 0
+        self._sender, self._sender_key = None, None  # the open weight-transfer group (send_weights)
         self.export_dtype = checkpoint_dtype(self.ckpt)
         # Frozen weights in the compute dtype (bf16 under autocast, else fp32); what trains is cast to fp32 below.
         compute = torch.bfloat16 if self._bf16() else torch.float32
@@ -450,18 +452,59 @@ class LocalLearner:
             pass
         return "weights", None
 
-    def _weights(self, kind: str, cpu: bool) -> Iterator[tuple[str, torch.Tensor]]:
+    def _weights(self, kind: str, cpu: bool, dtype: torch.dtype | None = None) -> Iterator[tuple[str, torch.Tensor]]:
         """The policy's full tensors one at a time (sharded: each an all-gather, every rank in the same order):
-        "merged" (LoRA merged into its base layer by layer) or "full"."""
+        "merged" (LoRA merged into its base layer by layer) or "full"; `dtype`: floating tensors gathered in it."""
         if kind == "merged":
             if not self.config.lora:
                 raise ValueError("sync kind 'merged' is for lora=True; use 'full'")
-            return weights_io.merged_stream(self.model, cpu=cpu)
+            return weights_io.merged_stream(self.model, cpu=cpu, dtype=dtype)
         if kind == "full":
             if self.config.lora:
                 raise ValueError("sync kind 'full' is for lora=False; use 'merged'")
-            return weights_io.full_state(self.model, cpu=cpu)
+            return weights_io.full_state(self.model, cpu=cpu, dtype=dtype)
         raise ValueError(f"sync kind {kind!r}: expected auto, adapter, merged or full")
+
+    def send_weights(self, kind: str, plan: TransferPlan) -> SendReport:
+        """Full or merged weights into every engine of `plan` in memory (`rollouts.transfer`; vLLM's weight-transfer
+        protocol, `rollouts.vllm.transfer.TransferSender`): each tensor gathered in the plan's dtype (a shard is
+        cast before its gather), broadcast from rank 0 bucket by bucket to all engines at once, and verified by
+        every engine's checksums. Rank 0 holds one bucket and one tensor beyond its shards; nothing is written.
+        The group is kept open for the next version while the plan's members and group are the same; a new plan
+        (a worker replaced) closes it and opens another. Sharded: every rank calls this (the gathers)."""
+        from rollouts.transfer import PoolClient, cast_pairs
+        from rollouts.vllm.transfer import PairsSource, SenderInitInfo, TransferSender
+
+        kind = self.resolve_sync_kind(kind)
+        if kind not in ("full", "merged"):
+            raise ValueError(f"send_weights: kind {kind!r}; an adapter travels as a folder (sync_payload)")
+        dtype = getattr(torch, plan.dtype) if plan.dtype else None
+        source = PairsSource(lambda: weights_io.stream_metas(self.model, kind, plan.dtype),
+                             lambda: cast_pairs(self._weights(kind, cpu=False, dtype=dtype), plan.dtype))
+        opened = 0.0
+        if self._sender is None or self._sender_key != plan.key:
+            self.close_sender()
+            start = time.perf_counter()
+            self._sender = TransferSender.trainer_init(
+                SenderInitInfo(rank=self.rank, group=plan.group, world_size=plan.world_size,
+                               bucket_bytes=plan.bucket_bytes, timeout_s=plan.timeout_s),
+                client=PoolClient(plan.members, plan.timeout_s), source=source)
+            self._sender_key, opened = plan.key, time.perf_counter() - start
+        self._sender.source = source
+        try:
+            report = self._sender.send_weights(plan.version)
+        except BaseException:
+            self.close_sender()  # a failed update leaves the group unusable: the next plan opens a new one
+            raise
+        report.group_seconds = opened
+        report.seconds += opened
+        return report
+
+    def close_sender(self) -> None:
+        """Leave the weight-transfer group (the engines leave theirs when they join the next one)."""
+        sender, self._sender, self._sender_key = getattr(self, "_sender", None), None, None
+        if sender is not None:
+            sender.shutdown()
 
     # ---- state ----
     def save_state(self, path: Path) -> None:
@@ -497,7 +540,7 @@ class LocalLearner:
                                  bucket_bytes=bucket_mb << 20, writer=self.rank == 0)
 
     def close(self) -> None:
-        pass
+        self.close_sender()
 
 
 def mini_batches(count: int, parts: int) -> list[list[int]]:

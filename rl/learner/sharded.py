@@ -26,6 +26,7 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from core.process import Owner, exit_with, private_tempdir
+from rollouts.transfer import SendReport, TransferPlan
 from rollouts.weights import Staging
 
 from ..config import AlgoConfig, LearnerConfig
@@ -160,6 +161,7 @@ class LearnerRank:
     def close(self) -> None:
         import torch.distributed as dist
 
+        self.learner.close_sender()
         if dist.is_initialized():
             dist.destroy_process_group()
         if self.own_tempdir is not None:
@@ -257,6 +259,11 @@ class ShardedLearner:
         """Every rank takes part in each gather; rank 0 writes (with `staging`: into a folder on its node, or on
         the shared `staging.fallback`) and only its answer, a path, comes back."""
         return self._on_all("sync_payload", kind, adapter_dir, staging)[0]
+
+    def send_weights(self, kind: str, plan: TransferPlan) -> SendReport:
+        """Every rank takes part in each gather; rank 0 broadcasts to the engines (`LocalLearner.send_weights`)
+        and its report comes back (the plan, with the workers' actor handles, travels to every rank)."""
+        return self._on_all("send_weights", kind, plan)[0]
 
     def save_state(self, path: Path) -> None:
         self._on_all("save_state", Path(path))

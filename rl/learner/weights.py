@@ -21,6 +21,7 @@ from torch.distributed.tensor import DTensor
 
 from model.checkpoint import iter_safetensors, write_config
 from model.lora import merged_state
+from rollouts.transfer import TensorMeta, wire_dtype
 from rollouts.weights import ShardWriter, Staging, stage_weights
 
 
@@ -29,27 +30,37 @@ def full_tensor(t: torch.Tensor) -> torch.Tensor:
     return t.full_tensor() if isinstance(t, DTensor) else t
 
 
-def full_state(model: torch.nn.Module, keep=lambda name: True,
-               cpu: bool = True) -> Iterator[tuple[str, torch.Tensor]]:
+def full_state(model: torch.nn.Module, keep=lambda name: True, cpu: bool = True, dtype: torch.dtype | None = None,
+               cast=lambda name: True) -> Iterator[tuple[str, torch.Tensor]]:
     """(name, full tensor on the CPU) of the state dict's entries that `keep`, gathered one at a time (`cpu=False`:
-    left where the gather put it, for a rank that only takes part)."""
+    left where the gather put it, for a rank that only takes part). `dtype`: floating entries that `cast` are cast
+    on each shard before the gather, so the gather moves (and the rank holds) the tensor in that dtype."""
     for name, t in model.state_dict().items():
         if keep(name):
-            full = full_tensor(t.detach())
+            t = t.detach()
+            if dtype is not None and t.is_floating_point() and cast(name):
+                t = t.to(dtype)
+            full = full_tensor(t)
             yield name, full.cpu() if cpu else full
 
 
-def merged_stream(peft_model, cpu: bool = True) -> Iterator[tuple[str, torch.Tensor]]:
+def merged_stream(peft_model, cpu: bool = True, dtype: torch.dtype | None = None) -> Iterator[tuple[str, torch.Tensor]]:
     """The PEFT model's weights in the checkpoint's names with every LoRA delta merged (`model.lora.merged_state`,
     as `model.lora.merged_weights` for a local model), gathered one at a time and merged one LoRA layer at a time:
-    a layer's entries (base weight, A, B: adjacent in the state dict) are held until the layer is complete."""
+    a layer's entries (base weight, A, B: adjacent in the state dict) are held until the layer is complete.
+    `dtype`: the other entries are gathered in it, a LoRA layer's are merged in their own and then cast."""
     base = peft_model.get_base_model()
     layers = {name: m for name, m in base.named_modules() if isinstance(m, LoraLayer)}
     owner, group = None, {}
-    for name, tensor in full_state(base, cpu=cpu):
+
+    def merged(layer: str, entries: dict) -> Iterator[tuple[str, torch.Tensor]]:
+        for name, t in _merge_layer(layers[layer], layer, entries):
+            yield name, t.to(dtype) if dtype is not None and t.is_floating_point() else t
+
+    for name, tensor in full_state(base, cpu=cpu, dtype=dtype, cast=lambda n: _lora_layer(n, layers) is None):
         layer = _lora_layer(name, layers)
         if group and layer != owner:
-            yield from _merge_layer(layers[owner], owner, group)
+            yield from merged(owner, group)
             group = {}
         owner = layer
         if layer is None:
@@ -57,7 +68,16 @@ def merged_stream(peft_model, cpu: bool = True) -> Iterator[tuple[str, torch.Ten
         else:
             group[name[len(layer):]] = tensor
     if group:
-        yield from _merge_layer(layers[owner], owner, group)
+        yield from merged(owner, group)
+
+
+def stream_metas(model: torch.nn.Module, kind: str, dtype: str | None) -> list[TensorMeta]:
+    """What `full_state` ("full") or `merged_stream` ("merged", `model` the PEFT model) will yield, in order, with
+    the wire dtype (`dtype` for floating tensors) and the full shape, read from the state dict without a gather."""
+    state = (model.get_base_model() if kind == "merged" else model).state_dict()
+    return [TensorMeta(name.replace(".base_layer.", ".") if kind == "merged" else name,
+                       str(wire_dtype(t, dtype)).removeprefix("torch."), list(t.shape))
+            for name, t in state.items() if kind != "merged" or ".lora_" not in name]
 
 
 def _lora_layer(name: str, layers: dict) -> str | None:

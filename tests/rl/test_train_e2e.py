@@ -64,7 +64,7 @@ def test_three_steps_update_every_trainable_parameter_and_export(tiny_ckpt, comm
     else:  # every LLM weight moved; the frozen vision tower and resampler did not
         assert changed == {n for n in base.state_dict() if n.startswith("llm.")}
     # the export is a standard checkpoint directory: vLLM serves it
-    from rollouts.engine import make_llm
+    from rollouts.vllm.engine import make_llm
     from vllm import SamplingParams
 
     served = make_llm(run / "export", dtype="float32", max_model_len=1024)

@@ -9,7 +9,7 @@ from rollouts.backend import RolloutBackend
 from rollouts.fake import FakeBackend
 from rollouts.local import LocalPool
 from rollouts.types import RolloutRequest, SamplingConfig
-from rollouts.worker import RolloutWorker
+from rollouts.vllm.worker import RolloutWorker
 
 METHODS = [name for name, value in vars(RolloutBackend).items() if callable(value) and not name.startswith("_")]
 

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.vllm
 
 def rl_doctor(*args, timeout=600) -> subprocess.CompletedProcess:
     exe = Path(sys.executable).parent / "rl-doctor"
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "rollouts.doctor"]
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "rollouts.vllm.doctor"]
     return subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, timeout=timeout)
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from core.process import TMP_PREFIX, start_time
-from rollouts.engine import _engine_tempdir
-from rollouts.worker import RolloutWorker
+from rollouts.vllm.engine import _engine_tempdir
+from rollouts.vllm.worker import RolloutWorker
 from tests.rollouts.helpers import SAMPLING
 
 pytestmark = pytest.mark.vllm
@@ -45,7 +45,7 @@ def test_a_lora_rank_is_served_with_the_smallest_max_lora_rank_vllm_accepts():
 
     from vllm.config.lora import MaxLoRARanks
 
-    from rollouts.engine import VLLM_LORA_RANKS, engine_lora_rank
+    from rollouts.vllm.engine import VLLM_LORA_RANKS, engine_lora_rank
 
     assert VLLM_LORA_RANKS == get_args(MaxLoRARanks)  # the installed vLLM's own list
     assert [engine_lora_rank(r) for r in (1, 4, 16, 24, 48, 320, 400)] == [1, 8, 16, 32, 64, 320, 512]

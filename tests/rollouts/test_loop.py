@@ -1,11 +1,11 @@
-"""The engine loop (rollouts/loop.py) on a scripted engine: after a failed engine step the requests that were in flight
+"""The engine loop (rollouts/vllm/loop.py) on a scripted engine: after a failed engine step the requests that were in flight
 run again in halves, bisecting to the one that fails alone, so one bad request costs a few steps, not a solo run of
 every request in the batch."""
 
 import queue
 from types import SimpleNamespace
 
-from rollouts.loop import EngineItem, EngineLoop
+from rollouts.vllm.loop import EngineItem, EngineLoop
 
 
 class ScriptedEngine:

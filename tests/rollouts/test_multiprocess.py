@@ -14,7 +14,7 @@ from peft import LoraConfig, get_peft_model
 from model import MiniCPMV
 from model.lora import LLM_LORA_TARGETS, merged_weights
 from rollouts.weights import to_shared
-from rollouts.worker import RolloutWorker
+from rollouts.vllm.worker import RolloutWorker
 
 from tests.rollouts.helpers import SAMPLING, learner_diff, perturbed, requests, video_requests
 

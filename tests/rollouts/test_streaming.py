@@ -4,7 +4,7 @@ returned, and a stream closed early leaves nothing running (in-process here; thr
 import pytest
 
 from rollouts.types import SamplingConfig
-from rollouts.worker import RolloutWorker
+from rollouts.vllm.worker import RolloutWorker
 from tests.rollouts.helpers import SAMPLING, learner_diff, requests
 
 pytestmark = pytest.mark.vllm

@@ -1,4 +1,4 @@
-"""Video through this project's vLLM class (rollouts/vllm_video.py): the engine builds the learner's prompt token ids
+"""Video through this project's vLLM class (rollouts/vllm/video.py): the engine builds the learner's prompt token ids
 for videos packed by the 3D-Resampler and samples from the learner's distribution, with and without a LoRA adapter;
 the plugin registers once and leaves vLLM's own class alone."""
 
@@ -8,7 +8,7 @@ from peft import LoraConfig, get_peft_model
 
 from model import MiniCPMV
 from model.lora import LLM_LORA_TARGETS
-from rollouts.worker import RolloutWorker
+from rollouts.vllm.worker import RolloutWorker
 from tests.rollouts.helpers import SAMPLING, learner_diff, requests, video_requests
 
 pytestmark = pytest.mark.vllm
@@ -66,13 +66,13 @@ def test_video_log_probs_follow_a_lora_adapter(worker, tiny_ckpt, tmp_path):
 def test_the_plugin_registers_its_own_name_once_and_keeps_vllms_class():
     from vllm import ModelRegistry
 
-    from rollouts.plugin import ARCH, register
+    from rollouts.vllm.plugin import ARCH, register
 
     register()
     register()
     ours, theirs = ModelRegistry.models[ARCH], ModelRegistry.models["MiniCPMV"]
-    assert (ours.module_name, ours.class_name) == ("rollouts.vllm_video", "MiniCPMV45Video")
+    assert (ours.module_name, ours.class_name) == ("rollouts.vllm.video", "MiniCPMV45Video")
     assert (theirs.module_name, theirs.class_name) == ("vllm.model_executor.models.minicpmv", "MiniCPMV")
     from importlib.metadata import entry_points
 
-    assert any(e.value == "rollouts.plugin:register" for e in entry_points(group="vllm.general_plugins"))
+    assert any(e.value == "rollouts.vllm.plugin:register" for e in entry_points(group="vllm.general_plugins"))

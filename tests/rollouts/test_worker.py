@@ -10,7 +10,7 @@ from model import MiniCPMV
 from model.lora import LLM_LORA_TARGETS, merged_weights
 from model.synthetic import shapes_image
 from rollouts.types import RolloutRequest
-from rollouts.worker import RolloutWorker
+from rollouts.vllm.worker import RolloutWorker
 
 from tests.rollouts.helpers import SAMPLING, learner_diff, perturbed, requests
 

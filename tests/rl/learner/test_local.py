@@ -120,10 +120,10 @@ def test_rollout_logprobs_give_tis_metrics(tiny_ckpt, samples):
 @pytest.mark.vllm
 def test_lora_adapter_sync_gives_the_worker_the_learners_logprobs(tiny_ckpt, samples, tmp_path):
     from rollouts.types import RolloutRequest, SamplingConfig
-    from rollouts.worker import RolloutWorker
+    from rollouts.vllm.worker import RolloutWorker
     from tests.rollouts.helpers import learner_diff
 
-    # rank 24: not one of vLLM's max_lora_rank values; the worker serves it with 32 (rollouts.engine.engine_lora_rank)
+    # rank 24: not one of vLLM's max_lora_rank values; the worker serves it with 32 (rollouts.vllm.engine.engine_lora_rank)
     learner = LocalLearner(tiny_ckpt, LearnerConfig(lora=True, lora_rank=24, lr=5e-2), device="cpu")
     learner.step(samples)
     learner.step(samples)

@@ -7,7 +7,7 @@ import torch
 from rl.config import LearnerConfig
 from rl.learner import LocalLearner, TrainSample
 from rollouts.types import SamplingConfig
-from rollouts.worker import RolloutWorker
+from rollouts.vllm.worker import RolloutWorker
 from tests.rollouts.helpers import requests
 
 pytestmark = pytest.mark.vllm

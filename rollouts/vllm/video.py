@@ -13,7 +13,7 @@ schema drop `temporal_ids`, so a video prompt has other token ids and other log-
 A video without metadata (vLLM's profiling inputs) is one package per frame with no temporal id: as many tokens as
 vLLM's own class counts, an upper bound of the packed size.
 
-It is registered under its own architecture name (`ARCH`) by `rollouts.plugin.register` (a `vllm.general_plugins`
+It is registered under its own architecture name (`ARCH`) by `rollouts.vllm.plugin.register` (a `vllm.general_plugins`
 entry point, so every engine process has it), and an engine uses it only when asked: `make_llm(..., video=True)`
 overrides the checkpoint's architecture for that engine. vLLM's own class is never replaced.
 

@@ -47,7 +47,7 @@ class EngineItem:
 class EngineLoop:
     def __init__(self, build: Callable[[], Any], add: Callable[[Any, EngineItem], None], name: str = "engine-loop"):
         """build(): the `LLM`, called in the loop's thread; add(llm, item): adds one item to the engine under
-        `item.key` (`rollouts.engine.add_request`). Raises what `build` raised."""
+        `item.key` (`rollouts.vllm.engine.add_request`). Raises what `build` raised."""
         self._add_fn = add
         self._commands: queue.Queue = queue.Queue()
         self._inflight: dict[str, EngineItem] = {}

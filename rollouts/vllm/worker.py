@@ -2,7 +2,7 @@
 
 `RolloutWorker` is a plain class (usable in-process) and the vLLM implementation of `rollouts.backend.
 RolloutBackend`; `rollouts.pool` runs it as a Ray actor. Every request it is given joins one continuous batch of its
-engine (`rollouts.loop.EngineLoop`), and `stream` hands back each group the moment its last sample finishes. Each
+engine (`rollouts.vllm.loop.EngineLoop`), and `stream` hands back each group the moment its last sample finishes. Each
 request is prepared alone (processor, checks): a bad image, an over-long prompt or n < 1 fails that request with an
 error in its result while the rest of the batch is sampled.
 """
@@ -25,16 +25,16 @@ from model.processor import PIL_LIMIT, PromptInputs, Processor
 
 from .engine import add_request, engine_lora_rank, engine_prompt, make_llm, release_tempdir
 from .loop import ABORTED, EngineItem, EngineLoop
-from .types import (RolloutRequest, RolloutResult, RolloutSample, SamplingConfig, default_mode_sampling,
+from ..types import (RolloutRequest, RolloutResult, RolloutSample, SamplingConfig, default_mode_sampling,
                     in_request_order)
-from .weights import SAFETENSORS_FILE, from_shared, nbytes, staging_dir, write_safetensors
+from ..weights import SAFETENSORS_FILE, from_shared, nbytes, staging_dir, write_safetensors
 
 
 VIDEO_REFUSED = ("video prompts need the engine started with video=True (rollout.video): vLLM 0.32's own MiniCPM-V "
                  "drops the 3D-Resampler's temporal ids (every frame becomes 64 tokens of its own instead of one "
                  "package of up to 6 frames), so its prompt and log-probs would differ from the learner's and an RL "
                  "update on them would be wrong; video=True serves the checkpoint with this project's vLLM class "
-                 "(rollouts/vllm_video.py), which packs frames as the learner does")
+                 "(rollouts/vllm/video.py), which packs frames as the learner does")
 
 
 def has_video(messages: list[dict]) -> bool:
@@ -240,7 +240,7 @@ class RolloutWorker:
         except Exception as e:
             if "rl_reload_from_dir" in str(e) and "not implemented" in str(e):
                 raise RuntimeError("this engine runs its model in another process and lacks the weight loader "
-                                   "that make_llm installs (worker_extension_cls=rollouts.engine.WORKER_EXTENSION)"
+                                   "that make_llm installs (worker_extension_cls=rollouts.vllm.engine.WORKER_EXTENSION)"
                                    ) from e
             raise
 
@@ -252,6 +252,38 @@ class RolloutWorker:
         self.llm.reset_prefix_cache()
         self.llm.llm_engine.reset_encoder_cache()
         self.llm.reset_mm_cache()
+
+    # ---- in-memory weight transfer (rollouts.transfer; the engine side is rollouts.vllm.transfer) ----
+    def transfer_init(self, init_info: dict) -> None:
+        """Join the learner's broadcast group (blocks until every member has joined), once no request is in
+        flight. A group this worker was in before is left first."""
+        self.loop.call(lambda: self.llm.collective_rpc("init_weight_transfer_engine", args=(init_info,)))
+
+    def transfer_start(self) -> None:
+        self.loop.call(lambda: self.llm.collective_rpc("start_weight_update"))
+
+    def transfer_update(self, update_info: dict) -> None:
+        """Receive the buckets the learner broadcasts, each loaded into the model as it arrives."""
+        self.loop.call(lambda: self.llm.collective_rpc("update_weights", args=(update_info,)))
+
+    def transfer_finish(self, version: int) -> list[dict | None]:
+        """Finish the update, drop what the old weights computed (as a reload does) and serve `version`; returns
+        each engine process's report (names and checksums of what it received) for the sender to verify."""
+        def finish():
+            self.llm.collective_rpc("finish_weight_update")
+            reports = self.llm.collective_rpc("rl_transfer_report")
+            self._drop_caches()
+            self._forget_lora()
+            self.policy_version = version
+            return reports
+        return self.loop.call(finish)
+
+    def transfer_close(self) -> None:
+        self.loop.call(lambda: self.llm.collective_rpc("shutdown_weight_transfer_engine"))
+
+    def model_dtype(self) -> str:
+        """The dtype the engine holds its weights in ("bfloat16"): the wire dtype of a transfer."""
+        return str(self.llm.llm_engine.model_config.dtype).removeprefix("torch.")
 
     def load_shared_weights(self, version: int, triples) -> int:
         """Full weights sent by the pool as shared-memory numpy arrays (see `rollouts.weights.to_shared`)."""

@@ -18,7 +18,7 @@ from typing import Any
 
 from core.process import new_tempdir
 
-WORKER_EXTENSION = "rollouts.weights.EngineWeightLoader"
+WORKER_EXTENSION = "rollouts.vllm.extension.EngineWeightLoader"
 """Added to vLLM's worker (`worker_extension_cls`): weight loading by path in whichever process holds the model,
 which is how `RolloutWorker` syncs weights into a multiprocess engine."""
 
@@ -44,15 +44,20 @@ def make_llm(path: str | os.PathLike, dtype: str = "auto", seed: int = 0, max_mo
     auto_map (for checkpoints this project writes, they are this project's own files). `worker_extension_cls`
     defaults to `WORKER_EXTENSION`; one passed in kwargs replaces it, and then
     `RolloutWorker.load_weights` works only with an engine that holds its model in this process.
-    video: serve the checkpoint with this project's MiniCPM-V class (`rollouts.plugin.ARCH`), which packs video
+    video: serve the checkpoint with this project's MiniCPM-V class (`rollouts.vllm.plugin.ARCH`), which packs video
     frames through the 3D-Resampler as the learner does, and accept `max_videos` (at least 1) videos per prompt."""
     cpu_defaults()
     from vllm import LLM
+    from vllm.config.weight_transfer import WeightTransferConfig
 
+    from .plugin import TRANSFER_BACKEND, register
+
+    register()  # this process; the engine's own processes load the plugin by its entry point
+    # the in-memory weight transfer (rollouts.vllm.transfer): an engine part that costs nothing until a group opens
+    kwargs.setdefault("weight_transfer_config", WeightTransferConfig(backend=TRANSFER_BACKEND))
     if video:
-        from .plugin import ARCH, register
+        from .plugin import ARCH
 
-        register()  # this process; the engine's own processes load the plugin by its entry point
         kwargs.setdefault("hf_overrides", {"architectures": [ARCH]})
         # vLLM's multimodal cache re-parses the items it misses without their metadata, where the packing travels
         kwargs.setdefault("mm_processor_cache_gb", 0)
