@@ -12,7 +12,7 @@ import logging
 import math
 import os
 import random
-import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -38,6 +38,7 @@ from .evaluation.summary import flat_metrics, summarize
 from .learner import Learner, TrainSample, make_learner
 from .metrics import MetricsLogger, mode_metrics
 from .modes import assign_modes, long_fraction_at
+from .sync import WeightSync
 from .scoring import PartHealth, Scored, metric_rows, score_results, score_with_health
 
 log = logging.getLogger(__name__)
@@ -133,9 +134,6 @@ class Trainer:
             private_tempdir()
         self.learner = learner if learner is not None else make_learner(cfg, self.ckpt)
         self.sync_kind = self.learner.resolve_sync_kind(cfg.sync.kind)
-        self.sync_dir = self.dir / ".sync"  # adapter folders for the workers (under run.dir: shared across nodes)
-        shutil.rmtree(self.sync_dir, ignore_errors=True)  # left by a run that was killed
-        self._adapter: Path | None = None
         self.pool = pool if pool is not None else RolloutPool(
             str(self.ckpt), num_workers=cfg.rollout.num_workers,
             mode_sampling=cfg.rollout.sampling(), gpus_per_worker=cfg.rollout.gpus_per_worker,
@@ -146,6 +144,9 @@ class Trainer:
             gpu_memory_utilization=cfg.rollout.gpu_memory_utilization, resources=cfg.cluster.rollout_resources,
             ray_address=cfg.cluster.address, max_image_pixels=cfg.data.max_image_pixels,
             video_sampling=cfg.data.video_sampling(), video=self.video)
+        self._learner_lock = threading.Lock()  # an update and a read of the weights (a sync) never overlap
+        self.weight_sync = WeightSync(cfg, self.learner, self.pool, self.dir, self.sync_kind, self._learner_lock)
+        self._sync_metrics: dict[str, float] = {}  # of the latest sync, logged with the step that made it
         self.runner = RewardRunner(cfg.reward.runner_config())
         self.rng = random.Random(cfg.run.seed)
         self.step = 0
@@ -217,12 +218,15 @@ class Trainer:
             kept, ages, stale = split_stale(batch.kept, version, cfg.algo.max_staleness)
             samples = self.build_samples(kept)
         with phases("update"):
-            learn = self.learner.step(samples) if samples else {}
+            with self._learner_lock:
+                learn = self.learner.step(samples) if samples else {}
         if not self.one_step_off:
             with phases("sync"):
                 if samples:  # no samples with signal: no update, nothing to sync
                     self.sync()
         metrics = {f"learner/{k}": v for k, v in learn.items()}
+        metrics.update(self._sync_metrics)
+        self._sync_metrics = {}
         for key, name in (("loss", "loss"), ("kl", "kl"), ("entropy", "entropy"), ("clip_frac", "clip_fraction")):
             if key in learn:
                 metrics[name] = learn[key]
@@ -401,30 +405,10 @@ class Trainer:
         return samples
 
     def sync(self) -> None:
-        """The new policy to every worker, through a folder; only its path passes through here. An adapter: a
-        folder under run.dir/.sync. Full or merged weights: a staging folder of safetensors shards the learner (rank
-        0 of a sharded one) writes bucket by bucket as it gathers them (`sync.bucket_mb`, cast to the engines'
-        `rollout.dtype` when set), in /dev/shm on a one-node cluster when it has room (RAM, node-local), else under
-        run.dir/.sync (which every node sees, so workers on other nodes read it). Each folder is deleted once every
-        worker has the next one (the pool keeps the latest for a replaced worker); one a killed run left is removed
-        at the next start (run.dir/.sync by the trainer, /dev/shm by the pool)."""
-        from rollouts.weights import Staging
-
+        """The learner's current weights to every worker (`rl.sync.WeightSync`: an adapter folder, in memory, or a
+        staging folder); its metrics go out with the step."""
         version = self._synced = self.learner.version
-        if self.sync_kind == "adapter":
-            folder = self.sync_dir / f"adapter-v{version:06d}"
-            shutil.rmtree(folder, ignore_errors=True)
-            self.pool.sync_lora(version, self.learner.sync_payload("adapter", str(folder))[1])
-            if self._adapter is not None and self._adapter != folder:
-                shutil.rmtree(self._adapter, ignore_errors=True)
-            self._adapter = folder
-        else:
-            dtype = self.cfg.rollout.dtype
-            staging = Staging(str(self.sync_dir.resolve()), shm=self.pool.single_node(),
-                              bucket_mb=self.cfg.sync.bucket_mb, dtype=None if dtype == "auto" else dtype,
-                              prefix=f"minicpmv-rl-v{version:06d}-")
-            _, folder = self.learner.sync_payload(self.sync_kind, staging=staging)
-            self.pool.sync_weights(version, path=folder, owned=True)
+        self._sync_metrics = self.weight_sync(version)
 
     def evaluate(self) -> dict:
         """The held-out rows in each of `run.eval_modes`, scored: rl-eval's per-mode summary as `eval/...` keys."""
@@ -458,7 +442,7 @@ class Trainer:
     def close(self) -> None:
         for closer in (self.pool.shutdown, self.learner.close, self.runner.close,
                        getattr(self, "logger", None) and self.logger.close,
-                       lambda: shutil.rmtree(self.sync_dir, ignore_errors=True)):
+                       getattr(self, "weight_sync", None) and self.weight_sync.close):
             if closer:
                 try:
                     closer()

@@ -11,6 +11,7 @@ learner's ratio against the engine (TIS, the one-step-off loop's decoupled ratio
 from __future__ import annotations
 
 import heapq
+import os
 import random
 import threading
 import time
@@ -174,8 +175,14 @@ class FakeBackend:
         if group is not None:
             group.close()
 
-    def model_dtype(self) -> str:
-        return "float32"
+    def model_dtype(self) -> str | None:
+        return None  # no model: weights arrive as the learner sends them
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def load_shared_weights(self, version: int, triples) -> int:
+        return self.load_weights(version, weights=list(triples))
 
     def shutdown(self, timeout: float = 60.0) -> None:
         self.transfer_close()

@@ -8,6 +8,7 @@ import time
 from typing import Iterable, Iterator
 
 from .backend import RolloutBackend
+from .transfer import Member
 from .types import RolloutRequest, RolloutResult, in_request_order
 
 
@@ -43,6 +44,21 @@ class LocalPool:
         if previous and previous != self._owned:
             shutil.rmtree(previous, ignore_errors=True)
         return time.perf_counter() - start
+
+    def members(self) -> list[Member]:
+        """The backend as the one member of a weight-transfer group (`rollouts.transfer`), called in this process."""
+        return [Member(self.backend, getattr(self.backend, "worker_id", 0), 0)]
+
+    def model_dtype(self) -> str | None:
+        return self.backend.model_dtype()
+
+    def transferred(self, version: int) -> None:
+        """As `RolloutPool.transferred`."""
+        if self.backend.version() != version:
+            raise RuntimeError(f"the worker reports policy version {self.backend.version()} after syncing {version}")
+        if self._owned:
+            shutil.rmtree(self._owned, ignore_errors=True)
+            self._owned = None
 
     def sync_lora(self, version: int, adapter_path: str) -> float:
         start = time.perf_counter()

@@ -28,6 +28,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
 from core.process import Owner
 
+from .transfer import Member
 from .types import RolloutRequest, RolloutResult, SamplingConfig, default_mode_sampling, in_request_order
 from .weights import SAFETENSORS_FILE, nbytes, staging_dir, sweep_stale, to_shared, write_safetensors
 from .vllm.worker import RolloutWorker
@@ -104,6 +105,9 @@ class RolloutPool:
         self._shm_dir: str | None = None  # the staging folder of the latest sync, when the pool owns it
         sweep_stale()  # weights a killed run left in /dev/shm (this node's)
         self._cancelled: set[str] = set()  # ids aborted during the running stream
+        self.on_replace = None
+        """Called with a replaced worker's `Member` when the weights went in memory: sends it the current version
+        (the trainer's `rl.sync.WeightSync.resend`)."""
         self.closed = False
         """Set first by `shutdown`: a stream still running (another thread's) ends with `PoolClosed` instead of
         replacing the workers shut down under it."""
@@ -152,7 +156,9 @@ class RolloutPool:
         if self.closed:
             raise PoolClosed("the rollout pool was shut down")
 
-    def _replace(self, slot: _Slot) -> None:
+    def _replace(self, slot: _Slot, resync: bool = True) -> None:
+        """A new actor in the slot, up and, with `resync`, on the latest weights before it takes a request: the
+        latest folder or adapter is loaded again; weights sent in memory come from `on_replace` (the sender's)."""
         self._check_open()
         log.warning("rollout worker %d died; starting a replacement", slot.worker_id)
         try:
@@ -164,8 +170,52 @@ class RolloutPool:
         slot.generation += 1
         slot.restarts += 1
         self._wait_ready([slot])
-        if self._sync is not None:
+        if not resync or self._sync is None:
+            return
+        if self._sync[0] == "transfer":
+            if self.on_replace is None:
+                raise RuntimeError(f"rollout worker {slot.worker_id} was replaced and the weights were sent in memory, "
+                                   "but no sender is set to give the replacement the current version (on_replace)")
+            self.on_replace(Member(slot.actor, slot.worker_id, slot.generation,
+                                   int(self.worker_kwargs.get("tensor_parallel_size") or 1)))
+        else:
             ray.get(self._apply_sync(slot.actor, *self._sync))
+
+    def members(self) -> list[Member]:
+        """The workers as members of a weight-transfer group (`rollouts.transfer`): a replaced worker is a new
+        member (its generation), so a plan made after a replacement opens a new group."""
+        ranks = int(self.worker_kwargs.get("tensor_parallel_size") or 1)
+        return [Member(s.actor, s.worker_id, s.generation, ranks) for s in self.slots]
+
+    def model_dtype(self) -> str | None:
+        """The dtype the engines hold their weights in (a transfer's wire dtype); None: as the learner sends."""
+        return ray.get(self.slots[0].actor.model_dtype.remote())
+
+    def transferred(self, version: int) -> None:
+        """Every worker received `version` in memory (`rollouts.transfer`, sent by the learner): recorded, checked
+        (every worker must report it), and the staging folder of an earlier sync is removed. A worker replaced
+        after this gets the weights from `on_replace`, which the sender sets."""
+        self._check_open()
+        previous, self._shm_dir = self._shm_dir, None
+        self._sync = ("transfer", version, None)
+        if previous:
+            shutil.rmtree(previous, ignore_errors=True)
+        stale = [v for v in self.versions() if v != version]
+        if stale:
+            raise RuntimeError(f"workers still report policy versions {stale} after syncing version {version}")
+
+    def replace_lost(self, timeout: float = 30.0) -> list[int]:
+        """Replace every worker that does not answer (dead), without giving it weights: for a sender about to
+        send to all workers again. Returns the worker ids replaced."""
+        self._check_open()
+        lost = []
+        for slot in self.slots:
+            try:
+                ray.get(slot.actor.version.remote(), timeout=timeout)
+            except (*WORKER_LOST, ray.exceptions.GetTimeoutError):
+                self._replace(slot, resync=False)
+                lost.append(slot.worker_id)
+        return lost
 
     @staticmethod
     def _apply_sync(actor, kind: str, version: int, payload):

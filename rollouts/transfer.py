@@ -7,7 +7,8 @@ path), `nccl` between GPUs; the bucket protocol, the checksums and the control c
 
 Wire protocol, per update (`send_buckets` / `receive_buckets`): the sender tells every engine the names, dtypes and
 shapes of the tensors to come (the update info); both sides cut them into the same buckets (`plan_buckets`:
-consecutive tensors up to `bucket_bytes`, a larger tensor alone); each bucket travels as one flat uint8 tensor.
+consecutive tensors up to `bucket_bytes`, a larger tensor alone); each bucket travels as one flat uint8 tensor,
+each tensor in it starting at a multiple of `ALIGN` bytes.
 Each side computes a checksum per tensor (`checksum`) of what it sent or received; the sender compares them after
 the update (`verify`), so a lost, stale or misplaced tensor is an error naming the engine and the tensor.
 
@@ -31,6 +32,8 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 
 GROUPS = ("gloo", "nccl")
+ALIGN = 16
+"""Each tensor starts at a multiple of this many bytes in its bucket."""
 
 
 class WeightSyncError(RuntimeError):
@@ -63,6 +66,12 @@ class TensorMeta:
     @property
     def nbytes(self) -> int:
         return math.prod(self.shape) * getattr(torch, self.dtype).itemsize
+
+    @property
+    def span(self) -> int:
+        """Its bytes in a bucket: `nbytes` padded to `ALIGN`, so that every tensor starts where its dtype may be
+        viewed (a float32 tensor cannot start at an odd byte)."""
+        return -(-self.nbytes // ALIGN) * ALIGN
 
 
 def update_info(metas: list[TensorMeta]) -> dict:
@@ -140,7 +149,7 @@ def send_buckets(group: Group, pairs: Iterable[tuple[str, torch.Tensor]], metas:
                  bucket_bytes: int) -> list[int]:
     """The sender's half: `pairs` (consumed one at a time, checked against `metas` in name, dtype and shape) cast
     to nothing, packed per `plan_buckets` and broadcast; returns the checksum of each tensor sent."""
-    buckets = plan_buckets([m.nbytes for m in metas], bucket_bytes)
+    buckets = plan_buckets([m.span for m in metas], bucket_bytes)
     sums: list[int] = []
     it = iter(pairs)
     for bucket in buckets:
@@ -158,9 +167,12 @@ def send_buckets(group: Group, pairs: Iterable[tuple[str, torch.Tensor]], metas:
             tensor = tensor.detach().to(group.device).contiguous()
             sums.append(checksum(tensor))
             parts.append(tensor.reshape(-1).view(torch.uint8))
+            if want.span > want.nbytes:
+                parts.append(torch.zeros(want.span - want.nbytes, dtype=torch.uint8, device=group.device))
         flat = parts[0] if len(parts) == 1 else torch.cat(parts)
         del parts
-        group.broadcast(flat)
+        if flat.numel():  # a bucket of empty tensors has nothing to send (the receivers skip it alike)
+            group.broadcast(flat)
         del flat
     extra = next(it, None)
     if extra is not None:
@@ -175,12 +187,13 @@ def receive_buckets(group: Group, metas: list[TensorMeta], bucket_bytes: int,
     and handed to `load` (the engine's weight loader, which copies them into its model) before the next bucket;
     returns the checksums."""
     sums: list[int] = []
-    for bucket in plan_buckets([m.nbytes for m in metas], bucket_bytes):
-        flat = torch.empty(sum(metas[i].nbytes for i in bucket), dtype=torch.uint8, device=group.device)
-        group.broadcast(flat)
+    for bucket in plan_buckets([m.span for m in metas], bucket_bytes):
+        flat = torch.empty(sum(metas[i].span for i in bucket), dtype=torch.uint8, device=group.device)
+        if flat.numel():
+            group.broadcast(flat)
         pairs = []
-        for i, part in zip(bucket, flat.split([metas[i].nbytes for i in bucket])):
-            tensor = part.view(getattr(torch, metas[i].dtype)).reshape(metas[i].shape)
+        for i, part in zip(bucket, flat.split([metas[i].span for i in bucket])):
+            tensor = part[:metas[i].nbytes].view(getattr(torch, metas[i].dtype)).reshape(metas[i].shape)
             sums.append(checksum(tensor))
             pairs.append((metas[i].name, tensor))
         load(pairs)

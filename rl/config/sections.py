@@ -436,11 +436,32 @@ class SyncConfig:
     """How new weights reach the rollout workers."""
     kind: Literal["auto", "adapter", "merged", "full"] = "auto"
     """auto: the adapter alone for LoRA, merged weights when vision/resampler train too, else full."""
+    transport: Literal["auto", "nccl", "gloo", "staging"] = "auto"
+    """How full and merged weights travel (`rollouts/transfer.py`). nccl / gloo: in memory through vLLM's
+    weight-transfer API, one broadcast group spanning the learner's rank 0 and every engine (each bucket sent once
+    to all of them, on any node), gathered from the learner's shards in the engines' dtype; every update is
+    verified by per-tensor checksums from every engine (`sync/verified`). nccl: between GPUs (learner and engines
+    on GPUs of their own); gloo: the same protocol over CPUs (the CPU suite, or no NCCL path between them). staging:
+    safetensors shards written to a folder every engine reads (/dev/shm on one node, else run.dir/.sync), for
+    clusters where neither group can form. auto: nccl when the learner ranks and the engines hold whole GPUs of
+    their own, else gloo.
+    A LoRA adapter (kind adapter) always travels as a small folder."""
     bucket_mb: int = Field(512, ge=1)
-    """Full and merged weights go to the workers through a staging folder of safetensors shards, which the learner
-    (rank 0 of a sharded one) writes as it gathers the tensors, one shard per bucket of this many MB: the most it
-    holds at once is one bucket plus one tensor. The folder is in /dev/shm on a one-node cluster when it has room,
-    else under run.dir/.sync (which every node sees); it is deleted once every worker has the next version."""
+    """Full and merged weights travel in buckets of this many MB (a larger tensor alone): one broadcast per bucket
+    in memory, one safetensors shard per bucket with staging. The learner's rank 0 holds at most one bucket plus one
+    tensor; each engine one received bucket."""
+    timeout_s: float = Field(600.0, gt=0)
+    """How long the learner and the engines wait for each other in the in-memory transfer (forming the group, a
+    bucket): a worker that died mid-transfer fails the sync after at most this long instead of hanging it."""
+
+    def resolved_transport(self, kind: str, gpus: bool) -> str:
+        """"adapter" for an adapter sync, else the transport with auto resolved (`gpus`: the learner and the
+        engines are on GPUs)."""
+        if kind == "adapter":
+            return "adapter"
+        if self.transport == "auto":
+            return "nccl" if gpus else "gloo"
+        return self.transport
 
 
 @dataclass(config=SECTION)
@@ -522,6 +543,15 @@ class TrainConfig:
             raise ValueError("sync.kind=full is for learner.lora=false; LoRA syncs adapter or merged (or auto)")
         if kind == "merged" and not lora:
             raise ValueError("sync.kind=merged merges LoRA adapters: it needs learner.lora=true (else: full)")
+        adapter = kind == "adapter" or (kind == "auto" and lora and not trains_more)
+        if adapter and self.sync.transport in ("nccl", "gloo"):
+            raise ValueError(f"sync.transport={self.sync.transport} moves full or merged weights; this run syncs a "
+                             "LoRA adapter, which travels as a small folder: leave sync.transport=auto (or use "
+                             "sync.kind=merged to send merged weights in memory)")
+        if self.sync.transport == "nccl" and not self.on_gpus():
+            raise ValueError("sync.transport=nccl needs the learner ranks and the rollout engines on GPUs of their "
+                             "own (cluster.learner_gpus_per_rank >= 1 and rollout.gpus_per_worker >= 1; NCCL cannot "
+                             "join two ranks on one GPU): use gloo or auto")
         if self.learner.total_steps is not None and self.learner.total_steps != self.run.steps:
             raise ValueError(f"learner.total_steps={self.learner.total_steps} disagrees with run.steps="
                              f"{self.run.steps}: the LR schedule counts training steps; leave total_steps unset (it "
@@ -533,3 +563,8 @@ class TrainConfig:
                                  f"{sampling.max_new_tokens} > rollout.max_model_len={self.rollout.max_model_len}: "
                                  "a prompt that passes the data check could still overflow the context")
         return self
+
+    def on_gpus(self) -> bool:
+        """Whether the learner ranks and the rollout engines hold whole GPUs of their own (then weights travel over
+        NCCL). A fraction may share a GPU with the other side, where NCCL cannot form a group: gloo then."""
+        return self.rollout.gpus_per_worker >= 1 and self.cluster.learner_gpus_per_rank >= 1

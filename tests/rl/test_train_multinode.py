@@ -1,7 +1,8 @@
 """A multi-node run on one machine: Ray's test cluster of two nodes, each with its own CPUs and a custom resource;
-the config puts the learner ranks on one node and the rollout worker on the other, and Ray's records show it. The
-weights reach the other node through run.dir/.sync (an adapter folder, or the staged shards of full weights, which
-the learner streams there rather than into its node's /dev/shm)."""
+the config puts the learner ranks on one node and the rollout worker on the other, and Ray's records show it. Full
+weights reach the other node in memory (the gloo group of the learner's rank 0 and the engine: the CPU default), or
+with sync.transport=staging through run.dir/.sync (the staged shards, which the learner streams there rather than
+into its node's /dev/shm); an adapter through a folder there."""
 
 from pathlib import Path
 
@@ -35,15 +36,16 @@ def nodes_with(resource: str) -> set[str]:
     return {n["NodeID"] for n in ray.nodes() if n["Alive"] and resource in n["Resources"]}
 
 
-@pytest.mark.parametrize("lora", [True, False], ids=["adapter", "full"])
-def test_learner_and_rollouts_run_on_the_nodes_the_config_names(two_nodes, tiny_ckpt, tmp_path, lora):
+@pytest.mark.parametrize("lora,transport", [(True, "auto"), (False, "auto"), (False, "staging")],
+                         ids=["adapter", "full-in-memory", "full-staging"])
+def test_learner_and_rollouts_run_on_the_nodes_the_config_names(two_nodes, tiny_ckpt, tmp_path, lora, transport):
     cfg = load(CONFIG, [
         f"model.path={tiny_ckpt}", f"data.path={tmp_path / 'data.jsonl'}", "data.demo_rows=16",
         f"run.dir={tmp_path / 'run'}", "run.steps=2", "run.progress=false", "run.tensorboard=false",
         "run.export=false", "rollout.prompts_per_step=2", "rollout.cpus_per_worker=1",
         f"cluster.address={two_nodes.address}", "cluster.learner_ranks=2",
         "cluster.learner_resources={learner_node: 1}", "cluster.rollout_resources={rollout_node: 1}",
-        f"learner.lora={str(lora).lower()}"])
+        f"learner.lora={str(lora).lower()}", f"sync.transport={transport}"])
     trainer = Trainer(cfg)
     try:
         learner_node, rollout_node = nodes_with("learner_node"), nodes_with("rollout_node")
@@ -64,8 +66,10 @@ def test_learner_and_rollouts_run_on_the_nodes_the_config_names(two_nodes, tiny_
     finally:
         trainer.close()
     assert len(history) == 2 and all("reward/mean" in h and h["policy_version"] >= 1 for h in history)
-    if not lora:  # the staged shards went to the shared run.dir (every node sees it), not the learner node's /dev/shm
+    if transport == "staging":  # the staged shards went to the shared run.dir (every node sees it), not /dev/shm
         assert len(staged) == 2 and all(p.parent == (tmp_path / "run" / ".sync").resolve() for p in staged)
+    elif not lora:  # in memory, from the learner node's rank 0 to the engine on the other node, verified
+        assert staged == [] and all(h["sync/verified"] == 1 and h["sync/gb"] > 0 for h in history)
     # step 2 sampled with the weights synced after step 1, on the other node: the learner computes its log-probs
     assert history[1]["learner/rollout_learner_logp_abs_diff_max"] <= 1e-4
     assert not (tmp_path / "run" / ".sync").exists()
