@@ -135,7 +135,7 @@ class Trainer:
         self.learner = learner if learner is not None else make_learner(cfg, self.ckpt)
         self.sync_kind = self.learner.resolve_sync_kind(cfg.sync.kind)
         self.pool = pool if pool is not None else RolloutPool(
-            str(self.ckpt), num_workers=cfg.rollout.num_workers,
+            str(self.ckpt), backend=cfg.rollout.backend, num_workers=cfg.rollout.num_workers,
             mode_sampling=cfg.rollout.sampling(), gpus_per_worker=cfg.rollout.gpus_per_worker,
             cpus_per_worker=cfg.rollout.cpus(), dtype=cfg.rollout.dtype,
             max_model_len=cfg.rollout.max_model_len, enable_lora=self.sync_kind == "adapter",

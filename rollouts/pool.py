@@ -28,10 +28,10 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
 from core.process import Owner
 
+from .backend import backend_class
 from .transfer import Member
 from .types import RolloutRequest, RolloutResult, SamplingConfig, default_mode_sampling, in_request_order
 from .weights import SAFETENSORS_FILE, nbytes, staging_dir, sweep_stale, to_shared, write_safetensors
-from .vllm.worker import RolloutWorker
 
 log = logging.getLogger(__name__)
 WORKER_LOST = (RayActorError, ActorDiedError, ActorUnavailableError)
@@ -79,9 +79,11 @@ class RolloutPool:
                  mode_sampling: dict[str, SamplingConfig] | None = None, cpus_per_worker: float = 1,
                  gpus_per_worker: float = 0, gpu_memory_utilization: float = 0.5,
                  resources: dict[str, float] | None = None, ray_address: str | None = None,
-                 start_timeout_s: float = 900.0, backend: type = RolloutWorker, **worker_kwargs):
-        """backend: the `rollouts.backend.RolloutBackend` class each worker actor runs; worker_kwargs go to its
-        constructor."""
+                 start_timeout_s: float = 900.0, backend: type | str = "vllm", **worker_kwargs):
+        """backend: the `rollouts.backend.RolloutBackend` class each worker actor runs, or its name
+        (`rollouts.backend.BACKENDS`, or `module:Class`); worker_kwargs go to its constructor."""
+        if isinstance(backend, str):
+            backend = backend_class(backend)
         if not ray.is_initialized():
             address = ray_address or os.environ.get("RAY_ADDRESS") or None
             if address:

@@ -156,6 +156,10 @@ def _paper_sampling(max_new_tokens: int):
 @dataclass(config=SECTION)
 class RolloutConfig:
     """Sampling: the worker pool and per-mode sampling settings."""
+    backend: str = "vllm"
+    """The rollout backend each worker runs (`rollouts/backend.py`): vllm (`rollouts.vllm.worker.RolloutWorker`),
+    fake (`rollouts.fake.FakeBackend`: scripted answers without a model, for tests), or a `module:Class` of one's
+    own that keeps the contract of `rollouts.backend.RolloutBackend`."""
     num_workers: int = Field(1, ge=1)
     prompts_per_step: int = Field(8, ge=1)
     """Prompts per step (the paper: 128)."""
@@ -186,6 +190,12 @@ class RolloutConfig:
 
     @model_validator(mode="after")
     def _check(self):
+        from rollouts.backend import BACKENDS
+
+        module, sep, cls = self.backend.partition(":")
+        if self.backend not in BACKENDS and not (sep and module and cls):
+            raise ValueError(f"rollout.backend={self.backend!r}: expected one of {sorted(BACKENDS)} or a "
+                             "'module:Class' path")
         for mode in MODES:
             sampling: SamplingConfig = getattr(self, mode)
             sampling.validate(f"rollout.{mode}")

@@ -5,6 +5,7 @@ worker and the tensor; the staging folder where it is chosen; the config refuses
 
 import os
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -158,3 +159,37 @@ def test_weights_sent_in_bf16_are_the_learners_cast(tiny_ckpt, tmp_path):
     assert [n for n, _ in received] == list(state)
     assert all(torch.equal(t, state[n].bfloat16()) for n, t in received if state[n].is_floating_point())
     assert out["sync/gb"] == pytest.approx(sum(t.numel() * 2 for t in state.values()) / 1e9)
+
+
+class DiesMidTransfer(FakeBackend):
+    """Worker 1 dies (its process exits) in the middle of its first weight update."""
+
+    def transfer_update(self, info):
+        if self.worker_id == 1 and not os.environ.get("DIED_ONCE"):
+            os._exit(1)
+        return super().transfer_update(info)
+
+
+def test_a_worker_lost_during_the_transfer_is_replaced_and_every_worker_gets_the_version(tiny_ckpt, tmp_path):
+    from ray import cloudpickle
+
+    from rollouts.pool import RolloutPool
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the actors have no tests/ on their path
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    learner = full_learner(tiny_ckpt)
+    pool = RolloutPool(str(tiny_ckpt), num_workers=2, backend=DiesMidTransfer, cpus_per_worker=0)
+    try:
+        sync = WeightSync(config(tiny_ckpt, tmp_path, "sync.timeout_s=60"), learner, pool, tmp_path / "run", "full")
+        first = pool.pids()
+        # the replacement must not die again: its environment says it is the second life
+        pool.actor_cls = pool.actor_cls.options(runtime_env={"env_vars": {"DIED_ONCE": "1"}})
+        out = sync(1)
+        assert out["sync/verified"] == 1 and pool.versions() == [1, 1]
+        assert pool.load()[1]["restarts"] == 1 and pool.pids()[1] != first[1] and pool.pids()[0] == first[0]
+        assert sync(2)["sync/verified"] == 1 and pool.versions() == [2, 2]
+    finally:
+        pool.shutdown()
+        ray.shutdown()

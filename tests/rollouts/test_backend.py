@@ -1,11 +1,14 @@
 """The backend contract: the vLLM worker and the fake backend both keep it (every method, same parameters), and the
 fake one behaves as the contract says (streaming order by length, abort, errors alone)."""
 
+import ast
 import inspect
+import re
+from pathlib import Path
 
 import pytest
 
-from rollouts.backend import RolloutBackend
+from rollouts.backend import BACKENDS, RolloutBackend, backend_class
 from rollouts.fake import FakeBackend
 from rollouts.local import LocalPool
 from rollouts.types import RolloutRequest, SamplingConfig
@@ -24,6 +27,30 @@ def test_every_backend_has_the_contracts_methods_and_parameters(cls):
         assert have[:len(wanted)] == wanted, (cls.__name__, name)
     start = inspect.signature(cls.__init__).parameters
     assert {"ckpt", "worker_id", "mode_sampling", "seed", "max_model_len"} <= set(start)
+
+
+def test_the_contract_lists_every_method_the_pool_and_the_transfer_client_call():
+    root = Path(__file__).parents[2] / "rollouts"
+    called = set()
+    for file in ("pool.py", "transfer.py"):
+        source = (root / file).read_text()
+        for node in ast.walk(ast.parse(source)):  # actor.<method>.remote(...)
+            if isinstance(node, ast.Attribute) and node.attr == "remote" and isinstance(node.value, ast.Attribute):
+                called.add(node.value.attr)
+        called |= set(re.findall(r'_all\("(\w+)"', source))  # PoolClient._all("<method>", ...)
+    called -= {"options", "actor_cls"}  # actor.stream.options(...).remote; actor_cls.remote() starts an actor
+    called.add("stream")
+    assert called and {"transfer_init", "transfer_update", "load_shared_weights", "pid"} <= called
+    assert called <= set(METHODS), called - set(METHODS)
+
+
+def test_the_backend_name_table():
+    assert backend_class("vllm") is RolloutWorker and backend_class("fake") is FakeBackend
+    assert backend_class("rollouts.fake:FakeBackend") is FakeBackend and set(BACKENDS) == {"vllm", "fake"}
+    with pytest.raises(ValueError, match="rollout.backend='sglang': expected one of \\['fake', 'vllm'\\]"):
+        backend_class("sglang")
+    with pytest.raises(ValueError, match="cannot import rollouts.fake:Nope"):
+        backend_class("rollouts.fake:Nope")
 
 
 def test_the_fake_backend_streams_by_length_aborts_and_fails_requests_alone(tiny_ckpt):

@@ -22,7 +22,7 @@ def test_overrides_and_errors_name_the_key(tmp_path):
     assert cfg.learner.lr == 3e-4 and cfg.rollout.short.max_new_tokens == 7 and cfg.run.dir == "x"
     with pytest.raises(ConfigError, match=r"learner\.lr: Input should be a valid number.*'fast'"):
         load(None, ["learner.lr=fast"])
-    with pytest.raises(ConfigError, match=r"rollout\.nn: unknown key \(known here: auto, cpus_per_worker"):
+    with pytest.raises(ConfigError, match=r"rollout\.nn: unknown key \(known here: auto, backend, cpus_per_worker"):
         load(None, ["rollout.nn=3"])
     with pytest.raises(ConfigError, match=r"modes\.long_fraction: Input should be less than or equal to 1"):
         load(None, ["modes.long_fraction=2"])

@@ -116,3 +116,32 @@ def test_merged_weights_stream_from_two_ranks_into_the_shared_folder(tiny_ckpt, 
         assert sharded.sync_payload("merged", staging=Staging(str(tmp_path / "sync"), shm=False))[0] == "path"
     finally:
         sharded.close()
+
+
+@pytest.mark.vllm
+def test_full_and_merged_weights_go_from_two_ranks_to_the_engine_in_memory(tiny_ckpt, tiny_model, samples, local_ray):
+    """The sharded learner's rank 0 opens the group with the engine and broadcasts; both ranks gather each tensor
+    (cast to the wire dtype on the shards first); the engine then samples from the learner's weights."""
+    from rollouts.pool import RolloutPool
+    from rollouts.transfer import TransferPlan
+
+    pool = RolloutPool(str(tiny_ckpt), num_workers=1, mode_sampling=SAMPLING, dtype="float32", max_model_len=2048)
+    try:
+        for version, (kind, cfg) in enumerate([
+                ("full", LearnerConfig(lora=False, lr=1e-2, adam_eps=1e-3, entropy_metric=False)),
+                ("merged", LearnerConfig(lora=True, lr=1e-2, adam_eps=1e-3, entropy_metric=False,
+                                         train_resampler=True))], start=1):
+            sharded = ShardedLearner(tiny_ckpt, cfg, ranks=2, seed=0)
+            try:
+                sharded.step(samples)
+                report = sharded.send_weights(kind, TransferPlan("gloo", pool.members(), version, "float32", 1 << 20))
+                pool.transferred(version)
+                assert report.verified and report.workers == 1 and report.tensors == len(tiny_model.state_dict())
+                results = pool.generate(requests(3, prefix=f"{kind}-"))
+                assert all(r.ok and r.policy_version == version for r in results)
+                assert engine_against_learner(sharded, results) <= 1e-4
+                assert learner_diff(tiny_model, results).max() > 1e-3  # not the starting weights
+            finally:
+                sharded.close()
+    finally:
+        pool.shutdown()
