@@ -61,6 +61,11 @@ class Background:
     def done(self) -> bool:
         return not self._thread.is_alive()
 
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the thread to end, at most `timeout` seconds, without raising what it raised; whether it has."""
+        self._thread.join(timeout)
+        return self.done()
+
     def result(self) -> Any:
         self._thread.join()
         if self._error is not None:

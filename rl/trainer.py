@@ -440,7 +440,12 @@ class Trainer:
         log.info("resumed from %s at step %d", path, self.step)
 
     def close(self) -> None:
-        for closer in (self.pool.shutdown, self.learner.close, self.runner.close,
+        """Shut everything down; the pool first, which ends a batch still being generated in the background (the
+        one-step-off loop): its stream stops with `PoolClosed` (no worker is replaced or synced after this), and
+        that thread is waited for, its error dropped: the error the caller sees is the one that stopped the run."""
+        pending, self._pending = getattr(self, "_pending", None), None
+        for closer in (self.pool.shutdown, pending and (lambda: pending.wait(timeout=120)), self.learner.close,
+                       self.runner.close,
                        getattr(self, "logger", None) and self.logger.close,
                        getattr(self, "weight_sync", None) and self.weight_sync.close):
             if closer:

@@ -95,9 +95,12 @@ class DataConfig:
     limit, 89,478,485; None: no limit. The rollout workers' processor decodes images under the same limit (PIL's
     process-wide limit is left as it is)."""
     max_prompt_tokens: Optional[int] = Field(None, ge=1)
-    """A row whose prompt is longer is a bad row: text and image tokens as model.processor builds them, for the row's
-    mode (the longer of short and long for a row without one). None: no check. Checked at load with the processor:
-    PromptDataset.from_config(cfg, processor=Processor.from_pretrained(checkpoint))."""
+    """A row whose prompt is longer is a bad row: text, image and video tokens as model.processor builds them, for
+    the row's mode (the longer of short and long for a row without one), checked at load (image sizes from their
+    headers alone). Unset in a run's config: rollout.max_model_len minus the longest mode's max_new_tokens (the
+    defaults: 10240 - 8192 = 2048), so a prompt the engine could not serve is a bad row before anything starts;
+    config.yaml records the value used. A DataConfig alone (rl-reward, load_rows) with None: no check; the check
+    needs the processor: PromptDataset.from_config(cfg, processor=Processor.from_pretrained(checkpoint))."""
     max_errors: int = Field(20, ge=0)
     """Error messages kept in the report (all bad rows are counted)."""
     demo: Optional[str] = None
@@ -566,6 +569,9 @@ class TrainConfig:
             raise ValueError(f"learner.total_steps={self.learner.total_steps} disagrees with run.steps="
                              f"{self.run.steps}: the LR schedule counts training steps; leave total_steps unset (it "
                              "is run.steps) or make them equal")
+        if self.data.max_prompt_tokens is None:  # what the engine's context leaves for a prompt in every mode
+            self.data.max_prompt_tokens = self.rollout.max_model_len - max(
+                s.max_new_tokens for s in self.rollout.sampling().values())
         budget = self.data.max_prompt_tokens
         for mode, sampling in self.rollout.sampling().items() if budget else ():
             if budget + sampling.max_new_tokens > self.rollout.max_model_len:

@@ -100,3 +100,36 @@ def test_background_returns_or_raises_in_the_caller():
 def test_config_errors(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load(None, overrides)
+
+
+def test_a_failed_update_ends_the_background_batch_and_reports_its_own_error(tiny_ckpt, tmp_path):
+    """The update fails while the next batch is generated on real rollout workers (Ray actors, the fake backend):
+    closing shuts the pool first, the background stream ends with PoolClosed (dropped), no worker is replaced or
+    synced after it, and the error the caller sees is the update's."""
+    import ray
+
+    from rollouts.pool import RolloutPool
+
+    class FailsAtStep2(SleepingLearner):
+        def step(self, samples):
+            if self.version == 1:
+                raise RuntimeError("update 2 failed")
+            return super().step(samples)
+
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        pool = RolloutPool(str(tiny_ckpt), num_workers=1, backend="fake", seconds_per_token=0.05, cpus_per_worker=0)
+        trainer = Trainer(config(tmp_path, "one_step_off", steps=4, ckpt=tiny_ckpt), learner=FailsAtStep2(0.0),
+                          pool=pool)
+        syncs = []
+        pool.sync_lora = lambda version, path: syncs.append(version)
+        with pytest.raises(RuntimeError, match="update 2 failed"):
+            trainer.fit()
+        assert pool.closed and trainer._pending is None and syncs == [1]  # synced once, before step 2's update
+        assert [s.restarts for s in pool.slots] == [0]  # nothing replaced the workers shut down under the stream
+        background = [t for t in __import__("threading").enumerate() if t.name == "rollout-batch"]
+        assert not background  # the batch that was in flight has ended
+    finally:
+        ray.shutdown()

@@ -262,3 +262,23 @@ def test_prompt_length_check_reads_a_lazy_bomb_header(bomb_data, processor, no_b
                                      processor=processor)
     assert sorted(r.id for r in data.rows) == ["a", "c"] and data.bad_rows == 1
     bomb_error_ok(data.errors[0], bomb_data)
+
+
+def test_a_prompt_the_engine_could_not_serve_is_a_bad_row_before_anything_starts(tiny_ckpt, tmp_path):
+    """Without data.max_prompt_tokens, a run's limit is the engine's context less the longest mode's budget: an
+    over-long question is a bad row at load (named under fail), before Ray or an engine starts."""
+    import ray
+
+    from rl.config import load
+    from rl.trainer import Trainer
+
+    path = write_jsonl(tmp_path / "d.jsonl", [dict(GOOD, id="short"), dict(GOOD, id="huge", question="word " * 3000)])
+    cfg = load("configs/tiny_cpu.yaml", [f"model.path={tiny_ckpt}", f"data.path={path}", f"run.dir={tmp_path / 'r'}",
+                                         "data.on_bad_row=fail"])
+    assert cfg.data.max_prompt_tokens == 2048 - 48  # tiny_cpu.yaml: max_model_len 2048, long/auto 48 new tokens
+    assert load(None).data.max_prompt_tokens == 10240 - 8192
+    assert load(None, ["data.max_prompt_tokens=1000"]).data.max_prompt_tokens == 1000
+    started = ray.is_initialized()
+    with pytest.raises(RowError, match=r"row 2: prompt of \d+ tokens > data.max_prompt_tokens=2000"):
+        Trainer(cfg)
+    assert ray.is_initialized() == started  # nothing was started for it
