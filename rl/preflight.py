@@ -21,7 +21,16 @@ RUN_FILES = ("config.yaml", "metrics.jsonl", "eval.jsonl", "checkpoints", "expor
 
 def preflight(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> list[str]:
     """Every problem found (empty: the run can start)."""
-    return [*_model(cfg), *_data(cfg), *_rewards(cfg), *_run_dir(cfg, resume, overwrite), *_resume(cfg, resume)]
+    return [*_model(cfg), *_data(cfg), *_rewards(cfg), *_loggers(cfg), *_run_dir(cfg, resume, overwrite),
+            *_resume(cfg, resume)]
+
+
+def _loggers(cfg: TrainConfig) -> list[str]:
+    """A metrics logger asked for whose package is not installed (it would fail at the first step otherwise)."""
+    import importlib.util
+
+    return [f"run.{name}=true: the {name} package is not installed (pip install {name}, or run.{name}=false)"
+            for name in ("wandb", "mlflow") if getattr(cfg.run, name) and importlib.util.find_spec(name) is None]
 
 
 def _run_dir(cfg: TrainConfig, resume: bool, overwrite: bool) -> list[str]:

@@ -183,6 +183,10 @@ class RolloutConfig:
     the `vllm.general_plugins` entry point): video frames packed through the 3D-Resampler as the learner packs them.
     vLLM's own class encodes each frame alone, so video rows are refused with false. None: on when the data has
     video rows."""
+    stall_timeout_s: Optional[float] = Field(600.0, gt=0)
+    """An engine step that runs longer than this is a hung engine core: the worker is ended and replaced (its
+    requests resubmitted), as when vLLM's engine core process dies (`rollouts/vllm/loop.py`). A step is milliseconds
+    on a GPU and seconds on a CPU; the default leaves room for a long prefill. None: wait for ever."""
     gpu_memory_utilization: float = Field(0.5, gt=0, le=1)
     """vLLM's share of each of its GPUs' memory (weights, activations, KV cache). Raise it when the learner has
     GPUs of its own (cluster.learner_gpus_per_rank); keep room for the learner when both share a GPU."""

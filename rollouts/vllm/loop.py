@@ -16,6 +16,14 @@ A failed engine step (vLLM rejected something only once it ran) aborts what was 
 again in halves, one half at a time, bisecting to the request that fails alone: only that one fails, and the rest
 keep running in batches (16 requests with one bad one: 5 failed steps, not a solo run of every request). A request
 that failed alone is tried once more alone. Requests added meanwhile wait for the retries.
+
+A dead engine is not retried: vLLM's multiprocess engine core that died (killed by the OOM killer, a driver fault:
+vLLM's monitor marks the client dead, but a step already waiting for its output waits forever), an `EngineDeadError`
+from a step or a control call, or a step that runs longer than `stall_timeout_s` (a hung core). A watchdog thread
+sees the first and the last while a step blocks. The loop then stops and calls `on_dead(reason)` first: the rollout
+worker, as a Ray actor, ends its process there, so the pool replaces it and resubmits its requests as for a killed
+actor. Otherwise (a worker in the caller's own process) everything the loop holds, and every later call, fails with
+`EngineLost`.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
+import time
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -30,6 +39,24 @@ from typing import Any, Callable
 
 ABORTED = object()
 """Put on a request's queue instead of its output when it was aborted."""
+
+
+class EngineLost(RuntimeError):
+    """The engine is dead or stalled: nothing it held will come back."""
+
+
+def engine_dead(llm) -> bool:
+    """vLLM's own signal that a multiprocess engine core has died (its monitor thread sets it); False in-process."""
+    core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    return bool(getattr(getattr(core, "resources", None), "engine_dead", False))
+
+
+def is_dead_error(error: BaseException) -> bool:
+    try:
+        from vllm.v1.engine.exceptions import EngineDeadError
+    except ImportError:  # pragma: no cover - vLLM is a dependency
+        return False
+    return isinstance(error, EngineDeadError)
 
 
 @dataclass
@@ -45,10 +72,16 @@ class EngineItem:
 
 
 class EngineLoop:
-    def __init__(self, build: Callable[[], Any], add: Callable[[Any, EngineItem], None], name: str = "engine-loop"):
+    def __init__(self, build: Callable[[], Any], add: Callable[[Any, EngineItem], None], name: str = "engine-loop",
+                 stall_timeout_s: float | None = None, on_dead: Callable[[str], None] | None = None,
+                 watch_every_s: float = 1.0):
         """build(): the `LLM`, called in the loop's thread; add(llm, item): adds one item to the engine under
-        `item.key` (`rollouts.vllm.engine.add_request`). Raises what `build` raised."""
+        `item.key` (`rollouts.vllm.engine.add_request`). Raises what `build` raised. stall_timeout_s: a step
+        running longer is a hung engine (None: no limit); on_dead(reason): called once when the engine is lost."""
         self._add_fn = add
+        self.stall_timeout_s, self.on_dead, self.lost = stall_timeout_s, on_dead, None
+        self._step_started: float | None = None  # monotonic time of the step running now
+        self._lost_once = threading.Lock()
         self._commands: queue.Queue = queue.Queue()
         self._inflight: dict[str, EngineItem] = {}
         self._waiting: deque[EngineItem] = deque()  # added while retries run
@@ -61,6 +94,9 @@ class EngineLoop:
         self._thread = threading.Thread(target=self._run, args=(build, started), name=name, daemon=True)
         self._thread.start()
         self.llm = started.result()
+        self._watchdog = threading.Thread(target=self._watch, args=(watch_every_s,), name=f"{name}-watchdog",
+                                          daemon=True)
+        self._watchdog.start()
 
     # ---- any thread ----
     def new_key(self, request_id: str) -> str:
@@ -85,6 +121,8 @@ class EngineLoop:
         self._thread.join(timeout=5)
 
     def _command(self, kind: str, payload: Any) -> Future:
+        if self.lost is not None:
+            raise EngineLost(self.lost)
         if self._closed:
             raise RuntimeError("the rollout engine was shut down")
         done: Future = Future()
@@ -149,15 +187,60 @@ class EngineLoop:
         try:
             self._add_fn(self.llm, item)
         except Exception as e:  # noqa: BLE001 - the request fails alone (a prompt vLLM rejects when adding it)
+            if is_dead_error(e) or engine_dead(self.llm):
+                item.out.put((item.key, EngineLost(f"the vLLM engine died ({type(e).__name__}: {e})")))
+                self._lose(f"the vLLM engine died ({type(e).__name__}: {e})")
+                return
             item.out.put((item.key, e))
             return
         self._inflight[item.key] = item
 
+    # ---- liveness ----
+    def _watch(self, every: float) -> None:
+        """While a step runs: the core dead (vLLM's flag) or the step past `stall_timeout_s` -> the engine is lost
+        (the step itself may never return)."""
+        while not self._closed and self.lost is None:
+            time.sleep(every)
+            started = self._step_started
+            if started is None:
+                continue
+            if engine_dead(self.llm):
+                self._lose("the vLLM engine core died (its process exited)")
+            elif self.stall_timeout_s is not None and time.monotonic() - started > self.stall_timeout_s:
+                self._lose(f"an engine step has run for over rollout.stall_timeout_s={self.stall_timeout_s:g} s "
+                           "(a hung engine core)")
+
+    def _lose(self, reason: str) -> None:
+        """Once: everything held fails with EngineLost, later calls raise it, and `on_dead` is told."""
+        with self._lost_once:
+            if self.lost is not None:
+                return
+            self.lost = reason
+        self._closed = True
+        if self.on_dead is not None:  # first: a worker that is an actor ends its process here, before any of its
+            self.on_dead(reason)  # requests could come back failed (the pool resubmits them to its replacement)
+        error = EngineLost(reason)
+        for item in [*self._inflight.values(), *self._waiting, *(i for part in self._retry for i in part)]:
+            item.out.put((item.key, error))
+        for _, waiting in self._deferred:
+            if not waiting.done():
+                waiting.set_exception(error)
+        while True:
+            try:
+                _, _, late = self._commands.get_nowait()
+            except queue.Empty:
+                break
+            late.set_exception(error)
+
     def _step(self) -> None:
         engine = self.llm.llm_engine
+        self._step_started = time.monotonic()
         try:
             outputs = engine.step()
         except Exception as e:  # noqa: BLE001 - see the module docstring
+            if is_dead_error(e) or engine_dead(self.llm):
+                self._lose(f"the vLLM engine died ({type(e).__name__}: {e})")
+                return
             items = list(self._inflight.values())
             self._inflight.clear()
             self._abort_everything()
@@ -169,6 +252,8 @@ class EngineLoop:
                 item.retry = True
             self._retry.extendleft(reversed([part for part in (items[:half], items[half:]) if part]))
             return
+        finally:
+            self._step_started = None
         for output in outputs:
             if output.finished:
                 item = self._inflight.pop(output.request_id, None)
@@ -200,9 +285,15 @@ class EngineLoop:
     def _run_deferred(self) -> None:
         calls, self._deferred = self._deferred, []
         for fn, done in calls:
+            if done.done():  # failed by _lose meanwhile
+                continue
             try:
                 done.set_result(fn())
             except BaseException as e:  # noqa: BLE001 - raised in the caller's thread
+                if is_dead_error(e) or engine_dead(self.llm):  # a weight load on a dead engine: the engine is lost
+                    done.set_exception(EngineLost(f"the vLLM engine died ({type(e).__name__}: {e})"))
+                    self._lose(f"the vLLM engine died ({type(e).__name__}: {e})")
+                    return
                 done.set_exception(e)
 
     def _shutdown(self, fn: Callable[[], Any], done: Future) -> None:

@@ -50,11 +50,13 @@ class RolloutWorker:
                  seed: int = 0, max_model_len: int = 4096, dtype: str = "auto", enable_lora: bool = False,
                  max_lora_rank: int = 16, max_images: int = 4, max_image_pixels: int | None | str = PIL_LIMIT,
                  video_sampling: dict | None = None, video: bool = False, owner: Owner | None = None,
-                 **engine_kwargs):
+                 stall_timeout_s: float | None = 600.0, **engine_kwargs):
         """owner: the process that started this worker as a Ray actor (the pool's): the actor then keeps its temp
         files in a folder of its own and dies with the owner (`core.process`). None in a caller's own process.
         video: serve video prompts (`make_llm(video=True)`: this project's vLLM class, frames packed as the learner
-        packs them); without it a video request fails with VIDEO_REFUSED."""
+        packs them); without it a video request fails with VIDEO_REFUSED. stall_timeout_s: an engine step running
+        longer is a hung engine (`rollouts.vllm.loop`); a dead or hung engine ends an actor's process (the pool then
+        replaces the worker), and fails every call with `EngineLost` in a caller's own process."""
         self.own_tempdir = private_tempdir() if owner is not None else None  # removed by shutdown (os._exit after)
         exit_with(owner)
         self.worker_id = worker_id
@@ -69,7 +71,8 @@ class RolloutWorker:
                                                 max_images=max_images, video=video, **lora,
                                                 **engine_kwargs),
                                add=lambda llm, item: add_request(llm, item.key, item.prompt, item.params, item.lora),
-                               name=f"rollout-engine-{worker_id}")
+                               name=f"rollout-engine-{worker_id}", stall_timeout_s=stall_timeout_s,
+                               on_dead=self._engine_lost if owner is not None else None)
         self.llm = self.loop.llm
         self.processor = Processor.from_pretrained(ckpt, max_image_pixels=max_image_pixels,
                                                    video_sampling=video_sampling)
@@ -325,6 +328,25 @@ class RolloutWorker:
         previous, self.lora_request = self.lora_request, None
         if previous is not None:
             self.llm.llm_engine.remove_lora(previous.lora_int_id)  # False, no error, when already gone
+
+    def _engine_lost(self, reason: str) -> None:
+        """The engine is dead or hung (`EngineLoop.on_dead`), in a worker that is a Ray actor: the actor's process
+        ends, after the engine's own processes (a hung core would outlive it) and the actor's temp folder, so the
+        pool sees a lost worker and replaces it."""
+        import logging
+
+        import psutil
+
+        logging.getLogger(__name__).error("rollout worker %d: %s; ending the worker so that the pool replaces it",
+                                          self.worker_id, reason)
+        try:
+            for child in psutil.Process().children(recursive=True):
+                child.kill()
+        except Exception:  # noqa: BLE001 - ending anyway
+            pass
+        if getattr(self, "own_tempdir", None) is not None:
+            shutil.rmtree(self.own_tempdir, ignore_errors=True)
+        os._exit(70)
 
     # ---- lifetime ----
     def shutdown(self, timeout: float = 60.0) -> None:

@@ -1,5 +1,6 @@
 """`rl-train` stops on a bad config before anything expensive starts: no Ray, no vLLM, no model load."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -36,7 +37,10 @@ BAD_CONFIGS = [
     ("rollout.long.max_new_tokens=4096", "rollout.long.max_new_tokens=4096 leaves no room for the prompt"),
     ("data.path=no/such/file.parquet", "data.path: no/such/file.parquet: data file not found"),
     ("reward.combine.parts.acc=no_such_module:fn", "reward.combine.parts.acc='no_such_module:fn'"),
-]
+    ("rollout.backend=sglang", "rollout.backend='sglang': expected one of ['fake', 'vllm'] or a 'module:Class'"),
+    ("sync.transport=ipc", "sync.transport: Input should be 'auto', 'nccl', 'gloo' or 'staging'"),
+] + [(f"run.{name}=true", f"run.{name}=true: the {name} package is not installed")
+     for name in ("wandb", "mlflow") if importlib.util.find_spec(name) is None]
 
 # rl-train's main once per bad config in one fresh interpreter: nothing heavy may be imported by any of them.
 PROBE_MANY = """
@@ -111,3 +115,58 @@ def test_overwrite_deletes_only_the_runs_files(tmp_path):
     clear_run_dir(cfg)
     assert run.is_dir() and list(run.iterdir()) == []
     assert preflight(cfg) == []
+
+
+# rl-train's main once per cause in one fresh interpreter: (rc, stderr, whether Ray was started) for each.
+PROBE_RUN = """
+import contextlib, io, json, sys
+import ray
+from rl.cli import main
+cases = []
+for args in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = main(args)
+    cases.append({"rc": rc, "err": err.getvalue(), "ray": ray.is_initialized()})
+print(json.dumps(cases))
+"""
+
+
+def test_every_data_cause_ends_in_one_line_naming_it_before_anything_starts(tiny_ckpt, tmp_path):
+    """A user's data, wrong in each known way: the run stops with exit 1 and one line naming the file, row and
+    field (or the key), before Ray or an engine starts; no traceback."""
+    import PIL.Image
+
+    good = {"question": "How many circles?", "answer": "2", "reward": "number"}
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG not really")
+    PIL.Image.new("RGB", (32, 32)).save(tmp_path / "ok.png")
+    files = {
+        "malformed": ['{"question": "a", "answer": "1"}', '{"question": "b", "answer": '],
+        "missing_field": [json.dumps(good), json.dumps({"answer": "1"})],
+        "bad_image": [json.dumps(good), json.dumps(dict(good, images=["broken.png"]))],
+        "too_long": [json.dumps(good), json.dumps(dict(good, question="word " * 3000))],
+        "no_valid_row": [json.dumps({"answer": "1"})] * 3,
+        "mapped_column": [json.dumps({"prompt": "a", "solution": "1"})] * 3,
+    }
+    for name, lines in files.items():
+        (tmp_path / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
+    base = ["--config", TINY, f"model.path={tiny_ckpt}", "run.progress=false", "run.tensorboard=false"]
+    cases = {
+        "malformed": (["data.on_bad_row=fail"], "malformed.jsonl: row 2"),
+        "missing_field": (["data.on_bad_row=fail"], "missing_field.jsonl: row 2: field 'question'"),
+        "bad_image": (["data.on_bad_row=fail"], "bad_image.jsonl: row 2: field 'images[0]'"),
+        "too_long": (["data.on_bad_row=fail"], "too_long.jsonl: row 2: prompt of"),
+        "no_valid_row": ([], "0 valid rows"),
+        "mapped_column": (["data.columns={question: prompt, answer: answer}"], "'answer'"),
+    }
+    runs = [base + [f"data.path={tmp_path / (name + '.jsonl')}", f"run.dir={tmp_path / 'runs' / name}", *extra]
+            for name, (extra, _) in cases.items()]
+    proc = subprocess.run([sys.executable, "-c", PROBE_RUN, json.dumps(runs)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.stdout.strip(), proc.stderr[-3000:]
+    for (name, (_, named)), case in zip(cases.items(), json.loads(proc.stdout.strip().splitlines()[-1]), strict=True):
+        lines = [line for line in case["err"].splitlines() if line.startswith("rl-train:")]
+        assert case["rc"] == 1 and len(lines) == 1 and "Traceback" not in case["err"], (name, case["err"][-2000:])
+        assert lines[0].startswith("rl-train: error: ") and named in lines[0], (name, lines[0])
+        assert not case["ray"], name  # failed at load: nothing was started

@@ -1,7 +1,8 @@
 """The policy into the rollout workers (rl/sync.py): full weights in memory through vLLM's weight-transfer API
 (rollouts/transfer.py, rollouts/vllm/transfer.py) to every worker at once on vLLM's multiprocess engine (the GPU
 default), verified; a killed worker's replacement gets the current weights; a corrupted update is an error naming the
-worker and the tensor; the staging folder where it is chosen; the config refuses a transport that cannot act."""
+worker and the tensor; the staging folder where it is chosen; the config refuses a transport that cannot act. A
+vLLM engine core that dies mid-batch ends its worker, which is replaced as a killed one is."""
 
 import os
 import signal
@@ -31,6 +32,13 @@ def config(ckpt, tmp_path, *overrides):
 
 def full_learner(ckpt) -> LocalLearner:
     return LocalLearner(ckpt, LearnerConfig(lora=False, lr=1e-2, adam_eps=1e-3, entropy_metric=False), device="cpu")
+
+
+def engine_cores(pid: int) -> list:
+    """The vLLM engine core processes under a worker's actor process."""
+    import psutil
+
+    return [p for p in psutil.Process(pid).children(recursive=True) if "EngineCore" in " ".join(p.cmdline() + [p.name()])]
 
 
 def staged_folders() -> set[str]:
@@ -73,6 +81,21 @@ def test_every_multiprocess_engine_gets_each_version_in_memory_and_a_replacement
         results = pool.generate(requests(4, prefix="b"))
         assert pool.load()[0]["restarts"] == 1 and pool.versions() == [1, 1]
         assert all(r.ok and r.policy_version == 1 for r in results)
+        assert engine_against_learner(learner, results) <= 1e-4
+
+        # the engine core of worker 1 dies (as under the OOM killer) in the middle of a batch: the worker ends, its
+        # replacement receives version 1, and every request comes back once
+        kill_engine_core_after_first_result = iter(requests(8, prefix="d"))
+        results, killed = [], []
+        for result in pool.stream(list(kill_engine_core_after_first_result)):
+            results.append(result)
+            if not killed:
+                killed = engine_cores(pool.pids()[1])
+                for proc in killed:
+                    proc.kill()
+        assert killed and sorted(r.request.request_id for r in results) == sorted(f"d{i}" for i in range(8))
+        assert pool.load()[1]["restarts"] == 1 and pool.versions() == [1, 1]
+        assert all(r.ok and r.policy_version == 1 for r in results), [(r.error, r.policy_version) for r in results]
         assert engine_against_learner(learner, results) <= 1e-4
 
         learner.step(samples)
@@ -170,15 +193,13 @@ class DiesMidTransfer(FakeBackend):
         return super().transfer_update(info)
 
 
-def test_a_worker_lost_during_the_transfer_is_replaced_and_every_worker_gets_the_version(tiny_ckpt, tmp_path):
+def test_a_worker_lost_during_the_transfer_is_replaced_and_every_worker_gets_the_version(tiny_ckpt, tmp_path,
+                                                                                          multiprocess_ray):
     from ray import cloudpickle
 
     from rollouts.pool import RolloutPool
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the actors have no tests/ on their path
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     learner = full_learner(tiny_ckpt)
     pool = RolloutPool(str(tiny_ckpt), num_workers=2, backend=DiesMidTransfer, cpus_per_worker=0)
     try:
@@ -192,4 +213,36 @@ def test_a_worker_lost_during_the_transfer_is_replaced_and_every_worker_gets_the
         assert sync(2)["sync/verified"] == 1 and pool.versions() == [2, 2]
     finally:
         pool.shutdown()
-        ray.shutdown()
+
+
+@pytest.mark.vllm
+def test_rl_train_finishes_every_step_when_an_engine_core_dies_mid_step(tiny_ckpt, multiprocess_ray, tmp_path):
+    """vLLM's multiprocess engine (the GPU default): step 2's engine core is killed once the first group of the
+    batch is back; the worker ends, its replacement gets the current weights in memory, the rest of the batch is
+    resubmitted, and every step trains on all its groups, none failed, lost or repeated."""
+    from rl.trainer import Trainer
+
+    cfg = config(tiny_ckpt, tmp_path, "learner.lora=false", "run.steps=3", "run.progress=false",
+                 "run.tensorboard=false", "run.export=false", "run.save_every=0", "rollout.prompts_per_step=4",
+                 "rollout.n=2", f"data.path={tmp_path / 'd.jsonl'}", "data.demo_rows=32", "reward.workers=1",
+                 "rollout.cpus_per_worker=1")
+    trainer = Trainer(cfg)
+    stream, calls, killed, returned = trainer.pool.stream, [], [], []
+
+    def stream_and_kill(requests):
+        calls.append(len(requests))
+        for result in stream(requests):
+            returned.append(result.request.request_id)
+            if len(calls) == 2 and not killed:  # step 2, the first group back: the others are still generating
+                killed.extend(engine_cores(trainer.pool.pids()[0]))
+                for proc in killed:
+                    proc.kill()
+            yield result
+
+    trainer.pool.stream = stream_and_kill
+    history = trainer.fit()
+    assert killed and trainer.pool.slots[0].restarts == 1
+    assert [h["groups"] for h in history] == [4, 4, 4] and all(h["failed_requests"] == 0 for h in history)
+    assert len(returned) == len(set(returned)) == 12  # every request of the 3 steps once
+    assert all(h["sync/verified"] == 1 for h in history)
+    assert history[2]["learner/rollout_learner_logp_abs_diff_max"] <= 1e-4  # the replacement has the weights

@@ -1,9 +1,12 @@
 """The engine loop (rollouts/vllm/loop.py) on a scripted engine: after a failed engine step the requests that were in flight
 run again in halves, bisecting to the one that fails alone, so one bad request costs a few steps, not a solo run of
-every request in the batch."""
+every request in the batch; a dead or hung engine is not retried: what it held fails once and the loop reports it."""
 
 import queue
+import threading
 from types import SimpleNamespace
+
+import pytest
 
 from rollouts.vllm.loop import EngineItem, EngineLoop
 
@@ -70,3 +73,45 @@ def test_a_request_that_fails_in_a_step_of_its_own_is_tried_once_more_alone():
     assert out.get(timeout=10)[1].finished
     loop.close(lambda: None)
     assert key == "bad" and isinstance(error, RuntimeError) and [len(s) for s in engine.steps[:2]] == [1, 1]
+
+
+class DyingEngine(ScriptedEngine):
+    """A multiprocess engine whose core dies: from `die_at` steps on, a step blocks forever (vLLM's client waiting
+    for output that never comes) and vLLM's monitor flags the client dead; `hang` blocks without the flag (a core
+    that hangs), `raise_dead` raises vLLM's EngineDeadError instead."""
+
+    def __init__(self, die_at: int, mode: str):
+        super().__init__(length=50)
+        self.die_at, self.mode = die_at, mode
+        self.engine_core = SimpleNamespace(resources=SimpleNamespace(engine_dead=False))
+
+    def step(self):
+        if len(self.steps) >= self.die_at:
+            if self.mode == "raise_dead":
+                from vllm.v1.engine.exceptions import EngineDeadError
+
+                raise EngineDeadError()
+            self.engine_core.resources.engine_dead = self.mode == "dead"
+            threading.Event().wait()  # never returns
+        return super().step()
+
+
+
+@pytest.mark.parametrize("mode", ["dead", "hang", "raise_dead"])
+def test_a_dead_or_hung_engine_fails_what_it_holds_once_and_reports_itself(mode):
+    from rollouts.vllm.loop import EngineLost
+
+    engine = DyingEngine(die_at=2, mode=mode)
+    told = []
+    loop = EngineLoop(lambda: SimpleNamespace(llm_engine=engine), add, stall_timeout_s=1.0, on_dead=told.append,
+                      watch_every_s=0.1)
+    out: queue.Queue = queue.Queue()
+    loop.add([EngineItem(f"r{i}", {}, None, None, out) for i in range(4)])
+    got = dict(out.get(timeout=20) for _ in range(4))
+    assert all(isinstance(v, EngineLost) for v in got.values())  # each once, none retried on the dead engine
+    assert len(engine.steps) == 2 and len(told) == 1
+    assert {"dead": "engine core died", "hang": "stall_timeout_s=1", "raise_dead": "EngineDeadError"}[mode] in told[0]
+    with pytest.raises(EngineLost):
+        loop.call(lambda: None)  # a weight load on a lost engine: the same error, at once
+    with pytest.raises(EngineLost):
+        loop.add([EngineItem("late", {}, None, None, out)])
