@@ -18,7 +18,8 @@ from . import config as config_io
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rl-train", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="rl-train", description=__doc__.split("\n\n")[0].replace("\n", " "),
+                                     epilog=__doc__.split("\n\n", 1)[1].replace("\n", " "))
     parser.add_argument("--config", help="a YAML file (configs/*.yaml); omitted: the embedded defaults")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in run.dir")
     parser.add_argument("--overwrite", action="store_true",

@@ -18,16 +18,45 @@ def correct(parts: dict) -> float | None:
     return float((parts.get("acc") or 0.0) >= 1.0) if "acc" in parts else None
 
 
+def spread(values, key: str) -> dict[str, float]:
+    """`key`/std, /min, /max of the values that are not None (std: the population's; nothing for no value)."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return {}
+    return {f"{key}/std": statistics.pstdev(values), f"{key}/min": min(values), f"{key}/max": max(values)}
+
+
+def zero_std_share(rows: list[dict]) -> float | None:
+    """The share of groups whose scored rewards are all equal (TRL's frac_reward_zero_std): no GRPO signal."""
+    groups: dict[str, list[float]] = {}
+    for r in rows:
+        if "group" in r and r["reward"] is not None:
+            groups.setdefault(r["group"], []).append(r["reward"])
+    return mean(float(max(v) == min(v)) for v in groups.values()) if groups else None
+
+
 def mode_metrics(rows: list[dict], prefix: str = "") -> dict[str, float]:
-    """rows: one dict per sample with mode, reward (None = unscored), parts {name: score|None}, tokens, truncated.
-    Keys: reward/mean, reward/<mode>/mean, reward/<mode>/<part>, accuracy/<mode>, format/<mode>,
-    tokens/<mode>/mean, truncation/<mode>, unscored/<mode>, mode/long_share (the share of samples in long mode)."""
+    """rows: one dict per sample with mode, reward (None = unscored), parts {name: score|None}, tokens, truncated,
+    and optionally prompt_tokens, group and source. Keys: reward/mean (and /std, /min, /max), reward/<mode>/mean
+    (and /std, /min, /max), reward/<mode>/<part>, accuracy/<mode>, accuracy/source/<source>, format/<mode>,
+    tokens/<mode>/mean (and /min, /max), tokens/prompt/mean and /max, truncation/<mode>, unscored/<mode>,
+    mode/long_share (the share of samples in long mode), frac_reward_zero_std (groups without reward spread)."""
     out: dict[str, float | None] = {"reward/mean": mean(r["reward"] for r in rows)}
+    out.update(spread((r["reward"] for r in rows), "reward"))
+    out["frac_reward_zero_std"] = zero_std_share(rows)
     if rows:
         out["mode/long_share"] = mean(float(r["mode"] == "long") for r in rows)
+    prompts = [r["prompt_tokens"] for r in rows if r.get("prompt_tokens") is not None]
+    if prompts:
+        out["tokens/prompt/mean"], out["tokens/prompt/max"] = statistics.fmean(prompts), max(prompts)
+    for source in sorted({r["source"] for r in rows if r.get("source") and "acc" in r["parts"]}):
+        out[f"accuracy/source/{source}"] = mean(correct(r["parts"]) or 0.0 for r in rows
+                                                if r.get("source") == source and "acc" in r["parts"])
     for mode in sorted({r["mode"] for r in rows}):
         sel = [r for r in rows if r["mode"] == mode]
         out[f"reward/{mode}/mean"] = mean(r["reward"] for r in sel)
+        out.update({k.replace("reward/", f"reward/{mode}/", 1): v
+                    for k, v in spread((r["reward"] for r in sel), "reward").items()})
         for part in sorted({p for r in sel for p in r["parts"]}):
             out[f"reward/{mode}/{part}"] = mean(r["parts"].get(part) for r in sel)
         if any("acc" in r["parts"] for r in sel):
@@ -35,6 +64,7 @@ def mode_metrics(rows: list[dict], prefix: str = "") -> dict[str, float]:
         if any("format" in r["parts"] for r in sel):
             out[f"format/{mode}"] = mean(float((r["parts"].get("format") or 0) > 0) for r in sel)
         out[f"tokens/{mode}/mean"] = mean(r["tokens"] for r in sel)
+        out[f"tokens/{mode}/min"], out[f"tokens/{mode}/max"] = min(r["tokens"] for r in sel), max(r["tokens"] for r in sel)
         out[f"truncation/{mode}"] = mean(float(r["truncated"]) for r in sel)
         out[f"unscored/{mode}"] = mean(float(r["reward"] is None) for r in sel)
     return {prefix + k: v for k, v in out.items() if v is not None}

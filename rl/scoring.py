@@ -72,7 +72,15 @@ def score_with_health(results: list[RolloutResult], runner: RewardRunner, combin
 
 
 def metric_rows(scored: list[Scored]) -> list[dict]:
-    """One row per sample for `rl.metrics.mode_metrics`: mode, reward, parts, tokens, truncated."""
+    """One row per sample for `rl.metrics.mode_metrics`: mode, reward, parts, tokens, truncated, prompt_tokens,
+    group (the request id) and source (the row's data source, from its id: "source:..." or the file)."""
     return [{"mode": s.mode, "reward": total, "parts": part, "tokens": len(s.completion_token_ids),
-             "truncated": s.truncated}
+             "truncated": s.truncated, "prompt_tokens": len(s.prompt_token_ids), "group": result.request.request_id,
+             "source": row_source(result.request.meta)}
             for result, totals, parts in scored for s, total, part in zip(result.samples, totals, parts)]
+
+
+def row_source(meta: dict) -> str | None:
+    """The data source a request's row came from: its file's name, or the source name of a mapped data set."""
+    source = meta.get("source")
+    return str(source).rstrip("/").rsplit("/", 1)[-1] if source else None

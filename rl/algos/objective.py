@@ -29,7 +29,7 @@ import torch
 from .aggregation import agg_loss
 from .importance import tis_weights
 from .kl import kl_enabled, kl_penalty
-from .metrics import clip_fractions, entropy_mean, ratio_stats, tis_stats
+from .metrics import approx_kl, clip_fractions, entropy_mean, ratio_stats, tis_stats
 from .registry import get_policy_loss, options_for
 
 
@@ -138,6 +138,7 @@ def compute_loss(inputs: LossInputs, norms: Normalisers, objective: Objective) -
     metrics["loss"] = loss.detach()
     metrics.update(clip_fractions(aux, mask, num_tokens))
     metrics.update(ratio_stats(aux["ratio"], mask, num_tokens))
+    metrics.update(approx_kl(logp.detach(), old, mask, num_tokens))  # to the policy the ratio compares with
     if x.entropy is not None:
         metrics.update(entropy_mean(x.entropy, mask, num_tokens))
     return LossOutput(loss, metrics)

@@ -170,3 +170,13 @@ def test_every_data_cause_ends_in_one_line_naming_it_before_anything_starts(tiny
         assert case["rc"] == 1 and len(lines) == 1 and "Traceback" not in case["err"], (name, case["err"][-2000:])
         assert lines[0].startswith("rl-train: error: ") and named in lines[0], (name, lines[0])
         assert not case["ray"], name  # failed at load: nothing was started
+
+
+def test_python_m_rl_is_rl_train_and_its_help_is_whole():
+    import os
+
+    proc = subprocess.run([sys.executable, "-m", "rl", "--help"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "COLUMNS": "400"})
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: rl-train")
+    assert "[dotted.key=value ...]`: the hybrid-mode GRPO run." in proc.stdout  # not cut mid-sentence
+    assert "`--debug` shows the traceback." in proc.stdout

@@ -31,9 +31,15 @@ def test_a_full_step_with_the_real_learner_on_the_fake_backend(tiny_ckpt, tmp_pa
     backend = FakeBackend(str(tiny_ckpt))
     history = Trainer(config(tmp_path, tiny_ckpt), pool=LocalPool(backend)).fit()
     [step] = history
-    assert step["learner/loss"] is not None and step["groups"] == 4 and step["failed_requests"] == 0
+    assert step["loss"] is not None and step["groups"] == 4 and step["failed_requests"] == 0
     assert [(kind, version) for kind, version, _ in backend.loads] == [("lora", 1)]  # the new adapter was synced
     assert {"reward/short/mean", "reward/long/mean"} <= set(step)
+    # what TRL and verl users read, each under one name
+    assert {"advantage/mean", "advantage/std", "tokens/generated", "tokens/total", "tokens/per_s", "reward/std",
+            "reward/min", "reward/max", "frac_reward_zero_std", "tokens/prompt/mean", "learner/approx_kl_k3",
+            "memory/trainer_peak_mb", "entropy", "clip_fraction"} <= set(step)
+    assert not {"learner/loss", "learner/entropy", "learner/clip_frac"} & set(step)
+    assert step["tokens/total"] == step["tokens/generated"] > 0 and step["frac_reward_zero_std"] == 0.0
     assert not ray.is_initialized()
 
 

@@ -115,6 +115,7 @@ def test_metric_rows_feed_mode_metrics(runner):
     scored = score_results([math_long(), failed, exact_short(), no_reference], runner, CombineConfig(**CONFIG),
                            default_reward="math")
     rows = metric_rows(scored)
+    assert all(r.pop("prompt_tokens") == 3 and r.pop("group") == "r" and r.pop("source") is None for r in rows)
     assert rows == [
         {"mode": "long", "reward": pytest.approx(1.5), "parts": {"acc": 1.0, "format": 1.0, "overlong": 0.0},
          "tokens": 5, "truncated": False},
@@ -138,4 +139,21 @@ def test_metric_rows_feed_mode_metrics(runner):
     assert m["reward/long/overlong"] == pytest.approx(-1.5 / 4) and m["reward/long/acc"] == pytest.approx(1 / 3)
     assert m["tokens/long/mean"] == pytest.approx(33 / 4) and m["tokens/short/mean"] == pytest.approx(4.5)
     assert m["truncation/long"] == pytest.approx(1 / 4) and m["truncation/short"] == 0.0
+    assert m["reward/min"] == -1.0 and m["reward/max"] == 1.5 and m["reward/short/std"] == pytest.approx(1.0)
+    assert m["tokens/long/min"] == 5 and m["tokens/long/max"] == 13 and "tokens/prompt/mean" not in m
     assert m["unscored/long"] == pytest.approx(1 / 4) and m["unscored/short"] == 0.0
+
+
+def test_trl_and_verl_metrics_spread_zero_std_groups_prompt_lengths_and_sources():
+    def row(group, reward, source, acc, tokens=4, prompt=10):
+        return {"mode": "short", "reward": reward, "parts": {"acc": acc}, "tokens": tokens, "truncated": False,
+                "prompt_tokens": prompt, "group": group, "source": source}
+
+    rows = [row("a", 1.0, "geo.jsonl", 1.0), row("a", 1.0, "geo.jsonl", 1.0),  # no spread
+            row("b", 0.0, "sci.jsonl", 0.0, prompt=30), row("b", 1.0, "sci.jsonl", 1.0, tokens=8),
+            row("c", None, "sci.jsonl", None)]  # unscored: not a group with scores
+    m = mode_metrics(rows)
+    assert m["frac_reward_zero_std"] == 0.5  # a of {a, b}
+    assert m["accuracy/source/geo.jsonl"] == 1.0 and m["accuracy/source/sci.jsonl"] == pytest.approx(1 / 3)
+    assert m["tokens/prompt/mean"] == pytest.approx(14.0) and m["tokens/prompt/max"] == 30
+    assert m["reward/std"] == pytest.approx(0.4330127) and m["tokens/short/max"] == 8
