@@ -1,9 +1,11 @@
 """`acc`: R_acc of the recipe: each row's accuracy verifier, chosen by the row's metadata.
 
-`meta["verifier"]` names it (`math`, `choice`, `number`, `exact`, `regex`, `prob`, or an entry point in `allowed`);
+`meta["verifier"]` names it (`math`, `choice`, `number`, `exact`, `regex`, `prob`, or another reward in `allowed`);
 a row that names none uses `choice` when it has `meta["options"]`, else `default`. The paper: rule-based verifiers
 for short answers (numbers, choices, math), RLPR's `prob` for free-form answers. Data may only name verifiers in
-`allowed`, never a code path.
+`allowed` (`data.allowed_rewards` of a run): the config lists a plugin (a `file.py:function` or `module:function`
+path, an entry point), and rows name it by that spec or by the name it registers with `@register_reward("name")`;
+a code path that is not listed is refused.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .api import RewardFn, RewardInput, get_reward, register_reward
+from .api import RewardFn, RewardInput, get_reward, register_reward, registered_names
 
 VERIFIERS: tuple[str, ...] = ("math", "choice", "number", "exact", "regex", "prob")
 """The verifiers a data row may name (`acc`'s `allowed` and the data schema's default): the one list of them."""
@@ -34,15 +36,33 @@ class AccConfig:
 _CACHE: dict[str, RewardFn] = {}
 
 
+_TABLES: dict[tuple[str, ...], dict[str, str]] = {}
+
+
+def allowed_table(allowed) -> dict[str, str]:
+    """What a row may name -> the reward spec to resolve: every entry of `allowed`, and for a plugin listed by
+    path or entry point, the names it registers (its module is imported here: the config listed it)."""
+    key = tuple(allowed)
+    if key not in _TABLES:
+        table = {spec: spec for spec in key}
+        for spec in key:
+            if spec not in VERIFIERS:
+                for alias in registered_names(spec):
+                    table.setdefault(alias, spec)
+        _TABLES[key] = table
+    return _TABLES[key]
+
+
 def verifier_name(sample: RewardInput, config: AccConfig = AccConfig()) -> str:
-    """The verifier a row asks for."""
+    """The reward spec of the verifier a row asks for (a listed name, or a listed plugin's registered name)."""
     name = sample.meta.get(config.key)
     if name is None:
         name = "choice" if sample.meta.get("options") else config.default
     name = str(name)
-    if name not in config.allowed or ":" in name or name == "acc":
-        raise ValueError(f"row asks for verifier {name!r}, not one of {list(config.allowed)}")
-    return name
+    table = allowed_table(config.allowed)
+    if name not in table or name == "acc":
+        raise ValueError(f"row asks for verifier {name!r}, not one of {sorted(table)}")
+    return table[name]
 
 
 @register_reward("acc", config=AccConfig)

@@ -202,6 +202,13 @@ def _lookup(name: str) -> Any:
     return found
 
 
+def registered_names(spec: str) -> list[str]:
+    """The names the reward at `spec` (a path or an entry point) registered itself under with
+    `@register_reward("name")`, once its module is imported (importing it is what registers them)."""
+    obj = _lookup(normalize_spec(spec))
+    return [name for name, fn in _REGISTRY.items() if fn is obj and name != spec]
+
+
 def get_reward(spec: str | Callable | RewardFn, **options: Any) -> RewardFn:
     """Resolve a reward: a built-in name, an entry-point name, a `module:function` or `file.py:function` path,
     or a callable. `options` are bound to it: a registered config's fields (`fn(sample, config=Config(**options))`),

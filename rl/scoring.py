@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rewards import CombineConfig, RewardInput, RewardRunner, score_combined
 from rollouts.types import RolloutResult
@@ -30,6 +30,19 @@ class PartHealth:
         self.timeouts += other.timeouts
         self.first_error = self.first_error or other.first_error
         self.first_timeout = self.first_timeout or other.first_timeout
+
+
+def run_combine(combine: CombineConfig, allowed_rewards: list[str] | None) -> CombineConfig:
+    """The combined reward a run scores with: every `acc` part (the row's own verifier) takes the run's
+    `data.allowed_rewards` as its verifiers unless its options say otherwise, so the data schema and the router
+    read one list (a plugin listed there works as a row verifier)."""
+    if allowed_rewards is None:
+        return combine
+    options = {k: dict(v) for k, v in combine.part_options.items()}
+    for part, spec in combine.parts.items():
+        if spec == "acc" and "allowed" not in options.get(part, {}):
+            options.setdefault(part, {})["allowed"] = tuple(allowed_rewards)
+    return replace(combine, part_options=options)
 
 
 def score_results(results: list[RolloutResult], runner: RewardRunner, combine: CombineConfig,

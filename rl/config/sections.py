@@ -80,7 +80,10 @@ class DataConfig:
     default_reward: str = "math"
     """The verifier of rows that name none."""
     allowed_rewards: Optional[list[str]] = field(default_factory=lambda: list(VERIFIERS))
-    """Reward names rows may give (the `acc` reward's verifiers); None: any spec `rewards.get_reward` resolves."""
+    """Reward names rows may give: the `acc` reward's verifiers and the data schema's check read this one list. A
+    plugin is listed by its spec (`path/to/file.py:function`, `module:function`, an entry point); rows then name it
+    by that spec or by the name it registers with `@register_reward("name")`. None: any spec
+    `rewards.get_reward` resolves."""
     shuffle: bool = True
     """A fresh seeded shuffle every epoch; False: file order."""
     seed: int = 0
@@ -128,7 +131,8 @@ class DataConfig:
         if bool(self.reward_by_source) != bool(self.source_column):
             raise ValueError("data.reward_by_source and data.source_column go together: the column names each row's "
                              "source, the mapping its reward")
-        if self.allowed_rewards is not None and self.default_reward not in self.allowed_rewards:
+        if self.allowed_rewards is not None and self.default_reward not in self.allowed_rewards and \
+                all(a in VERIFIERS for a in self.allowed_rewards):  # a listed plugin's own names: rl.preflight
             raise ValueError(f"data.default_reward={self.default_reward!r}: not one of data.allowed_rewards "
                              f"({', '.join(self.allowed_rewards)})")
         return self

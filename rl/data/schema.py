@@ -39,6 +39,7 @@ from core.modes import MODES
 from model.processor import DEFAULT_MAX_IMAGE_PIXELS, InputError, load_image
 from model.video import load_video
 from rewards import VERIFIERS, check_reference, get_reward
+from rewards.acc import allowed_table
 
 ROLES: tuple[str, ...] = ("system", "user", "assistant")
 
@@ -172,8 +173,14 @@ def reward_problem(name: Any, allowed: tuple[str, ...] | None) -> str | None:
     """Why `name` cannot be a row's reward, or None when it can."""
     if not isinstance(name, str) or not name.strip():
         return f"expected a reward name, got {name!r}"
-    if allowed is not None and name not in allowed:
-        return f"{name!r} is not a reward rows may name (allowed: {', '.join(allowed)})"
+    if allowed is not None:
+        try:
+            table = allowed_table(allowed)
+        except Exception as e:  # noqa: BLE001 - a listed plugin that does not import: every row names the problem
+            return f"data.allowed_rewards does not resolve ({type(e).__name__}: {e})"
+        if name not in table:
+            return f"{name!r} is not a reward rows may name (allowed: {', '.join(sorted(table))})"
+        name = table[name]
     if name not in _resolved_rewards:
         try:
             get_reward(name)

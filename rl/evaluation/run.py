@@ -21,7 +21,7 @@ from rollouts.types import SamplingConfig
 
 from ..data.loader import load_rows
 from ..config import TrainConfig
-from ..scoring import score_results
+from ..scoring import run_combine, score_results
 from . import plots
 from .records import evaluate_rows, write_records
 from .summary import summarize
@@ -153,7 +153,8 @@ def run_eval(checkpoint: str | Path, data: str | Path | None, out: str | Path, s
     video = any(row.videos() for row in rows)  # served by this project's vLLM class (rollouts/vllm/video.py)
     engine = _Engine(targets, cfg, settings, backend, video=video)
     runner = RewardRunner(cfg.reward.runner_config())
-    score = lambda results: score_results(results, runner, cfg.reward.combine, cfg.data.default_reward)  # noqa: E731
+    combine = run_combine(cfg.reward.combine, cfg.data.allowed_rewards)
+    score = lambda results: score_results(results, runner, combine, cfg.data.default_reward)  # noqa: E731
     per_target, records = [], []
     try:
         for target in tqdm(targets, desc="rl-eval", disable=not settings.progress):

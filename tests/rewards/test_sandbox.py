@@ -14,7 +14,7 @@ from rewards.runner import RewardRunner, RunnerConfig
 from rewards.sandbox import SandboxConfig
 
 TIMEOUT_S = 4.0  # the session sandbox's per-call limit (tests/rewards/conftest.py)
-MARGIN_S = 2.0
+MARGIN_S = 10.0  # bounded, not exact: a loaded machine (another suite beside this one) is slow to schedule
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process groups and /proc: Linux")
@@ -108,7 +108,7 @@ def in_group(pgid: int) -> list[int]:
     return found
 
 
-def gone_soon(pids: list[int], within_s: float = 2.0) -> list[int]:
+def gone_soon(pids: list[int], within_s: float = 10.0) -> list[int]:
     """The pids still running after `within_s`."""
     deadline = time.monotonic() + within_s
     while True:

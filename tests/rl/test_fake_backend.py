@@ -139,3 +139,32 @@ def test_rl_eval_without_data_evaluates_the_runs_held_out_rows_and_says_so(tiny_
     with pytest.raises(ValueError, match="not part of a run .* so --data is needed"):
         run_eval(tiny_ckpt, None, tmp_path / "eval3", EvalSettings(progress=False), backend=FakeBackend)
 
+
+
+def test_a_plugin_listed_once_is_a_row_verifier_by_path_and_by_its_registered_name(tiny_ckpt, tmp_path, no_ray):
+    """REWARDS.md section 3: the plugin is listed in data.allowed_rewards alone; rows name it by its path or by the
+    name it registers, the data check and the acc part agree, and every row is scored (no reward error)."""
+    import json
+
+    plugin = tmp_path / "myrewards" / "year.py"
+    plugin.parent.mkdir()
+    plugin.write_text('from rewards.api import register_reward\n\n\n'
+                      '@register_reward("release_year")\n'
+                      'def year(sample):\n'
+                      '    return 1.0 if sample.reference in sample.answer_text else 0.0\n')
+    rows = [{"question": f"Which year? {i}", "answer": "1969", "reward": "release_year" if i % 2 else f"{plugin}:year"}
+            for i in range(8)]
+    (tmp_path / "years.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    backend = FakeBackend(str(tiny_ckpt))  # every other sample answers the reference
+    cfg = config(tmp_path, tiny_ckpt, f"data.path={tmp_path / 'years.jsonl'}",
+                 f"data.allowed_rewards=[math, {plugin}:year]", "data.on_bad_row=fail",
+                 "reward.combine.parts={acc: acc}", "reward.combine.weights={acc: 1.0}", "reward.combine.group_normalize=[]")
+    from rl.preflight import preflight
+
+    assert preflight(cfg) == []
+    [step] = Trainer(cfg, pool=LocalPool(backend)).fit()
+    assert step["reward/errors/acc"] == 0 and step["data/bad_rows"] == 0
+    assert step["reward/mean"] == pytest.approx(0.5) and step["loss"] is not None  # half right, every row scored
+    bad = config(tmp_path, tiny_ckpt, f"data.path={tmp_path / 'years.jsonl'}", "data.on_bad_row=fail")
+    with pytest.raises(Exception, match="row 1: field 'reward': .*year.py:year' is not a reward rows may name"):
+        Trainer(bad, pool=LocalPool(backend))
