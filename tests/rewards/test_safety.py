@@ -162,7 +162,7 @@ def test_async_plugins(runner, mk):
     assert [o.score for o in runner.score(f"{PLUGINS}:async_ok", rows)] == [0.5, 0.5, 0.5]
     start = time.monotonic()
     hung = runner.score(f"{PLUGINS}:async_hangs", rows)
-    assert time.monotonic() - start <= TIMEOUT_S + MARGIN_S
+    assert time.monotonic() - start < 3 * TIMEOUT_S  # the three wait together: one after another would take 3x
     assert all(o.score is None and o.error.startswith("timeout") for o in hung)
 
 
