@@ -15,7 +15,9 @@ from safetensors import SafetensorError, safe_open
 from .remote_code.configuration_minicpm import MiniCPMVConfig
 
 REMOTE_CODE = Path(__file__).parent / "remote_code"
-CONFIG_AUTO_MAP = {"AutoConfig": "configuration_minicpm.MiniCPMVConfig"}
+CONFIG_AUTO_MAP = {"AutoConfig": "configuration_minicpm.MiniCPMVConfig", "AutoModel": "modeling_minicpmv.MiniCPMV"}
+"""config.json's auto_map: the configuration (runs anywhere) and the model (`remote_code/modeling_minicpmv.py`:
+this toolkit's, which `transformers.AutoModel` then loads with `trust_remote_code=True`)."""
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
 
@@ -116,7 +118,8 @@ def write_config(config: MiniCPMVConfig, path: str | os.PathLike) -> None:
     config.auto_map = dict(CONFIG_AUTO_MAP)
     config.architectures = ["MiniCPMV"]
     config.to_json_file(str(path / "config.json"))
-    shutil.copy(REMOTE_CODE / "configuration_minicpm.py", path / "configuration_minicpm.py")
+    for module in ("configuration_minicpm.py", "modeling_minicpmv.py"):
+        shutil.copy(REMOTE_CODE / module, path / module)
 
 
 def save_checkpoint(model, path: str | os.PathLike, max_shard_size: str | int = "5GB") -> None:

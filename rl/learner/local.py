@@ -81,6 +81,8 @@ class LocalLearner:
         if cfg.lora:
             model = get_peft_model(model, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
                                                      lora_dropout=cfg.lora_dropout, target_modules=cfg.lora_targets))
+            # the saved adapter (a PEFT folder) names its base checkpoint, as PEFT's own adapters do
+            model.peft_config["default"].base_model_name_or_path = str(self.ckpt.resolve())
         base = self.base_model(model)
         for p in base.vpm.parameters():
             p.requires_grad_(cfg.train_vision)
