@@ -103,22 +103,28 @@ def first_video(dataset: PromptDataset) -> tuple | None:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, resume: bool = False, own_tempdir: bool = False,
-                 learner: Learner | None = None, pool: RolloutPool | LocalPool | None = None, data=None):
+                 learner: Learner | None = None, pool: RolloutPool | LocalPool | None = None, data=None,
+                 callbacks: list | None = None):
         """own_tempdir: this process is the trainer's alone (the rl-train command): once Ray is up (its session
         folder follows TMPDIR), the process's temp files (the reward sandbox's fork server...) go into a folder of
         its own, which a later run removes if this one is killed (`core.process.private_tempdir`).
         learner, pool: ones built by the caller (a benchmark's or a test's stand-ins) instead of the config's.
         data: the training rows from Python instead of data.path (a `datasets.Dataset`, TRL-style, or any iterable
         of row dicts, shaped by data.columns as any data set; rl/data/external.py); data.path is then recorded as
-        "<python data>", so rl-eval asks for --data."""
+        "<python data>", so rl-eval asks for --data.
+        callbacks: for Python users, objects with any of `on_step_end(step, metrics)` (after each step is logged;
+        `metrics` is the step's dict, as in metrics.jsonl) and `on_train_end(history)`, or plain callables taken
+        as `on_step_end`. An exception in one stops the run, as an error in the loop would."""
         self.cfg = cfg
+        self.callbacks = list(callbacks or [])
         self.dir = Path(cfg.run.dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         random.seed(cfg.run.seed)
         torch.manual_seed(cfg.run.seed)
         self.ckpt = ensure_model(cfg)
         self.dataset = PromptDataset.from_config(
-            cfg.data, seed=cfg.run.seed, eval_holdout=cfg.run.eval_rows if cfg.run.eval_every else 0,
+            cfg.data, seed=cfg.data.shuffle_seed(cfg.run.seed),
+            eval_holdout=cfg.run.eval_rows if cfg.run.eval_every else 0,
             processor=Processor.from_pretrained(self.ckpt, max_image_pixels=cfg.data.max_image_pixels,
                                                 video_sampling=cfg.data.video_sampling())
             if cfg.data.max_prompt_tokens is not None else None, data=data)
@@ -178,6 +184,7 @@ class Trainer:
                     self.settle()
                     metrics.update(self.evaluate())
                 self.logger.log(self.step, metrics)
+                self._tell("on_step_end", self.step, metrics)
                 history.append(metrics)
                 bar.update(1)
                 bar.set_postfix({k.split("/")[1] if k.startswith("reward/") else k: f"{metrics[k]:.3g}"
@@ -195,10 +202,19 @@ class Trainer:
                     f"see {self.dir / 'metrics.jsonl'}")
             if self.cfg.run.export:
                 export_checkpoint(self.learner, self.ckpt, self.dir / "export")
+            self._tell("on_train_end", history)
         finally:
             bar.close()
             self.close()
         return history
+
+    def _tell(self, event: str, *args) -> None:
+        for callback in self.callbacks:
+            fn = getattr(callback, event, None)
+            if fn is None and event == "on_step_end" and callable(callback):
+                fn = callback
+            if fn is not None:
+                fn(*args)
 
     def train_step(self) -> dict:
         """One step. async_mode=off: generate and score a batch, update on it, sync. one_step_off: take the batch

@@ -86,8 +86,12 @@ class DataConfig:
     `rewards.get_reward` resolves."""
     shuffle: bool = True
     """A fresh seeded shuffle every epoch; False: file order."""
-    seed: int = 0
-    """The shuffle seed (PromptDataset.from_config's `seed` argument overrides it)."""
+    seed: Optional[int] = None
+    """The shuffle seed (and the held-out draw's); None: run.seed. PromptDataset.from_config's `seed` argument
+    overrides it."""
+
+    def shuffle_seed(self, run_seed: int) -> int:
+        return self.seed if self.seed is not None else run_seed
     max_rows: int = Field(0, ge=0)
     """Keep the first N valid rows (0: all); reading stops there."""
     check_images: Literal["load", "lazy"] = "load"

@@ -301,7 +301,7 @@ class PromptDataset:
         if not isinstance(cfg, DataConfig):
             known = DataConfig.__dataclass_fields__
             cfg = DataConfig(**{k: getattr(cfg, k) for k in known if hasattr(cfg, k)})  # checked like rl-train's
-        seed = cfg.seed if seed is None else seed
+        seed = (cfg.seed if cfg.seed is not None else 0) if seed is None else seed
         path = Path(cfg.path) if isinstance(cfg.path, (str, Path)) else None
         if data is None and path is not None and cfg.demo and not path.exists():
             from .demo import write_demo

@@ -117,7 +117,8 @@ def run_rows(run_cfg: TrainConfig | None, checkpoint: str | Path, max_rows: int 
 
         processor = Processor.from_pretrained(cfg.model.path, max_image_pixels=cfg.data.max_image_pixels,
                                               video_sampling=cfg.data.video_sampling())
-    dataset = PromptDataset.from_config(cfg.data, seed=cfg.run.seed, eval_holdout=holdout, processor=processor)
+    dataset = PromptDataset.from_config(cfg.data, seed=cfg.data.shuffle_seed(cfg.run.seed), eval_holdout=holdout,
+                                        processor=processor)
     if dataset.eval:
         rows = dataset.eval[:max_rows] if max_rows else dataset.eval
         return rows, f"the run's {len(rows)} held-out rows of {cfg.data.path} (run.eval_rows={holdout})"

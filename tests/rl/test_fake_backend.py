@@ -168,3 +168,30 @@ def test_a_plugin_listed_once_is_a_row_verifier_by_path_and_by_its_registered_na
     bad = config(tmp_path, tiny_ckpt, f"data.path={tmp_path / 'years.jsonl'}", "data.on_bad_row=fail")
     with pytest.raises(Exception, match="row 1: field 'reward': .*year.py:year' is not a reward rows may name"):
         Trainer(bad, pool=LocalPool(backend))
+
+
+def test_callbacks_see_every_step_and_the_end_and_data_seed_is_honoured(tiny_ckpt, tmp_path, no_ray):
+    class Recorder:
+        def __init__(self):
+            self.steps, self.ended = [], None
+
+        def on_step_end(self, step, metrics):
+            self.steps.append((step, metrics["reward/mean"]))
+
+        def on_train_end(self, history):
+            self.ended = len(history)
+
+    plain = []
+    recorder = Recorder()
+    trainer = Trainer(config(tmp_path, tiny_ckpt, "run.steps=2", "run.seed=3"), pool=LocalPool(FakeBackend(str(tiny_ckpt))),
+                      callbacks=[recorder, lambda step, metrics: plain.append(step)])
+    assert trainer.dataset.seed == 3  # data.seed unset: run.seed
+    history = trainer.fit()
+    assert [s for s, _ in recorder.steps] == [1, 2] == plain and recorder.ended == 2
+    assert [r for _, r in recorder.steps] == [h["reward/mean"] for h in history]
+    seeded = Trainer(config(tmp_path / "b", tiny_ckpt, "run.seed=3", "data.seed=11"),
+                     pool=LocalPool(FakeBackend(str(tiny_ckpt))))
+    try:
+        assert seeded.dataset.seed == 11
+    finally:
+        seeded.close()
