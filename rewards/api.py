@@ -17,17 +17,15 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.metadata
-import importlib.util
 import inspect
 import math
 import numbers
-import os
-import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol, Union, runtime_checkable
 
 # The modes and think tags are core.modes' (re-exported here: plugins import them from rewards.api).
 from core.modes import MODES, THINK_CLOSE, THINK_OPEN, resolve_mode, split_completion  # noqa: F401
+from core.plugins import absolute_spec, load_callable
 
 ENTRY_POINT_GROUP = "minicpmv_rl.rewards"
 
@@ -148,30 +146,10 @@ def builtin_names() -> list[str]:
 
 
 def _load_path(spec: str) -> Callable:
-    module_part, _, attr = spec.rpartition(":")
-    if not module_part or not attr:
-        raise ValueError(f"reward path must look like 'module:function' or 'file.py:function', got {spec!r}")
-    if module_part.endswith(".py") or os.sep in module_part or "/" in module_part:
-        path = os.path.abspath(module_part)
-        if not os.path.isfile(path):
-            raise ValueError(f"reward file not found: {module_part}")
-        mod_name = "_reward_plugin_" + str(abs(hash(path)))
-        module = sys.modules.get(mod_name)
-        if module is None:
-            file_spec = importlib.util.spec_from_file_location(mod_name, path)
-            module = importlib.util.module_from_spec(file_spec)  # type: ignore[arg-type]
-            sys.modules[mod_name] = module
-            try:
-                file_spec.loader.exec_module(module)  # type: ignore[union-attr]
-            except BaseException:
-                del sys.modules[mod_name]
-                raise
-    else:
-        module = importlib.import_module(module_part)
-    obj: Any = module
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj
+    try:
+        return load_callable(spec)
+    except ValueError as e:
+        raise ValueError(f"reward path: {e}") from None
 
 
 def _entry_point(name: str) -> Callable | None:
@@ -183,10 +161,7 @@ def _entry_point(name: str) -> Callable | None:
 
 def normalize_spec(spec: str) -> str:
     """The spec with a file path made absolute, so that a worker process in another directory finds it."""
-    module_part, sep, attr = spec.rpartition(":")
-    if sep and (module_part.endswith(".py") or "/" in module_part or os.sep in module_part):
-        return os.path.abspath(module_part) + ":" + attr
-    return spec
+    return absolute_spec(spec)
 
 
 def _lookup(name: str) -> Any:

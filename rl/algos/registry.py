@@ -1,7 +1,8 @@
 """Name -> function registries for the RL math (verl `core_algos` pattern).
 
 Four tables, one per kind of function; a config names an entry (`advantage: grpo`, `policy_loss: ppo_clip`,
-`loss_agg: token-mean`, `kl: k3`) and the learner looks it up here. Registering a name twice is an error (two
+`loss_agg: token-mean`, `kl: k3`) or a user's function by path (`advantage: my_algos.py:my_estimator`, with the
+signature of the built-ins of its kind) and the learner looks it up here. Registering a name twice is an error (two
 modules silently shadowing each other is exactly the kind of mistake these tables exist to prevent).
 """
 
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import inspect
 from typing import Any, Callable, Mapping, TypeVar
+
+from core.plugins import absolute_spec, is_path_spec, load_callable
 
 F = TypeVar("F", bound=Callable)
 
@@ -33,11 +36,18 @@ def _registrar(table: dict[str, Callable], kind: str) -> Callable[[str], Callabl
 
 def _getter(table: dict[str, Callable], kind: str) -> Callable[[str], Callable]:
     def get(name: str) -> Callable:
+        if name not in table and is_path_spec(name):  # a user's function by path, loaded once per process
+            fn = load_callable(absolute_spec(name))
+            if not callable(fn):
+                raise KeyError(f"{kind} {name!r} is not a function")
+            table[name] = fn
         try:
             return table[name]
         except KeyError:
-            raise KeyError(f"unknown {kind} {name!r}; registered: {sorted(table)}") from None
-    get.__doc__ = f"The {kind} registered under `name` (KeyError listing the known names otherwise)."
+            raise KeyError(f"unknown {kind} {name!r}; registered: {sorted(table)} (or a 'module:function' or "
+                           "'file.py:function' path)") from None
+    get.__doc__ = (f"The {kind} registered under `name`, or the function a `module:function` / `file.py:function` "
+                   "path names (KeyError listing the known names otherwise).")
     return get
 
 

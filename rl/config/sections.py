@@ -20,6 +20,7 @@ from pydantic import AfterValidator, ConfigDict, Field, model_validator
 from pydantic.dataclasses import dataclass
 
 from core.modes import FIXED_MODES, MODES
+from core.plugins import absolute_spec, is_path_spec, load_callable
 from model.lora import LLM_LORA_TARGETS
 from rewards import VERIFIERS, CombineConfig, RunnerConfig, SandboxConfig
 from rollouts.types import SamplingConfig
@@ -37,9 +38,18 @@ def _registered(table: dict, kind: str, *extra: str):
     """A name that must be registered in `table` (rl.algos registries: users may register their own)."""
 
     def check(name: str) -> str:
-        if name not in table and name not in extra:
-            raise ValueError(f"{name!r} is not a registered {kind}; allowed: {', '.join(list(extra) + sorted(table))}")
-        return name
+        if name in table or name in extra:
+            return name
+        if is_path_spec(name):  # a user's function: it must load now, not in the middle of a run
+            try:
+                fn = load_callable(absolute_spec(name))
+            except Exception as e:  # noqa: BLE001
+                raise ValueError(f"{name!r}: the {kind} does not load ({type(e).__name__}: {e})") from None
+            if not callable(fn):
+                raise ValueError(f"{name!r}: not a function")
+            return absolute_spec(name)  # so that learner ranks in other directories find the file
+        raise ValueError(f"{name!r} is not a registered {kind}; allowed: {', '.join(list(extra) + sorted(table))}, "
+                         "or a 'module:function' / 'file.py:function' path")
 
     return AfterValidator(check)
 

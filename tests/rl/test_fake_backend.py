@@ -195,3 +195,26 @@ def test_callbacks_see_every_step_and_the_end_and_data_seed_is_honoured(tiny_ckp
         assert seeded.dataset.seed == 11
     finally:
         seeded.close()
+
+
+def test_an_advantage_estimator_of_ones_own_named_by_path(tiny_ckpt, tmp_path, no_ray):
+    """algo.advantage names a function in a file, with the built-ins' signature: rl-train's config loads it (and
+    refuses a path that does not), and the trainer uses it."""
+    from rl.config import ConfigError
+
+    algos = tmp_path / "my_algos.py"
+    algos.write_text("import torch\n\nCALLS = []\n\n\n"
+                     "def centered(rewards, group_index, *, eps=1e-6):\n"
+                     "    CALLS.append(len(rewards))\n"
+                     "    means = torch.zeros_like(rewards).index_reduce_(0, group_index, rewards, 'mean',"
+                     " include_self=False)\n"
+                     "    return rewards - means[group_index]\n")
+    cfg = config(tmp_path, tiny_ckpt, f"algo.advantage={algos}:centered")
+    assert cfg.algo.advantage == f"{algos}:centered"
+    [step] = Trainer(cfg, pool=LocalPool(FakeBackend(str(tiny_ckpt)))).fit()
+    from core.plugins import load_callable
+
+    assert load_callable(f"{algos}:CALLS") == [16]  # 4 prompts x 4 samples, one call
+    assert step["advantage/mean"] == pytest.approx(0.0, abs=1e-6) and step["loss"] is not None
+    with pytest.raises(ConfigError, match=r"algo\.advantage: .*nope\.py:centered.*does not load"):
+        config(tmp_path, tiny_ckpt, "algo.advantage=nope.py:centered")
