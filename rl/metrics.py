@@ -83,14 +83,18 @@ def truncate_records(path: Path, last_step: int) -> None:
 
 class MetricsLogger:
     def __init__(self, run_dir: Path, tensorboard: bool = True, wandb: bool = False, mlflow: bool = False,
-                 config: dict | None = None, resume_step: int | None = None):
+                 config: dict | None = None, resume_step: int | None = None, project: str | None = None,
+                 name: str | None = None, tags: list[str] | None = None):
         """resume_step: the step a resumed run continues from; the records of later steps (written after that
-        checkpoint by the run that stopped) are dropped from metrics.jsonl, eval.jsonl and TensorBoard, so that
-        every step is logged once."""
+        checkpoint by the run that stopped) are dropped from metrics.jsonl, eval.jsonl, completions.jsonl and
+        TensorBoard, so that every step is logged once. project, name, tags: the W&B project / MLflow experiment,
+        the run's name (default: run.dir's folder name) and tags."""
         if resume_step is not None:
-            for name in ("metrics.jsonl", "eval.jsonl"):
-                truncate_records(run_dir / name, resume_step)
+            for file in ("metrics.jsonl", "eval.jsonl", "completions.jsonl"):
+                truncate_records(run_dir / file, resume_step)
+        self.run_dir = run_dir
         self.file = open(run_dir / "metrics.jsonl", "a")
+        name = name or Path(run_dir).resolve().name
         self.tb = self.wandb = self.mlflow = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -100,11 +104,13 @@ class MetricsLogger:
         if wandb:
             import wandb as wb
 
-            self.wandb = wb.init(dir=str(run_dir), config=config)
+            self.wandb = wb.init(dir=str(run_dir), config=config, project=project, name=name, tags=list(tags or []))
         if mlflow:
             import mlflow as mf
 
-            mf.start_run()
+            if project:
+                mf.set_experiment(project)
+            mf.start_run(run_name=name, tags={tag: "" for tag in tags or []})
             self.mlflow = mf
 
     def log(self, step: int, metrics: dict) -> None:
@@ -119,6 +125,25 @@ class MetricsLogger:
             self.wandb.log(numeric, step=step)
         if self.mlflow is not None:
             self.mlflow.log_metrics({k.replace("/", "."): v for k, v in numeric.items()}, step=step)
+
+    def log_completions(self, step: int, rows: list[dict]) -> None:
+        """A table of sampled completions (dicts of prompt, completion, mode, reward, parts): appended to
+        completions.jsonl, as Markdown text in TensorBoard, and as a W&B table."""
+        with open(self.run_dir / "completions.jsonl", "a") as f:
+            for row in rows:
+                f.write(json.dumps({"step": step, **row}) + "\n")
+        columns = ["mode", "reward", "prompt", "completion"]
+        if self.tb is not None:
+            cell = lambda v: str(v).replace("|", "\\|").replace("\n", "<br>")  # noqa: E731 - a Markdown cell
+            table = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n" + "".join(
+                "| " + " | ".join(cell(r.get(c)) for c in columns) + " |\n" for r in rows)
+            self.tb.add_text("completions", table, step)
+            self.tb.flush()
+        if self.wandb is not None:
+            import wandb as wb
+
+            self.wandb.log({"completions": wb.Table(columns=columns, data=[[r.get(c) for c in columns]
+                                                                          for r in rows])}, step=step)
 
     def close(self) -> None:
         self.file.close()

@@ -93,6 +93,20 @@ def metric_rows(scored: list[Scored]) -> list[dict]:
             for result, totals, parts in scored for s, total, part in zip(result.samples, totals, parts)]
 
 
+def completion_rows(scored: list[Scored], limit: int) -> list[dict]:
+    """The first `limit` samples of the scored groups, for a table of completions: the prompt as the model saw it,
+    the completion, its mode, reward and parts, and the row it came from."""
+    rows: list[dict] = []
+    for result, totals, parts in scored:
+        for s, total, part in zip(result.samples, totals, parts):
+            if len(rows) >= limit:
+                return rows
+            rows.append({"row": result.request.meta.get("row"), "mode": s.mode, "reward": total, "parts": part,
+                         "prompt": result.prompt.text if result.prompt is not None else None,
+                         "completion": s.text, "tokens": len(s.completion_token_ids)})
+    return rows
+
+
 def row_source(meta: dict) -> str | None:
     """The data source a request's row came from: its file's name, or the source name of a mapped data set."""
     source = meta.get("source")

@@ -520,6 +520,17 @@ class RunConfig:
     tensorboard: bool = True
     wandb: bool = False
     mlflow: bool = False
+    project: Optional[str] = None
+    """The W&B project / MLflow experiment (None: theirs by default)."""
+    name: Optional[str] = None
+    """The run's name in W&B / MLflow (None: run.dir's last folder)."""
+    tags: list[str] = Field(default_factory=list)
+    """Tags of the run in W&B / MLflow."""
+    log_completions_every: int = Field(0, ge=0)
+    """Every N steps, a table of sampled completions (prompt, completion, mode, reward and its parts; the first
+    `log_completions` samples of the step's groups): run.dir/completions.jsonl, TensorBoard text, a W&B table. 0: off."""
+    log_completions: int = Field(8, ge=1)
+    """Samples per completions table."""
     export: bool = True
     """Write run.dir/export: a standard checkpoint directory (LoRA merged) that vLLM and model/ load."""
     progress: bool = True

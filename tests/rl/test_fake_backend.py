@@ -218,3 +218,31 @@ def test_an_advantage_estimator_of_ones_own_named_by_path(tiny_ckpt, tmp_path, n
     assert step["advantage/mean"] == pytest.approx(0.0, abs=1e-6) and step["loss"] is not None
     with pytest.raises(ConfigError, match=r"algo\.advantage: .*nope\.py:centered.*does not load"):
         config(tmp_path, tiny_ckpt, "algo.advantage=nope.py:centered")
+
+
+def test_sampled_completions_are_logged_every_n_steps_and_wandb_gets_project_name_and_tags(tiny_ckpt, tmp_path,
+                                                                                          no_ray, monkeypatch):
+    import json
+    import sys
+    import types
+
+    inits, logged = [], []
+    fake_wandb = types.SimpleNamespace(
+        init=lambda **kw: inits.append(kw) or types.SimpleNamespace(log=lambda d, step: logged.append((step, d)),
+                                                                    finish=lambda: None),
+        Table=lambda columns, data: ("table", columns, data))
+    monkeypatch.setitem(sys.modules, "wandb", fake_wandb)
+    cfg = config(tmp_path, tiny_ckpt, "run.steps=2", "run.log_completions_every=2", "run.log_completions=3",
+                 "run.tensorboard=true", "run.wandb=true", "run.project=hybrid", "run.tags=[tiny, ci]")
+    Trainer(cfg, pool=LocalPool(FakeBackend(str(tiny_ckpt)))).fit()
+    assert inits[0]["project"] == "hybrid" and inits[0]["name"] == "run" and inits[0]["tags"] == ["tiny", "ci"]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "completions.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 2, 2]  # step 2 only, 3 samples
+    assert all(r["completion"] and "<|im_start|>" in r["prompt"] and r["mode"] in ("short", "long") for r in rows)
+    tables = [d["completions"] for _, d in logged if "completions" in d]
+    assert len(tables) == 1 and tables[0][1] == ["mode", "reward", "prompt", "completion"] and len(tables[0][2]) == 3
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"tensors": 0})
+    events.Reload()
+    assert any("completions" in tag for tag in events.Tags()["tensors"])
