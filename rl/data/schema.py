@@ -11,7 +11,8 @@ A row (one JSONL line, or one Parquet row):
      "mode": "short",                                # optional: short | long | auto; default: the hybrid schedule
      "meta": {"options": ["cat", "dog"]}}            # optional: given to the reward (e.g. choice options)
 
-With `question`, the images are placed before the text in one user message (MiniCPM-V's own layout). With
+With `question`, the images are placed before the text in one user message (MiniCPM-V's own layout), or where the
+text's `<image>` / `<video>` placeholders put them (one per image or video, in order: hub sets such as geometry3k). With
 `messages`, images are embedded in the content parts (`{"type": "image", "image": PATH}`), or the parts are bare
 placeholders (`{"type": "image"}`) filled from `images` in order, or, with no image part at all, `images` go
 before the text of the first user message. Videos work the same way (`{"type": "video", "video": PATH}` parts,
@@ -28,6 +29,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -302,6 +304,29 @@ def _content(content: Any, i: int, drop_none: bool) -> str | list[dict]:
     return parts
 
 
+PLACEHOLDER = re.compile(r"<(image|video)>")
+"""A media placeholder in a question's text (hub data sets such as geometry3k write `<image>` where the image goes)."""
+
+
+def _placed(question: str, parts: list[dict], bad) -> list[dict]:
+    """The question's content with each `<image>` / `<video>` placeholder replaced by the next image / video of the
+    row, in order; the text between them kept (trimmed). Placeholders and media must agree in number per kind."""
+    for kind in ("image", "video"):
+        marks = len(re.findall(f"<{kind}>", question))
+        given = sum(1 for p in parts if p["type"] == kind)
+        if marks != given:
+            raise bad("question", f"{marks} <{kind}> placeholder(s) in the text for {given} {kind}(s) in "
+                                  f"'{kind}s': each placeholder marks where one goes")
+    queues = {kind: [p for p in parts if p["type"] == kind] for kind in ("image", "video")}
+    content: list[dict] = []
+    for k, piece in enumerate(PLACEHOLDER.split(question)):
+        if k % 2:  # a placeholder's kind
+            content.append(queues[piece].pop(0))
+        elif piece.strip():
+            content.append({"type": "text", "text": piece.strip()})
+    return content
+
+
 def _messages(raw: Any, drop_none: bool) -> list[dict]:
     if not isinstance(raw, list) or not raw:
         raise RowError("", None, "messages", "expected a non-empty list of {role, content} objects")
@@ -402,7 +427,11 @@ def _parse(raw: Any, source: str, row: int, base: Path, opt: SchemaOptions) -> R
         if not isinstance(question, str) or not question.strip():
             raise bad("question", f"expected a non-empty string, got {question!r}")
         parts = [part_of(kind, v, f"{kind}s[{k}]") for kind, values in media.items() for k, v in enumerate(values)]
-        messages = [{"role": "user", "content": parts + [{"type": "text", "text": question}] if parts else question}]
+        if PLACEHOLDER.search(question):  # `<image>` / `<video>` in the text mark where each goes (geometry3k's)
+            messages = [{"role": "user", "content": _placed(question, parts, bad)}]
+        else:
+            messages = [{"role": "user",
+                         "content": parts + [{"type": "text", "text": question}] if parts else question}]
     else:
         messages = _messages(copy.deepcopy(raw["messages"]), opt.drop_none)
         leading = []  # media without placeholders: before the first user message's text, videos first

@@ -133,6 +133,24 @@ def test_good_rows_build_messages(tmp_path, images):
     assert r1.mode is None and report.bad == 0
 
 
+def test_media_placeholders_in_the_text_mark_where_each_goes(tmp_path, images, processor):
+    """Hub geometry3k writes `<image>` in its text: the image goes there, and the prompt holds one image, not two."""
+    good = str(images["good"])
+    lines = [{"question": "<image>Find x.", "images": ["img/good.png"], "answer": "3"},
+             {"question": "Left <image> and right <image>: which is larger?", "images": ["img/good.png"] * 2,
+              "answer": "left", "reward": "exact"},
+             {"question": "<image><image> Two placeholders, one image.", "images": ["img/good.png"], "answer": "1"}]
+    rows, report = load_rows(write_jsonl(tmp_path / "g.jsonl", lines))
+    assert rows[0].messages == [{"role": "user", "content": [{"type": "image", "image": good},
+                                                             {"type": "text", "text": "Find x."}]}]
+    assert [p.get("text", p["type"]) for p in rows[1].messages[0]["content"]] == [
+        "Left", "image", "and right", "image", ": which is larger?"]
+    assert report.bad == 1 and "row 3: field 'question': 2 <image> placeholder(s) in the text for 1 image(s)" in \
+        report.errors[0]
+    prompt = processor(rows[0].messages, "short")
+    assert prompt.text.count("<image>") == 1 and "<image>Find" not in prompt.text  # the literal text is gone
+
+
 def test_default_reward_and_allowed_rewards(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", [{"question": "q", "answer": "1"},
                                               {"question": "q", "answer": "1", "reward": "format"}])
