@@ -3,6 +3,9 @@
 A reward is a plain callable `fn(sample: RewardInput) -> float | None` (or a small class with `__call__`).
 None means "cannot score": the row is excluded from its group's baseline and counted in the metrics.
 Batched form: `fn(samples: list[RewardInput]) -> list[float | None]`, declared with `batched=True`.
+TRL's form, found by its signature: `fn(prompts, completions, completion_ids, **kwargs) -> list[float | None]`
+(or `fn(completions, **kwargs)`), with the rows' reference as `answer`, their `mode` and the keys of their `meta`
+as further keyword columns (`trl_batch`).
 Async form: an `async def` of either shape (found by `inspect.iscoroutinefunction`).
 
 Rewards are found by `get_reward(spec)`, where spec is
@@ -177,6 +180,56 @@ def _lookup(name: str) -> Any:
     return found
 
 
+TRL_ARGS = ("prompts", "completions", "completion_ids")
+"""The argument names of a TRL reward function, `f(prompts, completions, completion_ids, **kwargs) -> list`."""
+
+
+def is_trl_style(obj: Any) -> bool:
+    """A plain function that takes `completions` (TRL's reward signature) rather than one RewardInput."""
+    if not inspect.isfunction(obj) or getattr(obj, "__reward__", None):
+        return False
+    params = list(inspect.signature(obj).parameters)
+    return "completions" in params and params[0] in ("prompts", "completions")
+
+
+def takes_trl_columns(spec: str) -> bool:
+    """Whether the reward at `spec` has TRL's signature (then the trainer gives its rows the prompt and the
+    completion ids, which it leaves out otherwise: they are large)."""
+    try:
+        return is_trl_style(_lookup(normalize_spec(spec)))
+    except Exception:  # noqa: BLE001 - a spec that does not resolve fails where it is scored, with its message
+        return False
+
+
+def trl_batch(fn: Callable, samples: list) -> dict[str, list]:
+    """TRL's keyword arguments for a batch of RewardInputs: prompts (the prompt as the model saw it, when the
+    trainer passed it), completions (the full completion text), completion_ids, answer (the reference), mode, and
+    each key of the rows' `meta` (the data set's own fields) as a column; only those `fn` accepts unless it takes
+    **kwargs."""
+    keys = sorted({k for s in samples for k in s.meta} - {"prompt", "completion_ids"})
+    columns = {"prompts": [s.meta.get("prompt") for s in samples], "completions": [s.completion for s in samples],
+               "completion_ids": [s.meta.get("completion_ids") for s in samples],
+               "answer": [s.reference for s in samples], "mode": [s.resolved_mode for s in samples]}
+    for key in keys:
+        columns.setdefault(key, [s.meta.get(key) for s in samples])
+    params = inspect.signature(fn).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return columns
+    return {k: v for k, v in columns.items() if k in params}
+
+
+def trl_reward(fn: Callable, options: Mapping[str, Any] | None = None) -> Callable:
+    """A TRL reward function as this project's batched reward (`get_reward` wraps one found by its signature);
+    `options` are passed as further keyword arguments."""
+
+    @functools.wraps(fn)
+    def batched(samples: list) -> list:
+        return list(fn(**{**trl_batch(fn, list(samples)), **dict(options or {})}))
+
+    batched.__reward__ = {"batched": True, "sandbox": True, "config": None, "check_reference": None}  # type: ignore
+    return batched
+
+
 def registered_names(spec: str) -> list[str]:
     """The names the reward at `spec` (a path or an entry point) registered itself under with
     `@register_reward("name")`, once its module is imported (importing it is what registers them)."""
@@ -199,8 +252,13 @@ def get_reward(spec: str | Callable | RewardFn, **options: Any) -> RewardFn:
         name, obj = getattr(spec, "__qualname__", type(spec).__name__), spec
     else:
         raise TypeError(f"a reward spec is a name, a path or a callable, got {type(spec).__name__}")
+    trl = is_trl_style(obj)
+    if trl:  # TRL's signature: a batched reward over keyword columns, the options as more keywords
+        obj = trl_reward(obj, options)
     info = dict(getattr(obj, "__reward__", None) or {})
-    if inspect.isclass(obj):  # a small class: its constructor takes the options
+    if trl:
+        fn = obj
+    elif inspect.isclass(obj):  # a small class: its constructor takes the options
         fn = obj(**options)
     elif options:
         config = info.get("config")

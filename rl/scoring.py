@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from rewards import CombineConfig, RewardInput, RewardRunner, score_combined
+from rewards.api import takes_trl_columns
 from rollouts.types import RolloutResult
 
 Scored = tuple[RolloutResult, list, list]
@@ -55,12 +56,15 @@ def score_with_health(results: list[RolloutResult], runner: RewardRunner, combin
                       default_reward: str) -> tuple[list[Scored], dict[str, PartHealth]]:
     """`score_results`, and per reward part its errors and timeouts (a timeout's message starts "timeout")."""
     inputs, owners = [], []
+    trl = any(takes_trl_columns(spec) for spec in combine.parts.values())
     for k, result in enumerate(results):
         meta = result.request.meta
         for s in result.samples:
+            extra = {"completion_ids": list(s.completion_token_ids),
+                     "prompt": result.prompt.text if result.prompt is not None else None} if trl else {}
             inputs.append(RewardInput.make(s.text, meta.get("answer"), s.mode, dict(
                 meta.get("reward_meta", {}), verifier=meta.get("reward", default_reward),
-                completion_tokens=len(s.completion_token_ids))))
+                completion_tokens=len(s.completion_token_ids), **extra)))
             owners.append(k)
     combined = score_combined(inputs, owners, combine, runner) if inputs else None
     out = []

@@ -246,3 +246,30 @@ def test_sampled_completions_are_logged_every_n_steps_and_wandb_gets_project_nam
     events = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"tensors": 0})
     events.Reload()
     assert any("completions" in tag for tag in events.Tags()["tensors"])
+
+
+def test_a_trl_style_reward_function_scores_rows_in_rl_train_and_rl_reward(tiny_ckpt, tmp_path, no_ray):
+    """TRL's signature, `f(prompts, completions, completion_ids, **kwargs) -> list[float]`, found by its names: the
+    rows' reference comes as `answer`, their meta keys as columns; it is a reward part of a run and rl-reward's NAME."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    plugin = tmp_path / "trl_rewards.py"
+    plugin.write_text("def boxed_answer(prompts, completions, completion_ids, answer, **kwargs):\n"
+                      "    assert len(prompts) == len(completions) == len(completion_ids) == len(answer)\n"
+                      "    assert all(p and '<|im_start|>' in p for p in prompts) and all(completion_ids)\n"
+                      "    return [1.0 if f'{{{a}}}' in c else 0.0 for c, a in zip(completions, answer)]\n")
+    cfg = config(tmp_path, tiny_ckpt, f"reward.combine.parts={{acc: '{plugin}:boxed_answer'}}",
+                 "reward.combine.weights={acc: 1.0}", "reward.combine.group_normalize=[]")
+    [step] = Trainer(cfg, pool=LocalPool(FakeBackend(str(tiny_ckpt)))).fit()
+    assert step["reward/errors/acc"] == 0 and step["reward/mean"] == pytest.approx(0.5)  # every other sample right
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"completion": "so \\boxed{7}", "answer": "7", "meta": {"prompt": "<|im_start|>x",
+                                                                                       "completion_ids": [1]}}) + "\n")
+    out = subprocess.run([sys.executable, "-m", "rewards.cli", f"{plugin}:boxed_answer", "--input", str(rows)],
+                         capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2])
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.splitlines()[0])["score"] == 1.0
