@@ -74,6 +74,9 @@ def acc_reward(sample: RewardInput, config: AccConfig = AccConfig()) -> float | 
     if key not in _CACHE:
         _CACHE[key] = get_reward(name, **options)
     reward = _CACHE[key]
-    if reward.batched or reward.is_async:
-        raise ValueError(f"acc routes to per-row verifiers only; {name!r} is batched or async")
+    if reward.is_async:
+        raise ValueError(f"acc routes to synchronous verifiers only; {name!r} is async")
+    if reward.batched:  # a batched verifier (a TRL-style function) on a batch of one
+        (score,) = reward.fn([sample])
+        return score
     return reward.fn(sample)

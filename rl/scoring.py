@@ -56,7 +56,8 @@ def score_with_health(results: list[RolloutResult], runner: RewardRunner, combin
                       default_reward: str) -> tuple[list[Scored], dict[str, PartHealth]]:
     """`score_results`, and per reward part its errors and timeouts (a timeout's message starts "timeout")."""
     inputs, owners = [], []
-    trl = any(takes_trl_columns(spec) for spec in combine.parts.values())
+    specs = list(combine.parts.values()) + [a for o in combine.part_options.values() for a in o.get("allowed", ())]
+    trl = any(takes_trl_columns(spec) for spec in specs)  # a part, or a row verifier acc may route to
     for k, result in enumerate(results):
         meta = result.request.meta
         for s in result.samples:

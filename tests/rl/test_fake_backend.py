@@ -265,6 +265,15 @@ def test_a_trl_style_reward_function_scores_rows_in_rl_train_and_rl_reward(tiny_
                  "reward.combine.weights={acc: 1.0}", "reward.combine.group_normalize=[]")
     [step] = Trainer(cfg, pool=LocalPool(FakeBackend(str(tiny_ckpt)))).fit()
     assert step["reward/errors/acc"] == 0 and step["reward/mean"] == pytest.approx(0.5)  # every other sample right
+    # the same function as the rows' verifier, listed once, behind the acc part
+    (tmp_path / "q.jsonl").write_text("".join(json.dumps({"question": f"{i} + 3?", "answer": str(i + 3)}) + "\n"
+                                              for i in range(8)))
+    verifier = config(tmp_path / "v", tiny_ckpt, f"data.path={tmp_path / 'q.jsonl'}",
+                      f"data.allowed_rewards=[math, '{plugin}:boxed_answer']",
+                      f"data.default_reward='{plugin}:boxed_answer'", "reward.combine.parts={acc: acc}",
+                      "reward.combine.weights={acc: 1.0}", "reward.combine.group_normalize=[]")
+    [step] = Trainer(verifier, pool=LocalPool(FakeBackend(str(tiny_ckpt)))).fit()
+    assert step["reward/errors/acc"] == 0 and step["reward/mean"] == pytest.approx(0.5)
 
     rows = tmp_path / "rows.jsonl"
     rows.write_text(json.dumps({"completion": "so \\boxed{7}", "answer": "7", "meta": {"prompt": "<|im_start|>x",
