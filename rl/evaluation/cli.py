@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 
@@ -26,8 +27,10 @@ def _table(summary: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rl-eval", description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, help="checkpoint dir, RUN/checkpoints/step-N, or a run dir")
-    parser.add_argument("--data", help="evaluation rows (JSONL or Parquet, the training schema); default for a run: "
-                                       "its held-out rows, else its data (--max-rows N)")
+    parser.add_argument("--data", help="evaluation rows (JSONL, Parquet, a `datasets` folder or hub id), read with "
+                                       "the run's data.* settings (column mapping, sources); default for a run: its "
+                                       "held-out rows, else its data (--max-rows N)")
+    parser.add_argument("--split", help="the split of a `datasets` folder or hub id (default: the run's data.split)")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--modes", default="short,long", help="comma-separated: short, long, auto")
     parser.add_argument("--n", type=int, default=1, help="samples per row and mode")
@@ -38,10 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", help="vLLM dtype (default: the run's rollout.dtype, else auto)")
     parser.add_argument("--max-model-len", type=int)
     parser.add_argument("--no-base", action="store_true", help="for a run directory: skip the base model")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar, and vLLM and Ray log warnings only")
     parser.add_argument("--debug", action="store_true", help="full tracebacks")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.quiet:  # read by vLLM when it is first imported (below), and by the engine's own processes
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("RAY_LOG_TO_STDERR", "0")
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(name)s: %(message)s")
     from model.checkpoint import CheckpointError
     from rl.config import ConfigError
 
@@ -51,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = EvalSettings(modes=[m.strip() for m in args.modes.split(",") if m.strip()], n=args.n,
                                 max_rows=args.max_rows, seed=args.seed, include_base=not args.no_base,
                                 max_new_tokens=args.max_new_tokens, temperature=args.temperature, dtype=args.dtype,
-                                max_model_len=args.max_model_len, progress=not args.quiet)
+                                max_model_len=args.max_model_len, progress=not args.quiet, split=args.split)
         summary = run_eval(args.checkpoint, args.data, args.out, settings)
     except (ValueError, OSError, ConfigError, CheckpointError) as e:
         if args.debug:

@@ -47,6 +47,8 @@ class EvalSettings:
     dtype: str | None = None
     max_model_len: int | None = None
     progress: bool = True
+    split: str | None = None
+    """The split of a `datasets` folder or hub id given as data (default: the run's data.split)."""
 
     def __post_init__(self):
         bad = [m for m in self.modes if m not in MODES]
@@ -127,11 +129,29 @@ def run_rows(run_cfg: TrainConfig | None, checkpoint: str | Path, max_rows: int 
                   "run.eval_every=0)")
 
 
-def run_eval(checkpoint: str | Path, data: str | Path | None, out: str | Path, settings: EvalSettings | None = None,
+def data_rows(cfg: TrainConfig, data, split: str | None = None, max_rows: int = 0):
+    """Evaluation rows from `data` (a file, a `datasets` folder or hub id, or rows from Python: a `datasets.Dataset`
+    or an iterable of dicts), read as the run reads its own: its `data.*` settings (column mapping, sources and
+    rewards per source, allowed rewards, the prompt-length limit) with `split` (default: the run's) and the first
+    `max_rows` valid rows; (rows, load report)."""
+    path_like = isinstance(data, (str, Path))
+    shaped = dataclasses.replace(cfg.data, path=str(data) if path_like else cfg.data.path, max_rows=max_rows,
+                                 split=split if split is not None else cfg.data.split, on_bad_row="skip", demo=None)
+    processor = None
+    if shaped.max_prompt_tokens is not None:
+        from model.processor import Processor
+
+        processor = Processor.from_pretrained(cfg.model.path, max_image_pixels=cfg.data.max_image_pixels,
+                                              video_sampling=cfg.data.video_sampling())
+    return load_rows(shaped, processor=processor, data=None if path_like else data)
+
+
+def run_eval(checkpoint: str | Path, data, out: str | Path, settings: EvalSettings | None = None,
              backend: type | None = None) -> dict:
     """Evaluate and write `out/summary.json`, `out/results.jsonl` and the plots; returns the summary. data: None
-    evaluates the run's own rows (`run_rows`; summary["data"]["used"] says which). backend: the rollout backend
-    class to sample with (default: the vLLM worker)."""
+    evaluates the run's own rows (`run_rows`; summary["data"]["used"] says which); a path, a `datasets` folder or
+    hub id, or rows from Python (a `datasets.Dataset`), read with the run's `data.*` settings (`data_rows`).
+    backend: the rollout backend class to sample with (default: the vLLM worker)."""
     settings = settings or EvalSettings()
     out = Path(out)
     targets, run_cfg = find_targets(checkpoint, settings.include_base)
@@ -143,9 +163,8 @@ def run_eval(checkpoint: str | Path, data: str | Path | None, out: str | Path, s
         report = None
         log.info("rl-eval: evaluating %s", used)
     else:
-        rows, report = load_rows(data, default_reward=cfg.data.default_reward,
-                                 allowed_rewards=cfg.data.allowed_rewards, max_rows=settings.max_rows)
-        used = f"{len(rows)} rows of {data}"
+        rows, report = data_rows(cfg, data, settings.split, settings.max_rows)
+        used = f"{len(rows)} rows of {data if isinstance(data, (str, Path)) else type(data).__name__}"
     if not rows:
         raise ValueError(f"no valid rows to evaluate: {report.summary() if report else used}")
     if report is not None and report.bad:

@@ -131,3 +131,26 @@ def test_a_hub_id_that_cannot_be_fetched_offline_is_named(monkeypatch):
                                          r"'someone/not-a-cached-set' .*Without internet only data sets already in "
                                          r"the local `datasets` cache load"):
         load_rows(DataConfig(path="someone/not-a-cached-set", split="train"))
+
+
+def test_rl_eval_reads_a_mapped_save_to_disk_set_as_the_run_did_with_a_split_or_from_python(tmp_path, tiny_ckpt):
+    """rl-eval's data path (`rl.evaluation.run.data_rows`): the run's data.columns apply to --data, --split picks
+    the split of a DatasetDict folder, and a `datasets.Dataset` from Python is read the same way."""
+    from rl.evaluation.run import data_rows
+
+    geometry_set(tmp_path / "train")
+    geometry_set(tmp_path / "test", rows=5)
+    splits = datasets.DatasetDict({"train": datasets.load_from_disk(str(tmp_path / "train")),
+                                   "test": datasets.load_from_disk(str(tmp_path / "test"))})
+    splits.save_to_disk(str(tmp_path / "both"))
+    cfg = config(tmp_path, tiny_ckpt, f"data.path={tmp_path / 'both'}", "data.split=train",
+                 "data.columns={question: problem, answer: solution}", "data.default_reward=number")
+    rows, report = data_rows(cfg, str(tmp_path / "both"), split="test")
+    assert report.bad == 0 and len(rows) == 5 and rows[0].answer == "1" and rows[0].reward == "number"
+    rows, report = data_rows(cfg, str(tmp_path / "both"))  # the run's own split
+    assert report.bad == 0 and len(rows) == 12
+    rows, report = data_rows(cfg, splits["test"], max_rows=3)  # rows from Python
+    assert report.bad == 0 and len(rows) == 3 and rows[0].messages[0]["content"][0]["type"] == "image"
+    unmapped = config(tmp_path, tiny_ckpt, f"data.path={tmp_path / 'both'}", "data.default_reward=number")
+    rows, report = data_rows(unmapped, str(tmp_path / "both"), split="test")  # without the mapping: what rl-eval did
+    assert rows == [] and report.bad == 5 and "field 'answer': missing" in report.errors[0]
