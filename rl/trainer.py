@@ -123,11 +123,10 @@ class Trainer:
         torch.manual_seed(cfg.run.seed)
         self.ckpt = ensure_model(cfg)
         self.dataset = PromptDataset.from_config(
-            cfg.data, seed=cfg.data.shuffle_seed(cfg.run.seed),
+            cfg.run_data(), seed=cfg.data.shuffle_seed(cfg.run.seed),
             eval_holdout=cfg.run.eval_rows if cfg.run.eval_every else 0,
             processor=Processor.from_pretrained(self.ckpt, max_image_pixels=cfg.data.max_image_pixels,
-                                                video_sampling=cfg.data.video_sampling())
-            if cfg.data.max_prompt_tokens is not None else None, data=data)
+                                                video_sampling=cfg.data.video_sampling()), data=data)
         if data is not None:
             cfg.data.path = "<python data>"  # what config.yaml records: these rows are not on disk
         video = first_video(self.dataset)

@@ -114,10 +114,10 @@ class DataConfig:
     max_prompt_tokens: Optional[int] = Field(None, ge=1)
     """A row whose prompt is longer is a bad row: text, image and video tokens as model.processor builds them, for
     the row's mode (the longer of short and long for a row without one), checked at load (image sizes from their
-    headers alone). Unset in a run's config: rollout.max_model_len minus the longest mode's max_new_tokens (the
-    defaults: 10240 - 8192 = 2048), so a prompt the engine could not serve is a bad row before anything starts;
-    config.yaml records the value used. A DataConfig alone (rl-reward, load_rows) with None: no check; the check
-    needs the processor: PromptDataset.from_config(cfg, processor=Processor.from_pretrained(checkpoint))."""
+    headers alone). Unset, a run uses rollout.max_model_len minus the longest mode's max_new_tokens (the defaults:
+    10240 - 8192 = 2048: `TrainConfig.prompt_token_limit`), so a prompt the engine could not serve is a bad row
+    before anything starts. A DataConfig alone (rl-reward, load_rows) with None: no check; the check needs the
+    processor: PromptDataset.from_config(cfg, processor=Processor.from_pretrained(checkpoint))."""
     max_errors: int = Field(20, ge=0)
     """Error messages kept in the report (all bad rows are counted)."""
     demo: Optional[str] = None
@@ -602,9 +602,6 @@ class TrainConfig:
             raise ValueError(f"learner.total_steps={self.learner.total_steps} disagrees with run.steps="
                              f"{self.run.steps}: the LR schedule counts training steps; leave total_steps unset (it "
                              "is run.steps) or make them equal")
-        if self.data.max_prompt_tokens is None:  # what the engine's context leaves for a prompt in every mode
-            self.data.max_prompt_tokens = self.rollout.max_model_len - max(
-                s.max_new_tokens for s in self.rollout.sampling().values())
         budget = self.data.max_prompt_tokens
         for mode, sampling in self.rollout.sampling().items() if budget else ():
             if budget + sampling.max_new_tokens > self.rollout.max_model_len:
@@ -612,6 +609,19 @@ class TrainConfig:
                                  f"{sampling.max_new_tokens} > rollout.max_model_len={self.rollout.max_model_len}: "
                                  "a prompt that passes the data check could still overflow the context")
         return self
+
+    def prompt_token_limit(self) -> int:
+        """data.max_prompt_tokens, or unset, what the engine's context leaves for a prompt in every mode:
+        rollout.max_model_len less the longest mode's max_new_tokens."""
+        if self.data.max_prompt_tokens is not None:
+            return self.data.max_prompt_tokens
+        return self.rollout.max_model_len - max(s.max_new_tokens for s in self.rollout.sampling().values())
+
+    def run_data(self):
+        """The data settings a run loads with: data.* with the prompt-token limit resolved (`prompt_token_limit`)."""
+        import dataclasses
+
+        return dataclasses.replace(self.data, max_prompt_tokens=self.prompt_token_limit())
 
     def on_gpus(self) -> bool:
         """Whether the learner ranks and the rollout engines hold whole GPUs of their own (then weights travel over

@@ -113,14 +113,13 @@ def run_rows(run_cfg: TrainConfig | None, checkpoint: str | Path, max_rows: int 
     from ..data.loader import PromptDataset
 
     cfg, holdout = run_cfg, run_cfg.run.eval_rows if run_cfg.run.eval_every else 0
-    processor = None
-    if cfg.data.max_prompt_tokens is not None:  # the trainer's row filter, so the held-out draw is the same
-        from model.processor import Processor
+    from model.processor import Processor
 
-        processor = Processor.from_pretrained(cfg.model.path, max_image_pixels=cfg.data.max_image_pixels,
-                                              video_sampling=cfg.data.video_sampling())
-    dataset = PromptDataset.from_config(cfg.data, seed=cfg.data.shuffle_seed(cfg.run.seed), eval_holdout=holdout,
-                                        processor=processor)
+    processor = Processor.from_pretrained(cfg.model.path, max_image_pixels=cfg.data.max_image_pixels,
+                                          video_sampling=cfg.data.video_sampling())
+    # the trainer's row filter (run_data: its prompt-token limit), so the held-out draw is the same
+    dataset = PromptDataset.from_config(cfg.run_data(), seed=cfg.data.shuffle_seed(cfg.run.seed),
+                                        eval_holdout=holdout, processor=processor)
     if dataset.eval:
         rows = dataset.eval[:max_rows] if max_rows else dataset.eval
         return rows, f"the run's {len(rows)} held-out rows of {cfg.data.path} (run.eval_rows={holdout})"
@@ -129,20 +128,19 @@ def run_rows(run_cfg: TrainConfig | None, checkpoint: str | Path, max_rows: int 
                   "run.eval_every=0)")
 
 
-def data_rows(cfg: TrainConfig, data, split: str | None = None, max_rows: int = 0):
+def data_rows(cfg: TrainConfig, data, split: str | None = None, max_rows: int = 0, ckpt: str | Path | None = None):
     """Evaluation rows from `data` (a file, a `datasets` folder or hub id, or rows from Python: a `datasets.Dataset`
     or an iterable of dicts), read as the run reads its own: its `data.*` settings (column mapping, sources and
     rewards per source, allowed rewards, the prompt-length limit) with `split` (default: the run's) and the first
-    `max_rows` valid rows; (rows, load report)."""
-    path_like = isinstance(data, (str, Path))
-    shaped = dataclasses.replace(cfg.data, path=str(data) if path_like else cfg.data.path, max_rows=max_rows,
-                                 split=split if split is not None else cfg.data.split, on_bad_row="skip", demo=None)
-    processor = None
-    if shaped.max_prompt_tokens is not None:
-        from model.processor import Processor
+    `max_rows` valid rows; (rows, load report). ckpt: the checkpoint whose processor counts prompt tokens (default:
+    the run's model.path)."""
+    from model.processor import Processor
 
-        processor = Processor.from_pretrained(cfg.model.path, max_image_pixels=cfg.data.max_image_pixels,
-                                              video_sampling=cfg.data.video_sampling())
+    path_like = isinstance(data, (str, Path))
+    shaped = dataclasses.replace(cfg.run_data(), path=str(data) if path_like else cfg.data.path, max_rows=max_rows,
+                                 split=split if split is not None else cfg.data.split, on_bad_row="skip", demo=None)
+    processor = Processor.from_pretrained(ckpt or cfg.model.path, max_image_pixels=cfg.data.max_image_pixels,
+                                          video_sampling=cfg.data.video_sampling())
     return load_rows(shaped, processor=processor, data=None if path_like else data)
 
 
@@ -163,7 +161,7 @@ def run_eval(checkpoint: str | Path, data, out: str | Path, settings: EvalSettin
         report = None
         log.info("rl-eval: evaluating %s", used)
     else:
-        rows, report = data_rows(cfg, data, settings.split, settings.max_rows)
+        rows, report = data_rows(cfg, data, settings.split, settings.max_rows, ckpt=targets[0].base)
         used = f"{len(rows)} rows of {data if isinstance(data, (str, Path)) else type(data).__name__}"
     if not rows:
         raise ValueError(f"no valid rows to evaluate: {report.summary() if report else used}")

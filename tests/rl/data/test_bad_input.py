@@ -275,9 +275,13 @@ def test_a_prompt_the_engine_could_not_serve_is_a_bad_row_before_anything_starts
     path = write_jsonl(tmp_path / "d.jsonl", [dict(GOOD, id="short"), dict(GOOD, id="huge", question="word " * 3000)])
     cfg = load("configs/tiny_cpu.yaml", [f"model.path={tiny_ckpt}", f"data.path={path}", f"run.dir={tmp_path / 'r'}",
                                          "data.on_bad_row=fail"])
-    assert cfg.data.max_prompt_tokens == 2048 - 48  # tiny_cpu.yaml: max_model_len 2048, long/auto 48 new tokens
-    assert load(None).data.max_prompt_tokens == 10240 - 8192
-    assert load(None, ["data.max_prompt_tokens=1000"]).data.max_prompt_tokens == 1000
+    assert cfg.prompt_token_limit() == 2048 - 48  # tiny_cpu.yaml: max_model_len 2048, long/auto 48 new tokens
+    assert cfg.data.max_prompt_tokens is None  # derived where it is used, so overrides of the context still apply
+    assert load(None).prompt_token_limit() == 10240 - 8192
+    assert load(None, ["data.max_prompt_tokens=1000"]).prompt_token_limit() == 1000
+    assert load("configs/tiny_cpu.yaml", ["rollout.max_model_len=60", "rollout.short.max_new_tokens=8",
+                                          "rollout.long.max_new_tokens=8", "rollout.auto.max_new_tokens=8"]
+                ).prompt_token_limit() == 52
     started = ray.is_initialized()
     with pytest.raises(RowError, match=r"row 2: prompt of \d+ tokens > data.max_prompt_tokens=2000"):
         Trainer(cfg)
