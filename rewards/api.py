@@ -195,10 +195,15 @@ def is_trl_style(obj: Any) -> bool:
 def takes_trl_columns(spec: str) -> bool:
     """Whether the reward at `spec` has TRL's signature (then the trainer gives its rows the prompt and the
     completion ids, which it leaves out otherwise: they are large)."""
-    try:
-        return is_trl_style(_lookup(normalize_spec(spec)))
-    except Exception:  # noqa: BLE001 - a spec that does not resolve fails where it is scored, with its message
-        return False
+    if spec not in _TRL_SPECS:  # resolved once per spec: the trainer asks at every step (an entry point is slow)
+        try:
+            _TRL_SPECS[spec] = is_trl_style(_lookup(normalize_spec(spec)))
+        except Exception:  # noqa: BLE001 - a spec that does not resolve fails where it is scored, with its message
+            _TRL_SPECS[spec] = False
+    return _TRL_SPECS[spec]
+
+
+_TRL_SPECS: dict[str, bool] = {}
 
 
 def trl_batch(fn: Callable, samples: list) -> dict[str, list]:

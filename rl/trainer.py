@@ -254,7 +254,9 @@ class Trainer:
         self._sync_metrics = {}
         rows = metric_rows(batch.seen)
         metrics.update(mode_metrics(rows))
-        self._last_completions = completion_rows(batch.seen, cfg.run.log_completions)
+        every = cfg.run.log_completions_every
+        if every and (self.step + 1) % every == 0:  # the step fit() logs a completions table after
+            self._last_completions = completion_rows(batch.seen, cfg.run.log_completions)
         generated = sum(r["tokens"] for r in rows)
         self.tokens_total += generated
         metrics.update({"tokens/generated": generated, "tokens/total": self.tokens_total,

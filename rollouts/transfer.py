@@ -25,9 +25,9 @@ from __future__ import annotations
 import math
 import socket
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 import torch
 
@@ -332,13 +332,7 @@ class SendReport:
     verified: bool = True
     group_seconds: float = 0.0
     """Of `seconds`, the time spent opening the group (0 when the open one was reused)."""
-    extra: dict = field(default_factory=dict)
 
 
 def wire_dtype(tensor: torch.Tensor, dtype: str | None) -> torch.dtype:
     return getattr(torch, dtype) if dtype and tensor.is_floating_point() else tensor.dtype
-
-
-def cast_pairs(pairs: Iterable[tuple[str, torch.Tensor]], dtype: str | None) -> Iterator[tuple[str, torch.Tensor]]:
-    for name, tensor in pairs:
-        yield name, tensor.to(wire_dtype(tensor, dtype))

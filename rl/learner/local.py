@@ -474,7 +474,7 @@ class LocalLearner:
         every engine's checksums. Rank 0 holds one bucket and one tensor beyond its shards; nothing is written.
         The group is kept open for the next version while the plan's members and group are the same; a new plan
         (a worker replaced) closes it and opens another. Sharded: every rank calls this (the gathers)."""
-        from rollouts.transfer import PoolClient, cast_pairs
+        from rollouts.transfer import PoolClient
         from rollouts.vllm.transfer import PairsSource, SenderInitInfo, TransferSender
 
         kind = self.resolve_sync_kind(kind)
@@ -482,7 +482,7 @@ class LocalLearner:
             raise ValueError(f"send_weights: kind {kind!r}; an adapter travels as a folder (sync_payload)")
         dtype = getattr(torch, plan.dtype) if plan.dtype else None
         source = PairsSource(lambda: weights_io.stream_metas(self.model, kind, plan.dtype),
-                             lambda: cast_pairs(self._weights(kind, cpu=False, dtype=dtype), plan.dtype))
+                             lambda: self._weights(kind, cpu=False, dtype=dtype))  # floating ones cast already
         opened = 0.0
         if self._sender is None or self._sender_key != plan.key:
             self.close_sender()
