@@ -5,9 +5,7 @@ from __future__ import annotations
 import torch
 from peft.tuners.lora import LoraLayer
 
-# The LLM's linear layers (attention and MLP). The vision tower has q/k/v projections of the same names, so the
-# targets are a regex anchored on `llm.`.
-LLM_LORA_TARGETS = r".*llm\.model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
+from .targets import LLM_LORA_TARGETS  # noqa: F401 - re-exported
 
 
 @torch.no_grad()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.modes import check_mode
-from model.processor import PromptInputs
+
+if TYPE_CHECKING:  # an annotation only: this module imports without torch (rl.config reads SamplingConfig)
+    from model.processor import PromptInputs
 
 
 @dataclass

@@ -14,18 +14,24 @@ from __future__ import annotations
 
 import os
 from dataclasses import field
-from typing import Annotated, Literal, Optional
+from typing import TYPE_CHECKING, Annotated, Literal, Optional
 
 from pydantic import AfterValidator, ConfigDict, Field, model_validator
 from pydantic.dataclasses import dataclass
 
 from core.modes import FIXED_MODES, MODES
 from core.plugins import absolute_spec, is_path_spec, load_callable
-from model.lora import LLM_LORA_TARGETS
+from model.targets import LLM_LORA_TARGETS
 from rewards import VERIFIERS, CombineConfig, RunnerConfig, SandboxConfig
 from rollouts.types import SamplingConfig
 
-from ..algos import ADVANTAGE_ESTIMATORS, KL_ESTIMATORS, KL_OFF, LOSS_AGGS, POLICY_LOSSES, Objective
+
+if TYPE_CHECKING:
+    from ..algos import Objective
+
+KL_OFF = "off"
+"""`algo.kl`'s value for no KL term (rl.algos.KL_OFF; rl.algos itself, which needs torch, is imported when a name
+is checked, so that this module imports without torch)."""
 
 # Unknown keys are errors; assignments are checked too; so is a non-finite number (inf, nan: nothing trains on it);
 # each field's docstring is its description.
@@ -34,10 +40,15 @@ SECTION = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_doc
 Mode = Literal[MODES]  # type: ignore[valid-type]
 
 
-def _registered(table: dict, kind: str, *extra: str):
-    """A name that must be registered in `table` (rl.algos registries: users may register their own)."""
+def _registered(table_name: str, kind: str, *extra: str):
+    """A name that must be registered in `rl.algos.<table_name>` (its registries: users may register their own)."""
 
     def check(name: str) -> str:
+        try:
+            from .. import algos
+        except ImportError:  # no torch here (a launcher writing configs): checked where the run loads the config
+            return name
+        table = getattr(algos, table_name)
         if name in table or name in extra:
             return name
         if is_path_spec(name):  # a user's function: it must load now, not in the middle of a run
@@ -263,7 +274,7 @@ class RewardConfig:
 class AlgoConfig:
     """The RL math: advantages, batch filtering, the policy loss and its clip, loss aggregation, KL, TIS. Each
     registered function (rl.algos) takes the options it declares from here, by name."""
-    advantage: Annotated[str, _registered(ADVANTAGE_ESTIMATORS, "advantage estimator")] = "grpo"
+    advantage: Annotated[str, _registered("ADVANTAGE_ESTIMATORS", "advantage estimator")] = "grpo"
     """grpo | dr_grpo | rloo (rl.algos.ADVANTAGE_ESTIMATORS)."""
     std: Literal["sample", "population"] = "sample"
     """GRPO's std: sample (n-1, as TRL) or population."""
@@ -286,7 +297,7 @@ class AlgoConfig:
     by the paper's group: 768 prompts per batch, PPO mini-batches of 192, i.e. 4). With more than one update in
     all, the learner first stores the old log-probs of the weights that sampled and the clip acts; the scheduler
     counts optimizer steps."""
-    policy_loss: Annotated[str, _registered(POLICY_LOSSES, "policy loss")] = "ppo_clip"
+    policy_loss: Annotated[str, _registered("POLICY_LOSSES", "policy loss")] = "ppo_clip"
     """ppo_clip | gspo (rl.algos.POLICY_LOSSES)."""
     clip_low: Optional[float] = Field(None, ge=0)
     clip_high: Optional[float] = Field(None, ge=0)
@@ -294,11 +305,11 @@ class AlgoConfig:
     DAPO's clip-higher is clip_high=0.28 with ppo_clip."""
     dual_clip_c: Optional[float] = Field(None, gt=1)
     """Dual clip for negative advantages (c > 1; verl uses 3); None: off."""
-    loss_agg: Annotated[str, _registered(LOSS_AGGS, "loss aggregation")] = "token-mean"
+    loss_agg: Annotated[str, _registered("LOSS_AGGS", "loss aggregation")] = "token-mean"
     """Paper silent: DAPO's token-mean over the global batch (rl.algos.LOSS_AGGS)."""
     norm_length: Optional[int] = Field(None, ge=1)
     """Dr. GRPO's constant (seq-mean-token-sum-norm): the generation budget."""
-    kl: Annotated[str, _registered(KL_ESTIMATORS, "KL estimator", KL_OFF)] = KL_OFF
+    kl: Annotated[str, _registered("KL_ESTIMATORS", "KL estimator", KL_OFF)] = KL_OFF
     """Paper: no KL (and then no reference model is built). k1 | k2 | k3 to enable (with kl_coef > 0). The
     reference is the base checkpoint, frozen (the same after a resume; not in checkpoints): LoRA runs it as the
     policy with adapters disabled (and the checkpoint's vision tower / resampler when those train); full weights
@@ -353,6 +364,8 @@ class AlgoConfig:
 
     def objective(self, one_step_off: bool = False) -> Objective:
         """What `rl.algos.compute_loss` computes; `kl_importance` None resolved by the loop (see its docstring)."""
+        from ..algos import Objective
+
         kl_importance = one_step_off if self.kl_importance is None else self.kl_importance
         return Objective(policy_loss=self.policy_loss, loss_agg=self.loss_agg, kl=self.kl, kl_coef=self.kl_coef,
                          kl_clamp=self.kl_clamp, kl_importance=kl_importance, tis_cap=self.tis_cap,
