@@ -18,6 +18,9 @@ RUN_FILES = ("config.yaml", "metrics.jsonl", "eval.jsonl", "checkpoints", "expor
              ".sync", "wandb")
 """What a run writes into run.dir: all `--overwrite` may delete."""
 
+PREVIEW_ROWS = 8
+"""Rows of each data source `--check` reads through the column mapping and the row checks."""
+
 
 def preflight(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> list[str]:
     """Every problem found (empty: the run can start)."""
@@ -85,7 +88,7 @@ def _model(cfg: TrainConfig) -> list[str]:
 def _data(cfg: TrainConfig) -> list[str]:
     from .data.demo import DEMO_SETS
     from .data.external import hf_kind
-    from .data.loader import data_files
+    from .data.loader import data_files, preview
 
     data = cfg.data
     if data.demo is not None and data.demo not in DEMO_SETS:
@@ -96,12 +99,13 @@ def _data(cfg: TrainConfig) -> list[str]:
     problems = []
     for path in paths:
         if hf_kind(str(path)) is not None:
-            continue  # a `datasets` folder or a hub id: opened (and named when it fails) at start
+            continue  # a `datasets` folder or a hub id: opened by the preview below
         try:
             data_files(path)
         except (FileNotFoundError, ValueError) as e:
             problems.append(f"data.path: {e}")
-    return problems
+    # the first rows of each source, through the mapping: a typo'd column fails here, not at the first step
+    return problems or [f"data: {p}" for p in preview(cfg.run_data(), PREVIEW_ROWS)]
 
 
 def _rewards(cfg: TrainConfig) -> list[str]:

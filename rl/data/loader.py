@@ -198,6 +198,45 @@ def sources(cfg: DataConfig, data: Any = None) -> Iterator[tuple[str, Path, Iter
             yield str(file), file.parent, reader, file.suffix == ".parquet", False
 
 
+def read_row(raw: Any, cfg: DataConfig, options: SchemaOptions, source: str, number: int, base: Path,
+             external: bool) -> Row:
+    """One raw row (or the RowError its reader found) shaped by `data.columns` / sources and checked: a Row, or a
+    RowError naming the file, the row and the field."""
+    from .external import shape_row
+
+    if isinstance(raw, RowError):
+        raise raw
+    if cfg.columns or cfg.reward_by_source or external:
+        raw = shape_row(raw, cfg.columns, source, number, cfg.reward_by_source, cfg.source_column)
+    return parse_row(raw, source, number, base, options)
+
+
+def preview(cfg: DataConfig, rows: int = 8) -> list[str]:
+    """What `rl-train --check` finds in the first `rows` rows of each source, read as the run reads them (the column
+    mapping, sources, rewards and the lists a row's verifier must be in; not the prompt-token count, which needs the
+    model): one line per problem. A source that does not open, or a mapping that names a column it lacks, is a
+    problem; so is a source whose every previewed row is bad, or any bad row with `data.on_bad_row=fail`."""
+    import itertools
+
+    options, problems = schema_options(cfg), []
+    try:
+        for source, base, reader, drop_none, external in sources(cfg):
+            options.drop_none = drop_none
+            errors, good = [], 0
+            for number, raw in itertools.islice(reader, rows):
+                try:
+                    read_row(raw, cfg, options, source, number, base, external)
+                    good += 1
+                except RowError as e:
+                    errors.append(str(e))
+            if errors and (cfg.on_bad_row == "fail" or not good):
+                problems.append(errors[0] if cfg.on_bad_row == "fail" else
+                                f"the first {len(errors)} rows of {source} are all bad; the first: {errors[0]}")
+    except (DataError, ValueError, OSError) as e:
+        problems.append(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    return problems
+
+
 def load_rows(cfg: DataConfig | str | Path | Sequence[str | Path], processor: Any = None, data: Any = None,
               **overrides: Any) -> tuple[list[Row], LoadReport]:
     """The valid rows of the data and the load report; `on_bad_row="fail"` raises the first RowError.
@@ -206,8 +245,6 @@ def load_rows(cfg: DataConfig | str | Path | Sequence[str | Path], processor: An
     model.processor.Processor) counts prompt tokens; it is needed when `max_prompt_tokens` is set, unused otherwise.
     `data`: rows from Python instead of `cfg.path` (a `datasets.Dataset`, or any iterable of row dicts).
     """
-    from .external import shape_row
-
     if not isinstance(cfg, DataConfig):
         cfg = DataConfig(path=str(cfg) if isinstance(cfg, (str, Path)) else [str(p) for p in cfg], **overrides)
     elif overrides:
@@ -220,18 +257,13 @@ def load_rows(cfg: DataConfig | str | Path | Sequence[str | Path], processor: An
     report = LoadReport(max_errors=cfg.max_errors)
     rows: list[Row] = []
     seen: dict[str, str] = {}
-    shaped = bool(cfg.columns or cfg.reward_by_source)
     for source, base, reader, drop_none, external in sources(cfg, data):
         report.files.append(source)
         options.drop_none = drop_none
         for number, raw in reader:
             report.read += 1
             try:
-                if isinstance(raw, RowError):
-                    raise raw
-                if shaped or external:
-                    raw = shape_row(raw, cfg.columns, source, number, cfg.reward_by_source, cfg.source_column)
-                row = parse_row(raw, source, number, base, options)
+                row = read_row(raw, cfg, options, source, number, base, external)
                 if row.id in seen:
                     raise RowError(source, number, "id", f"{row.id!r} is already the id of {seen[row.id]}")
                 if cfg.max_prompt_tokens is not None:

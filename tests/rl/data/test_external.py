@@ -154,3 +154,34 @@ def test_rl_eval_reads_a_mapped_save_to_disk_set_as_the_run_did_with_a_split_or_
     unmapped = config(tmp_path, tiny_ckpt, f"data.path={tmp_path / 'both'}", "data.default_reward=number")
     rows, report = data_rows(unmapped, str(tmp_path / "both"), split="test")  # without the mapping: what rl-eval did
     assert rows == [] and report.bad == 5 and "field 'answer': missing" in report.errors[0]
+
+
+def test_check_reads_the_first_rows_through_the_mapping(tmp_path):
+    """`rl-train --check` (preflight) opens each source and reads its first rows as the run will: a mapped column the
+    data set lacks, rows the mapping leaves without a question, a row naming a reward it may not, each in one line."""
+    from rl.preflight import PREVIEW_ROWS, preflight
+
+    folder = geometry_set(tmp_path / "geometry")
+    lines = choice_set(tmp_path / "choices.jsonl", tmp_path / "images")
+
+    def check(path, *extra):
+        cfg = load("configs/tiny_cpu.yaml", [f"run.dir={tmp_path / 'run'}", f"data.path={path}", "data.demo=null",
+                                             *extra])
+        return preflight(cfg)
+
+    good = ["data.columns.question=problem", "data.columns.answer=solution"]
+    assert check(folder, *good) == []
+    [problem] = check(folder, "data.columns.question=problme", "data.columns.answer=solution")
+    assert problem.startswith("data: data.columns.question: column 'problme' is not in ") and "problem" in problem
+    assert "\n" not in problem
+    mapped = "data.columns={question: question}"  # the shaping that turns choices into options
+    assert check(lines, mapped) == []
+    [problem] = check(lines, "data.columns={question: query}")
+    assert f"the first {PREVIEW_ROWS} rows of {lines} are all bad" in problem and "'query'" in problem
+    # one bad row among good ones: skipped at run time (on_bad_row=skip), a problem when the run would stop on it
+    rows = lines.read_text().splitlines()
+    rows[1] = rows[1].replace('"answer": 1', '"answer": 1, "reward": "myrewards.py:year"')
+    lines.write_text("\n".join(rows) + "\n")
+    assert check(lines, mapped) == []
+    [problem] = check(lines, mapped, "data.on_bad_row=fail")
+    assert problem.startswith(f"data: {lines}: row 2: field 'reward': ") and "myrewards.py:year" in problem
