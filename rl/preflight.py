@@ -15,7 +15,7 @@ from .config import TrainConfig
 
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "eval.jsonl", "checkpoints", "export", ".tmp-export", "tensorboard",
-             ".sync", "wandb")
+             ".sync", "wandb", "completions.jsonl", "data_origin.json")
 """What a run writes into run.dir: all `--overwrite` may delete."""
 
 PREVIEW_ROWS = 8

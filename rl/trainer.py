@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
@@ -33,7 +34,7 @@ from .algos import get_advantage, options_for
 from .batches import Background, Batch, split_stale
 from .checkpointing import export_checkpoint, load_latest, save_checkpoint
 from .config import TrainConfig
-from .data import PromptDataset
+from .data import PromptDataset, external
 from .errors import NothingTrained, RewardFailure, RunError
 from .evaluation.records import evaluate_rows, write_records
 from .evaluation.summary import flat_metrics, summarize
@@ -111,7 +112,8 @@ class Trainer:
         learner, pool: ones built by the caller (a benchmark's or a test's stand-ins) instead of the config's.
         data: the training rows from Python instead of data.path (a `datasets.Dataset`, TRL-style, or any iterable
         of row dicts, shaped by data.columns as any data set; rl/data/external.py); data.path is then recorded as
-        "<python data>", so rl-eval asks for --data.
+        "<python data>" and data_origin.json says where they came from (a `datasets.Dataset`'s fingerprint, info and
+        files), which rl-eval names when it asks for --data.
         callbacks: for Python users, objects with any of `on_step_end(step, metrics)` (after each step is logged;
         `metrics` is the step's dict, as in metrics.jsonl) and `on_train_end(history)`, or plain callables taken
         as `on_step_end`. An exception in one stops the run, as an error in the loop would."""
@@ -127,8 +129,9 @@ class Trainer:
             eval_holdout=cfg.run.eval_rows if cfg.run.eval_every else 0,
             processor=Processor.from_pretrained(self.ckpt, max_image_pixels=cfg.data.max_image_pixels,
                                                 video_sampling=cfg.data.video_sampling()), data=data)
-        if data is not None:
-            cfg.data.path = "<python data>"  # what config.yaml records: these rows are not on disk
+        if data is not None:  # these rows are not on disk: config.yaml says so and data_origin.json where they came from
+            cfg.data.path = external.PYTHON_DATA
+            (self.dir / external.ORIGIN_FILE).write_text(json.dumps(external.origin(data), indent=1) + "\n")
         video = first_video(self.dataset)
         self.video = cfg.rollout.video if cfg.rollout.video is not None else video is not None
         if video and not self.video:

@@ -31,6 +31,52 @@ SHAPED = {"image", "choices"}
 """Columns shaped into schema fields (`images`, options in the question and `meta`), besides FIELDS."""
 
 
+PYTHON_DATA = "<python data>"
+"""What a run started with rows from Python records as data.path (`Trainer(cfg, data=...)`): they are not on disk."""
+ORIGIN_FILE = "data_origin.json"
+"""Beside config.yaml in such a run: where the rows came from, as far as they say (`origin`)."""
+
+
+def origin(data: Any) -> dict:
+    """What rows from Python say of where they came from: their type and size; for a `datasets.Dataset` its
+    fingerprint, info (builder, config, version), split and the Arrow files behind it, and the `save_to_disk` folder
+    that holds them, when one does (what `rl-eval --data` takes)."""
+    out: dict[str, Any] = {"type": f"{type(data).__module__}.{type(data).__qualname__}"}
+    for key in ("num_rows", "column_names"):
+        if getattr(data, key, None) is not None:
+            out[key] = getattr(data, key)
+    if getattr(data, "_fingerprint", None):
+        out["fingerprint"] = data._fingerprint
+    if getattr(data, "split", None) is not None:
+        out["split"] = str(data.split)
+    info = getattr(data, "info", None)
+    if info is not None:
+        out["info"] = {k: str(v) for k in ("builder_name", "dataset_name", "config_name", "version", "homepage")
+                       if (v := getattr(info, k, None))}
+    files = [c["filename"] for c in getattr(data, "cache_files", None) or []]
+    if files:
+        out["files"] = files
+        folders = {str(Path(f).parent) for f in files}
+        if len(folders) == 1 and hf_kind(next(iter(folders))) == "disk":
+            out["folder"] = next(iter(folders))
+    return out
+
+
+def origin_hint(found: dict) -> str:
+    """The sentence that tells a user what to pass to evaluate on the rows of `found` (an `origin`)."""
+    what = found.get("type", "rows")
+    facts = [f"{found['num_rows']} rows" if "num_rows" in found else "",
+             f"fingerprint {found['fingerprint']}" if "fingerprint" in found else "",
+             ", ".join(f"{k} {v}" for k, v in found.get("info", {}).items())]
+    said = f"{what} ({'; '.join(f for f in facts if f)})" if any(facts) else what
+    if "folder" in found:
+        return f"{said}, saved in {found['folder']}: pass --data {found['folder']}"
+    if "files" in found:
+        return (f"{said}, from the Arrow files {', '.join(found['files'][:3])}: pass --data with the same data set "
+                "(its save_to_disk folder or hub id), or run_eval(..., data=dataset) from Python")
+    return f"{said}, made in memory: pass --data with the same rows, or run_eval(..., data=rows) from Python"
+
+
 def hf_kind(path: str) -> str | None:
     """"disk" for a `save_to_disk` folder, "hub" for an `owner/name` id that is no local path, else None."""
     p = Path(path)

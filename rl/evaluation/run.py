@@ -19,6 +19,7 @@ from core.modes import FIXED_MODES, MODES
 from rewards import RewardRunner
 from rollouts.types import SamplingConfig
 
+from ..data import external
 from ..data.loader import load_rows
 from ..config import TrainConfig
 from ..scoring import run_combine, score_results
@@ -110,6 +111,11 @@ def run_rows(run_cfg: TrainConfig | None, checkpoint: str | Path, max_rows: int 
     with the sentence that says which."""
     if run_cfg is None:
         raise ValueError(f"{checkpoint}: not part of a run (no config.yaml beside it), so --data is needed")
+    if run_cfg.data.path == external.PYTHON_DATA:
+        recorded = Path(run_cfg.run.dir) / external.ORIGIN_FILE
+        found = json.loads(recorded.read_text()) if recorded.is_file() else {}
+        raise ValueError(f"{checkpoint}: the run trained on rows from Python, not on a file: "
+                         f"{external.origin_hint(found) if found else 'pass them with --data'}")
     from ..data.loader import PromptDataset
 
     cfg, holdout = run_cfg, run_cfg.run.eval_rows if run_cfg.run.eval_every else 0

@@ -119,6 +119,26 @@ def test_a_dataset_passed_in_python_trains_with_rewards_by_source(tmp_path, tiny
     history = trainer.fit()
     assert len(history) == 2 and all(h["failed_requests"] == 0 for h in history)
     assert "<python data>" in (tmp_path / "run" / "config.yaml").read_text()
+    recorded = json.loads((tmp_path / "run" / "data_origin.json").read_text())
+    assert recorded["fingerprint"] == dataset._fingerprint and recorded["num_rows"] == rows
+    assert recorded["column_names"] == ["problem", "solution", "data_source"]
+    from rl.evaluation.run import run_rows
+
+    with pytest.raises(ValueError, match=rf"the run trained on rows from Python, not on a file: datasets.arrow_dataset"
+                                         rf".Dataset \({rows} rows; fingerprint {dataset._fingerprint}\), made in "
+                                         r"memory: pass --data with the same rows, or run_eval\(..., data=rows\)"):
+        run_rows(load(str(tmp_path / "run" / "config.yaml")), tmp_path / "run")
+
+
+def test_rows_from_python_name_the_folder_they_were_saved_in(tmp_path):
+    """A data set loaded from a save_to_disk folder records that folder: rl-eval's hint is `--data FOLDER`."""
+    from rl.data.external import origin, origin_hint
+
+    folder = geometry_set(tmp_path / "geometry", rows=3)
+    found = origin(datasets.load_from_disk(str(folder)))
+    assert found["folder"] == str(folder) and found["num_rows"] == 3
+    assert origin_hint(found).endswith(f"saved in {folder}: pass --data {folder}")
+    assert origin([{"question": "q", "answer": "1"}]) == {"type": "builtins.list"}
 
 
 def test_a_hub_id_that_cannot_be_fetched_offline_is_named(monkeypatch):
