@@ -96,6 +96,14 @@ class DataConfig:
     """With reward_by_source: the column naming each row's source (verl's `data_source`)."""
     reward_by_source: dict[str, str] = field(default_factory=dict)
     """A reward per source for mixed sets: {source value: verifier}; every row's source must be a key."""
+    system_prompt: Optional[str] = None
+    """A system message put before each row's messages (a row with its own system message keeps it). Paper silent:
+    none."""
+    prompt_template: Optional[str] = None
+    """Each row's user text written from this template, `{question}` standing for the row's question (for a
+    `messages` row, the text of its last user message), e.g. EasyR1's geometry3k format prompt
+    "{question} ... put the final answer in \\boxed{}." (other braces are kept as they are). Must contain
+    `{question}` once. None: the question as it is."""
     on_bad_row: Literal["skip", "fail"] = "skip"
     """skip: leave a bad row out and count it; fail: stop at the first bad row with its error."""
     default_reward: str = "math"
@@ -153,6 +161,9 @@ class DataConfig:
         if unknown:
             raise ValueError(f"data.columns.{unknown[0]}: not a field of the row schema; the keys are the schema's "
                              f"fields ({', '.join(COLUMN_FIELDS)}) and the values the data set's columns")
+        if self.prompt_template is not None and self.prompt_template.count("{question}") != 1:
+            raise ValueError(f"data.prompt_template={self.prompt_template!r}: must contain {{question}} once (where "
+                             "each row's question goes)")
         if bool(self.reward_by_source) != bool(self.source_column):
             raise ValueError("data.reward_by_source and data.source_column go together: the column names each row's "
                              "source, the mapping its reward")

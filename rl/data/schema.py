@@ -166,6 +166,10 @@ class SchemaOptions:
     """Treat None values in `meta` and in content parts as absent (Parquet fills missing struct keys with None)."""
     video_sampling: dict = field(default_factory=dict)
     """`model.video.load_video`'s options, for decoding videos at load (check_images=load)."""
+    system_prompt: str | None = None
+    """A system message put first in rows that have none (data.system_prompt)."""
+    prompt_template: str | None = None
+    """The user text from a template, `{question}` standing for the question (data.prompt_template)."""
 
 
 _resolved_rewards: dict[str, str | None] = {}
@@ -426,6 +430,7 @@ def _parse(raw: Any, source: str, row: int, base: Path, opt: SchemaOptions) -> R
         question = raw["question"]
         if not isinstance(question, str) or not question.strip():
             raise bad("question", f"expected a non-empty string, got {question!r}")
+        question = templated(question, opt.prompt_template)
         parts = [part_of(kind, v, f"{kind}s[{k}]") for kind, values in media.items() for k, v in enumerate(values)]
         if PLACEHOLDER.search(question):  # `<image>` / `<video>` in the text mark where each goes (geometry3k's)
             messages = [{"role": "user", "content": _placed(question, parts, bad)}]
@@ -462,6 +467,10 @@ def _parse(raw: Any, source: str, row: int, base: Path, opt: SchemaOptions) -> R
             text = first["content"]
             first["content"] = leading + ([{"type": "text", "text": text}] if isinstance(text, str) else text)
 
+    if not has_q and opt.prompt_template is not None:
+        _template_last_user_text(messages, opt.prompt_template)
+    if opt.system_prompt is not None and messages[0]["role"] != "system":
+        messages.insert(0, {"role": "system", "content": opt.system_prompt})
     row_id = raw.get("id", f"{Path(source).name}:{row}")
     if not isinstance(row_id, (str, int)) or isinstance(row_id, bool) or not str(row_id).strip():
         raise bad("id", f"expected a non-empty string or an integer, got {row_id!r}")
@@ -469,6 +478,25 @@ def _parse(raw: Any, source: str, row: int, base: Path, opt: SchemaOptions) -> R
                      for part in message["content"] if part["type"] == kind] for kind in media}
     return Row(id=str(row_id), messages=messages, answer=answer, reward=reward, mode=mode, meta=meta,
                source=source, row=row, image_fields=fields["image"], video_fields=fields["video"])
+
+
+def templated(text: str, template: str | None) -> str:
+    """`template` with `{question}` replaced by `text` (str.replace: a template's other braces, `\\boxed{}`, stay)."""
+    return text if template is None else template.replace("{question}", text)
+
+
+def _template_last_user_text(messages: list[dict], template: str) -> None:
+    """The last user message's text (its string, or its last text part; a text part added when it has none)
+    written from `template`, in place."""
+    last = next(m for m in reversed(messages) if m["role"] == "user")
+    if isinstance(last["content"], str):
+        last["content"] = templated(last["content"], template)
+        return
+    texts = [part for part in last["content"] if part["type"] == "text"]
+    if texts:
+        texts[-1]["text"] = templated(texts[-1]["text"], template)
+    else:
+        last["content"].append({"type": "text", "text": templated("", template)})
 
 
 def copy_messages(messages: Iterable[dict]) -> list[dict]:

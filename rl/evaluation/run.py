@@ -205,12 +205,14 @@ def write_outputs(out: Path, summary: dict, records: list[dict]) -> None:
     points = [{"label": t["name"] if t["step"] is None else f"step {t['step']}", "step": t["step"], "mode": mode, **s}
               for t in summary["checkpoints"] for mode, s in t["modes"].items()]
     metric = "accuracy" if any(p["accuracy"] is not None for p in points) else "reward_mean"
-    figures = {"accuracy_vs_tokens": plots.accuracy_vs_tokens(points, out / "accuracy_vs_tokens.png", metric)}
+    budgets = {m: s["max_new_tokens"] for m, s in summary.get("settings", {}).get("sampling", {}).items()}
+    figures = {"accuracy_vs_tokens": plots.accuracy_vs_tokens(points, out / "accuracy_vs_tokens.png", metric,
+                                                              budgets)}
     last = summary["checkpoints"][-1]["name"]
     lengths = {m: [r["tokens"] for r in records if r["checkpoint"] == last and r["mode"] == m and r["error"] is None]
                for m in summary["modes"]}
     figures["length_hist"] = plots.length_histograms(lengths, out / "length_hist.png",
-                                                     f"Completion length per mode ({last})")
+                                                     f"Completion length per mode ({last})", budgets)
     if sum(t["step"] is not None for t in summary["checkpoints"]) > 1:
         figures["curves"] = plots.curves_over_steps(points, out / "curves.png", (metric, "tokens_mean"))
     summary["figures"] = {k: str(v.name) for k, v in figures.items()}

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import yaml
 from nbclient import NotebookClient
 
 pytestmark = pytest.mark.vllm
@@ -51,6 +52,11 @@ def test_mode_switch_eval(monkeypatch, tmp_path):
     first_row = json.loads((run / "eval-latest" / "results.jsonl").read_text().splitlines()[0])
     assert first_row["row_id"] in out
     assert "vllm" not in out.lower()  # the CLI's engine logs stay out of the notebook
+    # the run's own held-out rows, read as its trainer read them; nothing written beside the user's data
+    assert "evaluated: the run's 4 held-out rows of" in out and summary["data"]["rows"] == 4
+    data = Path(yaml.safe_load((run / "config.yaml").read_text())["data"]["path"])
+    assert not list((data if data.is_absolute() else ROOT / data).parent.glob("notebook_eval*"))
+    assert "budget" in out and "samples" in out  # the table's columns
 
 
 def test_reward_authoring(monkeypatch, tmp_path):

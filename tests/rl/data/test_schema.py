@@ -189,3 +189,41 @@ def test_config_is_checked():
     for bad in ({"on_bad_row": "ignore"}, {"check_images": "never"}, {"path": ""}):
         with pytest.raises(ValueError):
             DataConfig(**{"path": "x.jsonl", **bad}).validate()
+
+
+TEMPLATE = "{question}\nPut the final answer in \\boxed{}."  # EasyR1's geometry3k format prompt, shortened
+
+
+def test_a_prompt_template_and_a_system_prompt_shape_every_row(tmp_path, images, tiny_ckpt):
+    """data.prompt_template writes each row's user text around its question (other braces kept); data.system_prompt
+    goes first unless a row has its own system message; the processor renders both (the text vLLM is given)."""
+    from model.processor import Processor
+
+    path = write_jsonl(tmp_path / "rows.jsonl", [
+        {"question": "How many? <image>", "answer": "1", "images": ["img/good.png"]},
+        {"messages": [{"role": "system", "content": "Mine."},
+                      {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Which?"}]}],
+         "images": ["img/good.png"], "answer": "2"},
+        {"messages": [{"role": "user", "content": "Plain?"}], "answer": "3"}])
+    rows, report = load_rows(DataConfig(path=str(path), prompt_template=TEMPLATE, system_prompt="Be brief."))
+    assert report.bad == 0, report.errors
+    first, second, third = (r.messages for r in rows)
+    assert first[0] == {"role": "system", "content": "Be brief."}
+    assert [p["type"] for p in first[1]["content"]] == ["text", "image", "text"]  # the image where <image> was
+    assert first[1]["content"][0]["text"] == "How many?"
+    assert first[1]["content"][2]["text"] == "Put the final answer in \\boxed{}."
+    assert second[0] == {"role": "system", "content": "Mine."}  # the row's own system message is kept
+    assert second[1]["content"][1] == {"type": "text", "text": "Which?\nPut the final answer in \\boxed{}."}
+    assert third == [{"role": "system", "content": "Be brief."},
+                     {"role": "user", "content": "Plain?\nPut the final answer in \\boxed{}."}]
+    text = Processor.from_pretrained(tiny_ckpt).render(third, "short")
+    assert text.index("Be brief.") < text.index("Plain?\nPut the final answer in \\boxed{}.")
+    plain, _ = load_rows(DataConfig(path=str(path)))
+    assert plain[2].messages == [{"role": "user", "content": "Plain?"}]
+
+
+def test_a_prompt_template_without_the_question_is_a_config_error():
+    from rl.config import ConfigError, load
+
+    with pytest.raises(ConfigError, match=r"data\.prompt_template=.*must contain \{question\} once"):
+        load("configs/tiny_cpu.yaml", ["data.prompt_template=Answer briefly."])
