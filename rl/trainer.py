@@ -251,7 +251,8 @@ class Trainer:
             with phases("sync"):
                 if samples:  # no samples with signal: no update, nothing to sync
                     self.sync()
-        top = {"loss": "loss", "kl": "kl", "entropy": "entropy", "clip_frac": "clip_fraction"}  # each logged once
+        top = {"loss": "loss", "kl": "kl", "entropy": "entropy", "clip_frac": "clip_fraction",  # each logged once
+               "peak_mb": "memory/learner_peak_mb"}
         metrics = {top.get(k, f"learner/{k}"): v for k, v in learn.items()}
         metrics.update(self._sync_metrics)
         self._sync_metrics = {}

@@ -41,6 +41,7 @@ from ..algos import LossInputs, Normalisers, compute_loss, kl_enabled
 from ..config import AlgoConfig, LearnerConfig
 from ..errors import NonFiniteUpdates
 from ..packing import pack_by_budget, pad_by_budget, pad_by_count, padding_fraction
+from . import memory
 from . import weights as weights_io
 from .base import TrainSample
 from .loading import init_lora, load_sharded, lora_seed, meta_model
@@ -301,6 +302,7 @@ class LocalLearner:
         a filler pass stands in for what it lacks, `_filler`)."""
         cfg, algo = self.config, self.algo
         start = time.perf_counter()
+        memory.start_peak(self.device)
         if parts is None:
             parts = [[samples[i] for i in idx] for idx in mini_batches(len(samples), algo.mini_batches)]
         updates = algo.ppo_epochs * len(parts)
@@ -342,7 +344,8 @@ class LocalLearner:
         out.update(grad_norm=sum(norms) / len(norms) if norms else float("nan"), lr=self.scheduler.get_last_lr()[0],
                    updates=updates, skipped_steps=skipped, micro_batches=micro, tokens=sum(lengths) * algo.ppo_epochs,
                    seconds=seconds, completion_tokens=sum(len(s.completion_ids) for s in samples),
-                   padding_fraction=padding_fraction(lengths, groups, cfg.packing) if samples else 0.0)
+                   padding_fraction=padding_fraction(lengths, groups, cfg.packing) if samples else 0.0,
+                   peak_mb=memory.peak_mb(self.device))
         out["tokens_per_s"] = out["tokens"] / seconds
         return out
 

@@ -32,11 +32,14 @@ from rollouts.weights import Staging
 from ..config import AlgoConfig, LearnerConfig
 from .base import TrainSample
 from .local import LocalLearner, Reduced, mini_batches, sample_lengths
+from .memory import resident_mb
 
 PER_RANK = ("grad_norm", "lr", "updates", "skipped_steps")
 """Step metrics every rank computes identically (taken from rank 0)."""
 SUMMED = ("tokens", "completion_tokens", "micro_batches", "dispatch_mb")
 """Step metrics that are counts: summed over the ranks."""
+MAXED = ("peak_mb",)
+"""Step metrics whose largest rank is what matters (memory: the rank that runs out first)."""
 MB = 2**20
 
 
@@ -54,24 +57,6 @@ def pack_share(samples: list[TrainSample], parts: list[list[int]] | None = None)
             prompt = stripped[id(s.prompt)] = dataclasses.replace(s.prompt, images=[], stills=[], videos=[])
         light.append(dataclasses.replace(s, prompt=prompt))
     return pickle.dumps((light, parts), protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def resident_mb(reset_peak: bool = False) -> tuple[float, float]:
-    """This process's resident memory and its peak so far, in MB (/proc/self/status VmRSS, VmHWM). reset_peak:
-    the peak restarts from now (Linux' clear_refs; where it cannot, the peak stays the process's)."""
-    if reset_peak:
-        try:
-            Path("/proc/self/clear_refs").write_text("5")
-        except OSError:
-            pass
-    try:
-        fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
-        return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
-    except (OSError, KeyError, ValueError):
-        import resource
-
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        return peak, peak
 
 
 def unpack_share(blob: bytes) -> tuple[list[TrainSample], list[list[int]] | None]:
@@ -229,11 +214,12 @@ class ShardedLearner:
         del blobs
         reduced = Reduced()
         for out in outs:
-            reduced.add({k: v for k, v in out.items() if k not in PER_RANK + SUMMED + ("seconds", "tokens_per_s",
-                                                                                         "padding_fraction")})
+            reduced.add({k: v for k, v in out.items() if k not in PER_RANK + SUMMED + MAXED + (
+                "seconds", "tokens_per_s", "padding_fraction")})
         metrics = reduced.values
         metrics.update({k: outs[0][k] for k in PER_RANK})
         metrics.update({k: sum(o[k] for o in outs) for k in SUMMED})
+        metrics.update({k: max(o[k] for o in outs) for k in MAXED})
         metrics["seconds"] = max(o["seconds"] for o in outs)
         metrics["tokens_per_s"] = metrics["tokens"] / metrics["seconds"]
         metrics["padding_fraction"] = sum(o["padding_fraction"] * o["tokens"] for o in outs) / max(1, metrics["tokens"])

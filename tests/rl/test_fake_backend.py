@@ -37,7 +37,8 @@ def test_a_full_step_with_the_real_learner_on_the_fake_backend(tiny_ckpt, tmp_pa
     # what TRL and verl users read, each under one name
     assert {"advantage/mean", "advantage/std", "tokens/generated", "tokens/total", "tokens/per_s", "reward/std",
             "reward/min", "reward/max", "frac_reward_zero_std", "tokens/prompt/mean", "learner/approx_kl_k3",
-            "memory/trainer_peak_mb", "entropy", "clip_fraction"} <= set(step)
+            "memory/trainer_peak_mb", "memory/learner_peak_mb", "entropy", "clip_fraction"} <= set(step)
+    assert step["memory/learner_peak_mb"] > 100  # the learner's process holds the model: not a zero or a count
     assert not {"learner/loss", "learner/entropy", "learner/clip_frac"} & set(step)
     assert step["tokens/total"] == step["tokens/generated"] > 0 and step["frac_reward_zero_std"] == 0.0
     assert not ray.is_initialized()

@@ -54,6 +54,7 @@ def test_each_rank_gets_its_share_once_and_an_empty_rank_steps(tiny_ckpt, sample
         assert b["loss"] == pytest.approx(a["loss"], abs=1e-6)
         assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
         assert b["dispatch_mb"] == pytest.approx(sum(sizes) / MB, rel=1e-3)  # what the ranks received
+        assert b["peak_mb"] > 100 and a["peak_mb"] > 100  # each process holds a model (the largest rank's, sharded)
 
         one = samples[:1]  # one sample on two ranks: the other's share is empty, its filler made on the rank
         assert [len(mine) for mine, _ in sharded.shares(one)] == [1, 0]

@@ -92,7 +92,7 @@ def test_a_rank_holds_its_shards_at_start_up_not_the_model(big_ckpt, local_ray):
     # the same measure around a local learner's build, which holds the whole model (in a fresh process: this one's
     # allocator kept the pages of the model the fixture built)
     code = ("import sys; from rl.config import LearnerConfig; from rl.learner import LocalLearner; "
-            "from rl.learner.sharded import resident_mb; before = resident_mb(reset_peak=True)[0]; "
+            "from rl.learner.memory import resident_mb; before = resident_mb(reset_peak=True)[0]; "
             "LocalLearner(sys.argv[1], LearnerConfig(lora=False), device='cpu'); print(resident_mb()[1] - before)")
     proc = subprocess.run([sys.executable, "-c", code, str(ckpt)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
