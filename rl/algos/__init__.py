@@ -16,9 +16,11 @@ LOSS_AGGS {token-mean, seq-mean-token-mean, seq-mean-token-sum, seq-mean-token-s
 
 from .registry import (  # noqa: I001  (registry first: the modules below register into it)
     ADVANTAGE_ESTIMATORS,
+    ENTRY_POINT_GROUPS,
     KL_ESTIMATORS,
     LOSS_AGGS,
     POLICY_LOSSES,
+    entry_point,
     get_advantage,
     get_kl,
     get_loss_agg,
@@ -55,7 +57,7 @@ from .policy_loss import compute_policy_loss, gspo_loss, ppo_clip_loss
 from .objective import LossInputs, LossOutput, Normalisers, Objective, compute_loss, finite_mask
 
 __all__ = [
-    "ADVANTAGE_ESTIMATORS", "KL_ESTIMATORS", "LOSS_AGGS", "POLICY_LOSSES",
+    "ADVANTAGE_ESTIMATORS", "KL_ESTIMATORS", "LOSS_AGGS", "POLICY_LOSSES", "ENTRY_POINT_GROUPS", "entry_point",
     "get_advantage", "get_kl", "get_loss_agg", "get_policy_loss", "options_for",
     "register_advantage", "register_kl", "register_loss_agg", "register_policy_loss",
     "compute_advantages", "grpo_advantages", "dr_grpo_advantages", "rloo_advantages", "group_index_for",

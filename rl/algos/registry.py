@@ -8,6 +8,7 @@ modules silently shadowing each other is exactly the kind of mistake these table
 
 from __future__ import annotations
 
+import importlib.metadata
 import inspect
 from typing import Any, Callable, Mapping, TypeVar
 
@@ -19,6 +20,20 @@ ADVANTAGE_ESTIMATORS: dict[str, Callable] = {}
 POLICY_LOSSES: dict[str, Callable] = {}
 LOSS_AGGS: dict[str, Callable] = {}
 KL_ESTIMATORS: dict[str, Callable] = {}
+
+
+ENTRY_POINT_GROUPS = {"ADVANTAGE_ESTIMATORS": "minicpmv_rl.advantages", "POLICY_LOSSES": "minicpmv_rl.policy_losses",
+                      "LOSS_AGGS": "minicpmv_rl.loss_aggs", "KL_ESTIMATORS": "minicpmv_rl.kl_estimators"}
+"""Table -> the entry-point group a package adds its functions to, named as rewards are (`minicpmv_rl.rewards`):
+`[project.entry-points."minicpmv_rl.advantages"] my_adv = "my_pkg.algos:my_estimator"`, then `algo.advantage: my_adv`."""
+
+
+def entry_point(table_name: str, name: str) -> Callable | None:
+    """The function an installed package gives as entry point `name` of the table's group, or None."""
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUPS[table_name]):
+        if ep.name == name:
+            return ep.load()
+    return None
 
 
 def _registrar(table: dict[str, Callable], kind: str) -> Callable[[str], Callable[[F], F]]:
@@ -34,20 +49,24 @@ def _registrar(table: dict[str, Callable], kind: str) -> Callable[[str], Callabl
     return register
 
 
-def _getter(table: dict[str, Callable], kind: str) -> Callable[[str], Callable]:
+def _getter(table: dict[str, Callable], kind: str, table_name: str) -> Callable[[str], Callable]:
+    group = ENTRY_POINT_GROUPS[table_name]
+
     def get(name: str) -> Callable:
-        if name not in table and is_path_spec(name):  # a user's function by path, loaded once per process
-            fn = load_callable(absolute_spec(name))
-            if not callable(fn):
+        if name not in table:  # a user's function by path or an installed entry point, loaded once per process
+            fn = load_callable(absolute_spec(name)) if is_path_spec(name) else entry_point(table_name, name)
+            if fn is not None and not callable(fn):
                 raise KeyError(f"{kind} {name!r} is not a function")
-            table[name] = fn
+            if fn is not None:
+                table[name] = fn
         try:
             return table[name]
         except KeyError:
             raise KeyError(f"unknown {kind} {name!r}; registered: {sorted(table)} (or a 'module:function' or "
-                           "'file.py:function' path)") from None
-    get.__doc__ = (f"The {kind} registered under `name`, or the function a `module:function` / `file.py:function` "
-                   "path names (KeyError listing the known names otherwise).")
+                           f"'file.py:function' path, or an entry point of the group {group!r})") from None
+    get.__doc__ = (f"The {kind} registered under `name`, the function a `module:function` / `file.py:function` "
+                   f"path names, or an installed entry point of {group!r} (KeyError listing the known names "
+                   "otherwise).")
     return get
 
 
@@ -56,10 +75,10 @@ register_policy_loss = _registrar(POLICY_LOSSES, "policy loss")
 register_loss_agg = _registrar(LOSS_AGGS, "loss aggregation")
 register_kl = _registrar(KL_ESTIMATORS, "KL estimator")
 
-get_advantage = _getter(ADVANTAGE_ESTIMATORS, "advantage estimator")
-get_policy_loss = _getter(POLICY_LOSSES, "policy loss")
-get_loss_agg = _getter(LOSS_AGGS, "loss aggregation")
-get_kl = _getter(KL_ESTIMATORS, "KL estimator")
+get_advantage = _getter(ADVANTAGE_ESTIMATORS, "advantage estimator", "ADVANTAGE_ESTIMATORS")
+get_policy_loss = _getter(POLICY_LOSSES, "policy loss", "POLICY_LOSSES")
+get_loss_agg = _getter(LOSS_AGGS, "loss aggregation", "LOSS_AGGS")
+get_kl = _getter(KL_ESTIMATORS, "KL estimator", "KL_ESTIMATORS")
 
 
 def options_for(fn: Callable, options: Mapping[str, Any]) -> dict[str, Any]:

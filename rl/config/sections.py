@@ -59,8 +59,15 @@ def _registered(table_name: str, kind: str, *extra: str):
             if not callable(fn):
                 raise ValueError(f"{name!r}: not a function")
             return absolute_spec(name)  # so that learner ranks in other directories find the file
+        try:
+            found = algos.entry_point(table_name, name)  # an installed package's, by name
+        except Exception as e:  # noqa: BLE001
+            raise ValueError(f"{name!r}: the {kind}'s entry point does not load ({type(e).__name__}: {e})") from None
+        if found is not None:
+            return name
         raise ValueError(f"{name!r} is not a registered {kind}; allowed: {', '.join(list(extra) + sorted(table))}, "
-                         "or a 'module:function' / 'file.py:function' path")
+                         f"a 'module:function' / 'file.py:function' path, or an entry point of the group "
+                         f"{algos.ENTRY_POINT_GROUPS[table_name]!r}")
 
     return AfterValidator(check)
 
