@@ -152,23 +152,27 @@ def test_every_data_cause_ends_in_one_line_naming_it_before_anything_starts(tiny
     for name, lines in files.items():
         (tmp_path / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
     base = ["--config", TINY, f"model.path={tiny_ckpt}", "run.progress=false", "run.tensorboard=false"]
+    # rc 2: found by preflight's preview of the first rows (a config error); rc 1: found when all rows load (the
+    # prompt-token count needs the model's processor)
     cases = {
-        "malformed": (["data.on_bad_row=fail"], "malformed.jsonl: row 2"),
-        "missing_field": (["data.on_bad_row=fail"], "missing_field.jsonl: row 2: field 'question'"),
-        "bad_image": (["data.on_bad_row=fail"], "bad_image.jsonl: row 2: field 'images[0]'"),
-        "too_long": (["data.on_bad_row=fail"], "too_long.jsonl: row 2: prompt of"),
-        "no_valid_row": ([], "0 valid rows"),
-        "mapped_column": (["data.columns={question: prompt, answer: answer}"], "'answer'"),
+        "malformed": (["data.on_bad_row=fail"], "malformed.jsonl: row 2", 2),
+        "missing_field": (["data.on_bad_row=fail"], "missing_field.jsonl: row 2: field 'question'", 2),
+        "bad_image": (["data.on_bad_row=fail"], "bad_image.jsonl: row 2: field 'images[0]'", 2),
+        "too_long": (["data.on_bad_row=fail"], "too_long.jsonl: row 2: prompt of", 1),
+        "no_valid_row": ([], "the first 3 rows of", 2),
+        "mapped_column": (["data.columns={question: prompt, answer: answer}"], "'answer'", 2),
     }
     runs = [base + [f"data.path={tmp_path / (name + '.jsonl')}", f"run.dir={tmp_path / 'runs' / name}", *extra]
-            for name, (extra, _) in cases.items()]
+            for name, (extra, _, _) in cases.items()]
     proc = subprocess.run([sys.executable, "-c", PROBE_RUN, json.dumps(runs)], cwd=ROOT, capture_output=True,
                           text=True, timeout=600)
     assert proc.stdout.strip(), proc.stderr[-3000:]
-    for (name, (_, named)), case in zip(cases.items(), json.loads(proc.stdout.strip().splitlines()[-1]), strict=True):
+    for (name, (_, named, rc)), case in zip(cases.items(), json.loads(proc.stdout.strip().splitlines()[-1]),
+                                            strict=True):
         lines = [line for line in case["err"].splitlines() if line.startswith("rl-train:")]
-        assert case["rc"] == 1 and len(lines) == 1 and "Traceback" not in case["err"], (name, case["err"][-2000:])
-        assert lines[0].startswith("rl-train: error: ") and named in lines[0], (name, lines[0])
+        assert case["rc"] == rc and len(lines) == 1 and "Traceback" not in case["err"], (name, case["err"][-2000:])
+        prefix = "rl-train: error: " if rc == 1 else "rl-train: config error: data: "
+        assert lines[0].startswith(prefix) and named in lines[0], (name, lines[0])
         assert not case["ray"], name  # failed at load: nothing was started
 
 
