@@ -113,13 +113,12 @@ def _rewards(cfg: TrainConfig) -> list[str]:
     from rewards.acc import allowed_table
 
     combine, problems = cfg.reward.combine, []
-    for spec in cfg.data.allowed_rewards or ():  # what rows may name: each must resolve (a listed plugin imports)
+    for spec in cfg.data.allowed_rewards:  # what rows may name: each must resolve (a listed plugin imports)
         try:
             get_reward(spec)
         except Exception as e:  # noqa: BLE001
             problems.append(f"data.allowed_rewards: {spec!r}: {type(e).__name__}: {e}")
-    if not problems and cfg.data.allowed_rewards is not None and \
-            cfg.data.default_reward not in allowed_table(cfg.data.allowed_rewards):
+    if not problems and cfg.data.default_reward not in allowed_table(cfg.data.allowed_rewards):
         problems.append(f"data.default_reward={cfg.data.default_reward!r}: not a reward rows may name "
                         f"(data.allowed_rewards and the names its plugins register: "
                         f"{', '.join(sorted(allowed_table(cfg.data.allowed_rewards)))})")

@@ -33,12 +33,10 @@ class PartHealth:
         self.first_timeout = self.first_timeout or other.first_timeout
 
 
-def run_combine(combine: CombineConfig, allowed_rewards: list[str] | None) -> CombineConfig:
+def run_combine(combine: CombineConfig, allowed_rewards: list[str]) -> CombineConfig:
     """The combined reward a run scores with: every `acc` part (the row's own verifier) takes the run's
     `data.allowed_rewards` as its verifiers unless its options say otherwise, so the data schema and the router
     read one list (a plugin listed there works as a row verifier)."""
-    if allowed_rewards is None:
-        return combine
     options = {k: dict(v) for k, v in combine.part_options.items()}
     for part, spec in combine.parts.items():
         if spec == "acc" and "allowed" not in options.get(part, {}):

@@ -16,7 +16,7 @@ import os
 from dataclasses import field
 from typing import TYPE_CHECKING, Annotated, Literal, Optional
 
-from pydantic import AfterValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic.dataclasses import dataclass
 
 from core.modes import FIXED_MODES, MODES
@@ -88,6 +88,14 @@ COLUMN_FIELDS = ("answer", "question", "messages", "images", "videos", "id", "re
 turns into them (`SHAPED`: an `image` column, a `choices` list)."""
 
 
+def _no_open_list(value):
+    if value is None:
+        raise ValueError("null would let each row name any module or file as its reward, and loading a data set "
+                         "would import and run it: list the rewards rows may name (the built-in verifiers: "
+                         f"{', '.join(VERIFIERS)}; a plugin by its 'file.py:function' or 'module:function' spec)")
+    return value
+
+
 @dataclass(config=SECTION)
 class DataConfig:
     """Training prompts: the files, how bad rows are handled, the order."""
@@ -115,11 +123,12 @@ class DataConfig:
     """skip: leave a bad row out and count it; fail: stop at the first bad row with its error."""
     default_reward: str = "math"
     """The verifier of rows that name none."""
-    allowed_rewards: Optional[list[str]] = field(default_factory=lambda: list(VERIFIERS))
+    allowed_rewards: Annotated[list[str], BeforeValidator(_no_open_list)] = field(
+        default_factory=lambda: list(VERIFIERS))
     """Reward names rows may give: the `acc` reward's verifiers and the data schema's check read this one list. A
     plugin is listed by its spec (`path/to/file.py:function`, `module:function`, an entry point); rows then name it
-    by that spec or by the name it registers with `@register_reward("name")`. None: any spec
-    `rewards.get_reward` resolves."""
+    by that spec or by the name it registers with `@register_reward("name")`. Only the config names code: a row
+    naming anything else is a bad row, and nothing it names is imported (null, "any spec", is refused)."""
     shuffle: bool = True
     """A fresh seeded shuffle every epoch; False: file order."""
     seed: Optional[int] = None
@@ -174,7 +183,7 @@ class DataConfig:
         if bool(self.reward_by_source) != bool(self.source_column):
             raise ValueError("data.reward_by_source and data.source_column go together: the column names each row's "
                              "source, the mapping its reward")
-        if self.allowed_rewards is not None and self.default_reward not in self.allowed_rewards and \
+        if self.default_reward not in self.allowed_rewards and \
                 all(a in VERIFIERS for a in self.allowed_rewards):  # a listed plugin's own names: rl.preflight
             raise ValueError(f"data.default_reward={self.default_reward!r}: not one of data.allowed_rewards "
                              f"({', '.join(self.allowed_rewards)})")

@@ -41,8 +41,7 @@ SUFFIXES = (".jsonl", ".parquet")
 
 
 def schema_options(cfg: DataConfig) -> SchemaOptions:
-    allowed = tuple(cfg.allowed_rewards) if cfg.allowed_rewards is not None else None
-    return SchemaOptions(default_reward=cfg.default_reward, allowed_rewards=allowed, check_images=cfg.check_images,
+    return SchemaOptions(default_reward=cfg.default_reward, allowed_rewards=tuple(cfg.allowed_rewards), check_images=cfg.check_images,
                          max_image_pixels=cfg.max_image_pixels, video_sampling=cfg.video_sampling(),
                          system_prompt=cfg.system_prompt, prompt_template=cfg.prompt_template)
 

@@ -156,8 +156,8 @@ class SchemaOptions:
 
     default_reward: str = "math"
     """The verifier of rows that name none."""
-    allowed_rewards: tuple[str, ...] | None = VERIFIERS
-    """Reward names a row may give; None: any spec `rewards.get_reward` resolves (names, `module:function`)."""
+    allowed_rewards: tuple[str, ...] = VERIFIERS
+    """Reward names a row may give (data.allowed_rewards): a row names no code the config does not."""
     check_images: str = "load"
     """load: decode every image now; lazy: check they exist and are non-empty now, decode when first drawn."""
     max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
@@ -175,18 +175,17 @@ class SchemaOptions:
 _resolved_rewards: dict[str, str | None] = {}
 
 
-def reward_problem(name: Any, allowed: tuple[str, ...] | None) -> str | None:
+def reward_problem(name: Any, allowed: tuple[str, ...]) -> str | None:
     """Why `name` cannot be a row's reward, or None when it can."""
     if not isinstance(name, str) or not name.strip():
         return f"expected a reward name, got {name!r}"
-    if allowed is not None:
-        try:
-            table = allowed_table(allowed)
-        except Exception as e:  # noqa: BLE001 - a listed plugin that does not import: every row names the problem
-            return f"data.allowed_rewards does not resolve ({type(e).__name__}: {e})"
-        if name not in table:
-            return f"{name!r} is not a reward rows may name (allowed: {', '.join(sorted(table))})"
-        name = table[name]
+    try:
+        table = allowed_table(allowed)
+    except Exception as e:  # noqa: BLE001 - a listed plugin that does not import: every row names the problem
+        return f"data.allowed_rewards does not resolve ({type(e).__name__}: {e})"
+    if name not in table:  # checked before anything is resolved: a row never makes this process import code
+        return f"{name!r} is not a reward rows may name (allowed: {', '.join(sorted(table))})"
+    name = table[name]
     if name not in _resolved_rewards:
         try:
             get_reward(name)

@@ -156,7 +156,7 @@ def test_default_reward_and_allowed_rewards(tmp_path):
                                               {"question": "q", "answer": "1", "reward": "format"}])
     rows, report = load_rows(path, default_reward="number")
     assert rows[0].reward == "number" and "field 'reward'" in report.errors[0]
-    rows, report = load_rows(path, allowed_rewards=None)  # any resolvable spec, e.g. a plugin path
+    rows, report = load_rows(path, allowed_rewards=["math", "format"])  # another reward, listed by the config
     assert [r.reward for r in rows] == ["math", "format"]
     with pytest.raises(ValueError, match="data.default_reward"):
         load_rows(path, default_reward="nonsense")
@@ -227,3 +227,23 @@ def test_a_prompt_template_without_the_question_is_a_config_error():
 
     with pytest.raises(ConfigError, match=r"data\.prompt_template=.*must contain \{question\} once"):
         load("configs/tiny_cpu.yaml", ["data.prompt_template=Answer briefly."])
+
+
+def test_a_row_cannot_name_code(tmp_path):
+    """A row naming a file or module as its reward is a bad row, and the file is never imported (it would leave a
+    marker); no config can open the list to any spec."""
+    from rl.config import ConfigError, load
+
+    marker = tmp_path / "ran"
+    hostile = tmp_path / "hostile.py"
+    hostile.write_text(f"import pathlib\npathlib.Path({str(marker)!r}).write_text('x')\n\n"
+                       "def reward(sample):\n    return 1.0\n")
+    path = write_jsonl(tmp_path / "d.jsonl", [{"question": "q", "answer": "1", "reward": f"{hostile}:reward"},
+                                              {"question": "q", "answer": "1", "reward": "os:system"},
+                                              {"question": "q", "answer": "1"}])
+    rows, report = load_rows(path)
+    assert [r.row for r in rows] == [3] and report.bad == 2
+    assert f"field 'reward': '{hostile}:reward' is not a reward rows may name" in report.errors[0]
+    assert not marker.exists()
+    with pytest.raises(ConfigError, match=r"data\.allowed_rewards: null would let each row name any module or file"):
+        load("configs/tiny_cpu.yaml", ["data.allowed_rewards=null"])
