@@ -8,6 +8,10 @@ class RunError(RuntimeError):
     """A failure the user can act on from its message alone."""
 
 
+class LearnerRankLost(RunError):
+    """A rank of the sharded learner died (its process killed, out of memory): the step it was in is lost."""
+
+
 class RewardFailure(RunError):
     """A reward part that failed on every row for too many steps in a row (`reward.max_failed_steps`)."""
 

@@ -82,7 +82,25 @@ def _model(cfg: TrainConfig) -> list[str]:
     if isinstance(limit, int) and cfg.rollout.max_model_len > limit:
         return [f"rollout.max_model_len={cfg.rollout.max_model_len} exceeds the model's context "
                 f"(max_position_embeddings={limit} in {config})"]
-    return []
+    return _lora_targets(cfg)
+
+
+def _lora_targets(cfg: TrainConfig) -> list[str]:
+    """LoRA targets that match no module of the checkpoint's architecture (built on the meta device: config.json
+    alone), as PEFT matches a string: `re.fullmatch` against each module name."""
+    import re
+
+    if not cfg.learner.lora:
+        return []
+    from .learner.loading import meta_model
+    import torch
+
+    names = [name for name, _ in meta_model(cfg.model.path, torch.float32).named_modules()]
+    if any(re.fullmatch(cfg.learner.lora_targets, name) for name in names):
+        return []
+    return [f"learner.lora_targets={cfg.learner.lora_targets!r}: matches no module of {cfg.model.path} (a regex "
+            f"matched in full against module names such as {', '.join(n for n in names if n.endswith('q_proj'))[:120]}"
+            "...)"]
 
 
 def _data(cfg: TrainConfig) -> list[str]:

@@ -18,17 +18,26 @@ class PartHealth:
     rows: int = 0
     errors: int = 0
     timeouts: int = 0
+    unscored: int = 0
+    """Rows the part returned None for without an error (it could not score them)."""
     first_error: str | None = None
     first_timeout: str | None = None
 
     @property
     def failed_every_row(self) -> bool:
-        return self.rows > 0 and self.errors + self.timeouts == self.rows
+        """No row scored: each raised, timed out or came back None (a part that never scores trains nothing)."""
+        return self.rows > 0 and self.errors + self.timeouts + self.unscored == self.rows
+
+    @property
+    def problem(self) -> str:
+        """What went wrong on its rows, in the words of the first error or timeout, else the None answers."""
+        return self.first_error or self.first_timeout or f"it returned None (no score) for all {self.rows} rows"
 
     def add(self, other: "PartHealth") -> None:
         self.rows += other.rows
         self.errors += other.errors
         self.timeouts += other.timeouts
+        self.unscored += other.unscored
         self.first_error = self.first_error or other.first_error
         self.first_timeout = self.first_timeout or other.first_timeout
 
@@ -77,6 +86,7 @@ def score_with_health(results: list[RolloutResult], runner: RewardRunner, combin
         h = health[name] = PartHealth(rows=len(outcomes))
         for o in outcomes:
             if o.error is None:
+                h.unscored += o.score is None
                 continue
             if o.error.startswith("timeout"):
                 h.timeouts += 1

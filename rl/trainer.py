@@ -48,10 +48,11 @@ log = logging.getLogger(__name__)
 
 
 def updated(metrics: dict) -> bool:
-    """Whether a step reached the learner and at least one of its optimizer updates ran (a finite gradient norm:
-    an update with a non-finite one is skipped, `learner.max_skipped_steps`)."""
+    """Whether a step reached the learner and at least one of its optimizer updates moved the policy: a finite,
+    non-zero gradient norm (an update with a non-finite one is skipped, `learner.max_skipped_steps`; a zero one, every
+    advantage 0, changes nothing but the optimizer's counters)."""
     norm = metrics.get("learner/grad_norm")
-    return metrics.get("loss") is not None and (norm is None or math.isfinite(norm))
+    return metrics.get("loss") is not None and (norm is None or (math.isfinite(norm) and norm > 0))
 
 
 class Phases:
@@ -201,8 +202,9 @@ class Trainer:
                     self.save()
             if history and not any(updated(h) for h in history):
                 raise NothingTrained(
-                    f"no step of this run updated the policy: no step reached the learner, or every update had a "
-                    f"non-finite gradient and was skipped ({len(history)} step(s); failed requests "
+                    f"no step of this run updated the policy: no step reached the learner, every update had a "
+                    f"non-finite gradient and was skipped, or every gradient was 0 (no reward spread within any "
+                    f"group: every advantage 0) ({len(history)} step(s); failed requests "
                     f"{sum(h['failed_requests'] for h in history)}, groups dropped by dynamic sampling "
                     f"{sum(h['dynamic/groups_dropped'] for h in history)}, bad rows {history[-1]['data/bad_rows']}): "
                     f"see {self.dir / 'metrics.jsonl'}")
@@ -407,11 +409,10 @@ class Trainer:
             streak = self._failed_steps[part] = self._failed_steps.get(part, 0) + 1 if h.failed_every_row else 0
             if streak:
                 log.warning("reward part %r failed on every row of step %d (%d step(s) in a row): %s", part,
-                            self.step + 1, streak, h.first_error or h.first_timeout)
+                            self.step + 1, streak, h.problem)
             if streak >= self.cfg.reward.max_failed_steps:
                 raise RewardFailure(f"reward part {part!r} ({self.cfg.reward.combine.parts.get(part)}) failed on "
-                                    f"every row of {streak} steps in a row (reward.max_failed_steps): "
-                                    f"{h.first_error or h.first_timeout}")
+                                    f"every row of {streak} steps in a row (reward.max_failed_steps): {h.problem}")
         return metrics
 
     def _seed(self, step: int, round_: int, index: int) -> int:

@@ -47,8 +47,29 @@ YamlLoader.add_implicit_resolver(
     list("-+0123456789."))
 
 
+MAX_VALUES = 100_000
+"""The most values (scalars, lists and mappings, each alias counted at every use) a config may expand to: YAML
+aliases can make a short file expand exponentially (the "billion laughs"); a real config has a few hundred."""
+
+
 def read_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=YamlLoader)  # noqa: S506 - a SafeLoader subclass
+    tree = yaml.load(text, Loader=YamlLoader)  # noqa: S506 - a SafeLoader subclass
+    _bounded(tree)
+    return tree
+
+
+def _bounded(tree: Any) -> None:
+    """A yaml.YAMLError when `tree`, with every alias expanded, holds more than MAX_VALUES values."""
+    count, stack = 0, [tree]
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise yaml.YAMLError(f"expands to more than {MAX_VALUES:,} values (aliases of aliases?)")
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
 def set_dotted(tree: dict, dotted: str) -> None:
@@ -56,7 +77,12 @@ def set_dotted(tree: dict, dotted: str) -> None:
     if "=" not in dotted:
         raise ConfigError(f"override {dotted!r}: expected key=value")
     key, raw = dotted.split("=", 1)
-    value = read_yaml(raw) if raw != "" else ""
+    try:
+        value = read_yaml(raw) if raw != "" else ""
+    except yaml.YAMLError as e:
+        problem = " ".join(str(e).split())  # one line: PyYAML's message spans several, with a caret
+        raise ConfigError(f"override {key.strip()}={raw}: the value is not valid YAML ({problem}); quote a string "
+                          "that holds YAML punctuation") from None
     node = tree
     parts = key.strip().split(".")
     for part in parts[:-1]:

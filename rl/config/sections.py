@@ -79,7 +79,7 @@ class ModelConfig:
     """A MiniCPM-V 4.5 checkpoint directory (the release, or one this project wrote)."""
     build_tiny_if_missing: bool = True
     """When `path` does not exist, build the tiny random checkpoint there (the CPU demo)."""
-    tiny_seed: int = 0
+    tiny_seed: int = Field(0, ge=0, le=2**32 - 1)
 
 
 COLUMN_FIELDS = ("answer", "question", "messages", "images", "videos", "id", "reward", "mode", "meta", "image",
@@ -131,7 +131,7 @@ class DataConfig:
     naming anything else is a bad row, and nothing it names is imported (null, "any spec", is refused)."""
     shuffle: bool = True
     """A fresh seeded shuffle every epoch; False: file order."""
-    seed: Optional[int] = None
+    seed: Optional[int] = Field(None, ge=0, le=2**32 - 1)
     """The shuffle seed (and the held-out draw's); None: run.seed. PromptDataset.from_config's `seed` argument
     overrides it."""
 
@@ -544,7 +544,9 @@ class RunConfig:
     """The run: length, seed, outputs."""
     dir: str = "runs/tiny"
     steps: int = Field(4, ge=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    """Seeds Python's, torch's and the engines' generators (each request's seed derives from it), the LoRA
+    initialisation and the data order; at most 2**32 - 1, numpy's and most seeding APIs' limit."""
     save_every: int = Field(2, ge=0)
     """Checkpoint every N steps (and at the end); 0 = only at the end."""
     keep_checkpoints: int = Field(2, ge=1)

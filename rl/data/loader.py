@@ -109,6 +109,9 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
                 yield number, json.loads(line)
             except json.JSONDecodeError as e:
                 yield number, RowError(str(path), number, None, f"not valid JSON ({e.msg} at column {e.colno})")
+            except RecursionError:
+                yield number, RowError(str(path), number, None, "nested too deeply to read (JSON arrays or objects "
+                                                                "inside each other beyond Python's recursion limit)")
 
 
 def read_parquet(path: Path) -> Iterator[tuple[int, Any]]:

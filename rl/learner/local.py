@@ -39,7 +39,7 @@ from rollouts.weights import Staging
 
 from ..algos import LossInputs, Normalisers, compute_loss, kl_enabled
 from ..config import AlgoConfig, LearnerConfig
-from ..errors import NonFiniteUpdates
+from ..errors import NonFiniteUpdates, RunError
 from ..packing import pack_by_budget, pad_by_budget, pad_by_count, padding_fraction
 from . import memory
 from . import weights as weights_io
@@ -80,8 +80,14 @@ class LocalLearner:
         for p in model.parameters():
             p.requires_grad_(not cfg.lora)
         if cfg.lora:
-            model = get_peft_model(model, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
-                                                     lora_dropout=cfg.lora_dropout, target_modules=cfg.lora_targets))
+            try:
+                model = get_peft_model(model, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
+                                                         lora_dropout=cfg.lora_dropout,
+                                                         target_modules=cfg.lora_targets))
+            except ValueError as e:  # PEFT's NoMatchingPeftModuleError, a target of an unsupported layer type
+                raise RunError(f"learner.lora_targets={cfg.lora_targets!r}: {str(e).splitlines()[0]} (a regex "
+                               "matched in full against module names such as llm.model.layers.0.self_attn.q_proj)"
+                               ) from None
             # the saved adapter (a PEFT folder) names its base checkpoint, as PEFT's own adapters do
             model.peft_config["default"].base_model_name_or_path = str(self.ckpt.resolve())
         base = self.base_model(model)

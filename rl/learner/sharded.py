@@ -30,6 +30,7 @@ from rollouts.transfer import SendReport, TransferPlan
 from rollouts.weights import Staging
 
 from ..config import AlgoConfig, LearnerConfig
+from ..errors import LearnerRankLost
 from .base import TrainSample
 from .local import LocalLearner, Reduced, mini_batches, sample_lengths
 from .memory import resident_mb
@@ -176,7 +177,7 @@ class ShardedLearner:
             i, ranks, str(ckpt), self.config, self.algo, seed, int(cpus_per_rank), Owner.this_process())
             for i in range(ranks)]
         master, port = ray.get(self.ranks[0].address.remote())
-        self.nodes = ray.get([r.setup.remote(master, port) for r in self.ranks])
+        self.nodes = self._gather([r.setup.remote(master, port) for r in self.ranks], "setup")
         """The node id of each rank (where Ray placed it)."""
         self.version = 0
 
@@ -193,7 +194,24 @@ class ShardedLearner:
         return [sorted(p) for p in parts]
 
     def _on_all(self, method: str, *args) -> list[Any]:
-        return ray.get([r.call.remote(method, *args) for r in self.ranks])
+        return self._gather([r.call.remote(method, *args) for r in self.ranks], method)
+
+    def _gather(self, refs: list, what: str) -> list[Any]:
+        """Each rank's answer, in rank order. A rank that died (its process killed, out of memory) is a
+        `LearnerRankLost` naming it as soon as it is known, not when the other ranks give up waiting for it in a
+        collective; an exception a rank raised comes back as itself."""
+        index = {ref: i for i, ref in enumerate(refs)}
+        pending, out = list(refs), [None] * len(refs)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            i = index[ready[0]]
+            try:
+                out[i] = ray.get(ready[0])
+            except ray.exceptions.RayActorError as e:
+                cause = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+                raise LearnerRankLost(f"learner rank {i} of {len(refs)} died during {what} ({cause[:300]}); "
+                                      "continue from the latest checkpoint with --resume") from None
+        return out
 
     def shares(self, samples: list[TrainSample]) -> list[tuple[list[int], list[list[int]]]]:
         """Per rank: the indices of its samples in `samples` and, in positions into those, its part of each global
@@ -210,7 +228,7 @@ class ShardedLearner:
         """Each rank gets its share only, once (`pack_share`: one object per rank, no PIL images); `dispatch_mb`
         is their total size."""
         blobs = [pack_share([samples[i] for i in mine], parts) for mine, parts in self.shares(samples)]
-        outs = ray.get([r.step_share.remote(ray.put(blob)) for r, blob in zip(self.ranks, blobs)])
+        outs = self._gather([r.step_share.remote(ray.put(blob)) for r, blob in zip(self.ranks, blobs)], "step")
         del blobs
         reduced = Reduced()
         for out in outs:
@@ -228,8 +246,8 @@ class ShardedLearner:
 
     def logprobs(self, samples: list[TrainSample], reference: bool = False) -> list[torch.Tensor]:
         parts = self.split(samples)
-        outs = ray.get([r.logprobs_share.remote(ray.put(pack_share([samples[i] for i in idx])), reference)
-                        for r, idx in zip(self.ranks, parts)])
+        outs = self._gather([r.logprobs_share.remote(ray.put(pack_share([samples[i] for i in idx])), reference)
+                             for r, idx in zip(self.ranks, parts)], "logprobs")
         result: list[torch.Tensor | None] = [None] * len(samples)
         for idx, values in zip(parts, outs):
             for i, v in zip(idx, values):

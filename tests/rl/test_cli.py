@@ -39,6 +39,9 @@ BAD_CONFIGS = [
     ("reward.combine.parts.acc=no_such_module:fn", "reward.combine.parts.acc='no_such_module:fn'"),
     ("rollout.backend=sglang", "rollout.backend='sglang': expected one of ['fake', 'vllm'] or a 'module:Class'"),
     ("sync.transport=ipc", "sync.transport: Input should be 'auto', 'nccl', 'gloo' or 'staging'"),
+    ("rollout.n=[1", "override rollout.n=[1: the value is not valid YAML"),
+    ("run.seed=99999999999999999999999", "run.seed: Input should be less than or equal to 4294967295"),
+    ("data.allowed_rewards=null", "data.allowed_rewards: null would let each row name any module or file"),
 ] + [(f"run.{name}=true", f"run.{name}=true: the {name} package is not installed")
      for name in ("wandb", "mlflow") if importlib.util.find_spec(name) is None]
 
@@ -79,6 +82,12 @@ def test_check_validates_and_starts_nothing(tmp_path):
     out, err = rl_train("--config", TINY, f"run.dir={tmp_path / 'run'}", "--check")
     assert out["rc"] == 0 and out["heavy"] == []
     assert not (tmp_path / "run").exists()
+
+
+def test_lora_targets_that_match_nothing_are_named_before_the_model_loads(tiny_ckpt):
+    out, err = rl_train("--config", TINY, f"model.path={tiny_ckpt}", "learner.lora_targets=.*attn.qproj", "--check")
+    assert out["rc"] == 2 and "learner.lora_targets='.*attn.qproj': matches no module of" in err
+    assert "llm.model.layers.0.self_attn.q_proj" in err
 
 
 def test_the_model_context_is_checked(tiny_ckpt):

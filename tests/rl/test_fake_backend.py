@@ -283,3 +283,34 @@ def test_a_trl_style_reward_function_scores_rows_in_rl_train_and_rl_reward(tiny_
                          capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2])
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.splitlines()[0])["score"] == 1.0
+
+
+def parts_config(tmp_path, ckpt, plugin_body: str, *extra):
+    plugin = tmp_path / "constant.py"
+    plugin.write_text(plugin_body)
+    return config(tmp_path, ckpt, f"reward.combine.parts={{acc: acc, mine: {plugin}:score}}",
+                  "reward.combine.weights={acc: 1.0, mine: 1.0}", "reward.combine.group_normalize=[]", *extra)
+
+
+def test_a_reward_part_that_never_scores_stops_the_run_as_one_that_raises(tiny_ckpt, tmp_path, no_ray):
+    from rl.errors import RewardFailure
+
+    cfg = parts_config(tmp_path, tiny_ckpt, "def score(sample):\n    return None\n", "run.steps=4",
+                       "reward.max_failed_steps=2")
+    with pytest.raises(RewardFailure, match=r"reward part 'mine' .* failed on every row of 2 steps in a row "
+                                            r"\(reward.max_failed_steps\): it returned None \(no score\) for all 16 "
+                                            r"rows"):
+        Trainer(cfg, pool=LocalPool(FakeBackend(str(tiny_ckpt)))).fit()
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 1  # stopped in step 2
+
+
+def test_a_run_whose_every_gradient_is_zero_trained_nothing(tiny_ckpt, tmp_path, no_ray):
+    """Every sample of every group gets the same reward: every advantage is 0, the loss is 0.0 and nothing moves;
+    the run says so (NothingTrained) rather than exit 0 as if it had trained."""
+    from rl.errors import NothingTrained
+
+    cfg = config(tmp_path, tiny_ckpt, "run.steps=2", "reward.combine.parts={format: format}",
+                 "reward.combine.weights={format: 1.0}", "reward.combine.group_normalize=[]")
+    backend = FakeBackend(str(tiny_ckpt), respond=lambda request, k, rng: "42")  # the same text for every sample
+    with pytest.raises(NothingTrained, match=r"every gradient was 0 \(no reward spread within any group"):
+        Trainer(cfg, pool=LocalPool(backend)).fit()

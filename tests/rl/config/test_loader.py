@@ -68,3 +68,21 @@ def test_yaml_1_2_scalars(tmp_path):
     assert load(None, ["algo.kl=off", "run.async_mode=off"]).algo.kl == "off"  # YAML 1.1 would read False
     with pytest.raises(ConfigError, match="run.tensorboard: Input should be a valid boolean"):
         load(None, ["run.tensorboard=maybe"])
+
+
+def test_a_config_whose_aliases_expand_without_bound_is_refused(tmp_path):
+    """The "billion laughs": nine levels of nine aliases each are a few hundred bytes and 10^9 values expanded."""
+    import pytest
+
+    from rl.config import ConfigError, load
+
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    path = tmp_path / "laughs.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError, match=r"laughs\.yaml: not valid YAML \(expands to more than 100,000 values"):
+        load(path)
+    shared = tmp_path / "anchors.yaml"  # an anchor used a few times is fine
+    shared.write_text("rollout:\n  short: &s {temperature: 0.8, max_new_tokens: 256}\n  auto: *s\n")
+    cfg = load(shared)
+    assert cfg.rollout.auto.temperature == cfg.rollout.short.temperature == 0.8

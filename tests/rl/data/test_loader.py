@@ -190,3 +190,13 @@ def test_requests_are_processed_by_the_model_processor(processor, demo_dir):
             assert prompt.input_ids and prompt.mode == mode
             content = row.messages[0]["content"]
             assert (content if isinstance(content, str) else content[-1]["text"]) in prompt.text
+
+
+def test_a_line_nested_beyond_the_recursion_limit_is_a_bad_row(tmp_path):
+    path = tmp_path / "deep.jsonl"
+    path.write_text('{"question": ' + "[" * 100_000 + "]" * 100_000 + ', "answer": "1"}\n'
+                    '{"question": "What is 1 + 1?", "answer": "2"}\n')
+    rows, report = load_rows(path)  # skip: the load goes on past it
+    assert [r.row for r in rows] == [2] and report.bad == 1
+    assert report.errors[0] == f"{path}: row 1: nested too deeply to read (JSON arrays or objects inside each other " \
+                               "beyond Python's recursion limit)"

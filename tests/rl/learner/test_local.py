@@ -162,3 +162,10 @@ def test_mini_batches_and_epochs_move_the_ratio_and_the_clip_acts(tiny_ckpt, sam
     assert metrics["ratio_max"] > 1.0 + 1e-3 or metrics["ratio_min"] < 1.0 - 1e-3  # later updates are off-policy
     assert metrics["clip_frac"] > 0  # and the clip acts on them
     assert learner.micro_batches(samples)  # the batch is still whole for the next step
+
+
+def test_lora_targets_that_match_nothing_are_one_error_naming_the_key(tiny_ckpt):
+    from rl.errors import RunError
+
+    with pytest.raises(RunError, match=r"learner\.lora_targets='nothing': Target modules nothing not found"):
+        LocalLearner(tiny_ckpt, LearnerConfig(lora=True, lora_targets="nothing"), device="cpu")

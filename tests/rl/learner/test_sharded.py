@@ -110,3 +110,26 @@ def test_two_ranks_equal_the_local_learner_with_mini_batches_and_epochs(tiny_ckp
             torch.testing.assert_close(theirs[name], tensor, rtol=0, atol=1e-5, msg=name)
     finally:
         sharded.close()
+
+
+def test_a_rank_that_dies_is_named_at_once(tiny_ckpt, samples, local_ray):
+    """A rank killed (as the OOM killer would) is one error naming it, as soon as Ray knows, while the other rank
+    still waits for it in a collective."""
+    import time
+
+    import ray
+
+    from rl.errors import LearnerRankLost
+
+    cfg = LearnerConfig(lora=True, lr=1e-2, entropy_metric=False, micro_batch_tokens=256)
+    sharded = ShardedLearner(tiny_ckpt, cfg, ranks=2, seed=0)
+    try:
+        sharded.step(samples)
+        ray.kill(sharded.ranks[1], no_restart=True)  # its process is killed at once, as by the OOM killer
+        start = time.monotonic()
+        with pytest.raises(LearnerRankLost, match=r"learner rank 1 of 2 died during step \(.*\); continue from the "
+                                                  r"latest checkpoint with --resume"):
+            sharded.step(samples)
+        assert time.monotonic() - start < 60  # not gloo's collective timeout
+    finally:
+        sharded.close()
