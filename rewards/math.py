@@ -319,6 +319,18 @@ def _braces_vs_parentheses(a: str, b: str) -> bool:
     return {kind(a), kind(b)} == {"set", "paren"}
 
 
+def _memory_note() -> str:
+    """Where this process runs under an address-space limit (a sandboxed reward worker: reward.memory_mb), a note
+    that the parse may have run out of it: math-verify reports a MemoryError as a failed parse."""
+    import resource
+
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if limit == resource.RLIM_INFINITY:
+        return ""
+    return (f" (or the parse ran out of memory: this reward worker's address space is limited to "
+            f"{limit // 2**20} MB, reward.memory_mb)")
+
+
 def math_equal(pred: str, reference: str, config: MathConfig = MathConfig(), lenient: bool = False,
                unit_text: str | None = None) -> bool:
     """Whether an extracted answer string is mathematically equivalent to the reference string.
@@ -338,7 +350,8 @@ def math_equal(pred: str, reference: str, config: MathConfig = MathConfig(), len
         return False
     gold = parse_math(reference, config)
     if all(isinstance(g, str) for g in gold):  # math-verify falls back to the raw string when parsing fails
-        raise ValueError(f"the reference answer could not be parsed as mathematics: {reference[:100]!r}")
+        raise ValueError(f"the reference answer could not be parsed as mathematics: {reference[:100]!r}"
+                         + _memory_note())
     target = parse_math(pred, config, lenient=lenient)
     if not target:
         return False

@@ -51,9 +51,19 @@ def save_checkpoint(run_dir: Path, step: int, learner, state: dict, keep: int = 
                               ) from e
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
-    for old in checkpoint_dirs(run_dir)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+    rotate(run_dir, keep)
     return final
+
+
+def rotate(run_dir: Path, keep: int) -> None:
+    """Keep the newest `keep` checkpoints. Each older one is first renamed out of the `step-N` names (atomic), then
+    deleted, so a kill in the middle never leaves a half-deleted folder that looks like a checkpoint; leftovers of an
+    earlier kill (`.old-*` being deleted, `.tmp-*` being written) are deleted too. A resumed run calls it first."""
+    root = run_dir / "checkpoints"
+    for old in checkpoint_dirs(run_dir)[:-keep] if keep > 0 else []:
+        os.replace(old, root / f".old-{old.name}")
+    for leftover in [*root.glob(".old-*"), *root.glob(".tmp-*")] if root.is_dir() else []:
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 def load_checkpoint(path: Path, learner) -> dict:

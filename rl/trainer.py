@@ -32,7 +32,7 @@ from rollouts.types import RolloutResult
 from . import config as config_io
 from .algos import get_advantage, options_for
 from .batches import Background, Batch, checkpointable, split_stale
-from .checkpointing import export_checkpoint, load_latest, save_checkpoint
+from .checkpointing import export_checkpoint, load_latest, rotate, save_checkpoint
 from .config import TrainConfig
 from .data import PromptDataset, external
 from .errors import NothingTrained, RewardFailure, RunError
@@ -479,6 +479,7 @@ class Trainer:
 
     def _resume(self) -> None:
         path, state = load_latest(self.dir, self.learner, log)
+        rotate(self.dir, self.cfg.run.keep_checkpoints)  # what a kill during the last rotation left
         self.step = state["step"]
         self.dataset.load_state_dict(state["data"])
         self.rng.setstate(state["rng"])

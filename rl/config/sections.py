@@ -103,7 +103,8 @@ class DataConfig:
     """A JSONL or Parquet file, a folder of them, a `datasets` folder (`save_to_disk`), a hub id (`owner/name`, with
     `split`), or a list of these (rl/data/external.py)."""
     split: Optional[str] = None
-    """The split of a `datasets` folder or hub id; None: its only split, else "train"."""
+    """The split of a `datasets` folder, a hub id or a `DatasetDict` given from Python; None: its only split, else
+    "train". A single `Dataset` from Python is one split: set this only to its own split's name."""
     columns: dict[str, str] = field(default_factory=dict)
     """This schema's fields (`COLUMN_FIELDS`: question, answer, images, image, choices, messages, reward, mode, meta,
     id, videos) -> the data set's columns, e.g. {question: problem, answer: solution}; columns the schema does not know are left out."""
@@ -286,8 +287,9 @@ class RewardConfig:
     timeout_s: float = Field(10.0, gt=0)
     """Per reward call (a hung verifier gives None for that row)."""
     workers: int = Field(2, ge=1)
-    memory_mb: int = Field(4096, ge=64)
-    """Address-space limit of each sandboxed reward worker."""
+    memory_mb: int = Field(4096, ge=256)
+    """Address-space limit of each sandboxed reward worker. At least 256: below ~128 MB the `math` verifier's
+    parser (math-verify, sympy) runs out of memory and every reference reads as unparseable."""
     max_failed_steps: int = Field(3, ge=1)
     """A reward part that fails (raises or times out) on every row of this many steps in a row stops the run
     (each such step is a warning; errors and timeouts are counted in reward/errors/<part>, reward/timeouts/<part>)."""

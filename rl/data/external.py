@@ -77,6 +77,25 @@ def origin_hint(found: dict) -> str:
     return f"{said}, made in memory: pass --data with the same rows, or run_eval(..., data=rows) from Python"
 
 
+def python_split(data: Any, split: str | None) -> Any:
+    """Rows from Python with `data.split` applied: a `DatasetDict`'s split (`split`; else its only one, else
+    "train"), as for a folder; a single `Dataset` or list is one split already, so a `data.split` is an error
+    unless it names the data set's own split."""
+    splits = list(data.keys()) if hasattr(data, "keys") and hasattr(data, "column_names") and \
+        isinstance(getattr(data, "column_names", None), dict) else None
+    if splits is not None:
+        name = split or (splits[0] if len(splits) == 1 else "train")
+        if name not in splits:
+            raise DataError(f"data.split={split!r}: the data set given has the splits {', '.join(splits)}")
+        return data[name]
+    own = getattr(data, "split", None)
+    if split is not None and (own is None or str(own) != split):
+        said = f"its {str(own)!r} split" if own is not None else "one set of rows, of no named split"
+        raise DataError(f"data.split={split!r}: the data set given is {said}; pass the split you want (or a "
+                        "DatasetDict), or leave data.split unset")
+    return data
+
+
 def hf_kind(path: str) -> str | None:
     """"disk" for a `save_to_disk` folder, "hub" for an `owner/name` id that is no local path, else None."""
     p = Path(path)

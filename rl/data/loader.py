@@ -185,6 +185,7 @@ def sources(cfg: DataConfig, data: Any = None) -> Iterator[tuple[str, Path, Iter
     from . import external
 
     if data is not None:
+        data = external.python_split(data, cfg.split)
         data = external.undecoded(data) if hasattr(data, "features") else data
         external.check_columns(cfg.columns, external.column_names(data), "the data set given")
         yield "python data", Path.cwd(), external.numbered(data), True, True

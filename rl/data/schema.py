@@ -286,8 +286,14 @@ def _video_value(value: Any, base: Path, check: str, where: str, sampling: dict,
     return str(path)
 
 
+NUL_PROBLEM = ("contains a NUL character (\\x00): the tokenizer and the rollout engine read it differently, so the "
+               "learner would score other tokens than were sampled")
+
+
 def _content(content: Any, i: int, drop_none: bool) -> str | list[dict]:
     if isinstance(content, str):
+        if "\x00" in content:
+            raise RowError("", None, f"messages[{i}].content", NUL_PROBLEM)
         return content
     if not isinstance(content, list) or not content:
         raise RowError("", None, f"messages[{i}].content", "expected a string or a non-empty list of parts")
@@ -300,6 +306,8 @@ def _content(content: Any, i: int, drop_none: bool) -> str | list[dict]:
         if kind == "text":
             if not isinstance(part.get("text"), str):
                 raise RowError("", None, f"messages[{i}].content[{j}].text", "expected a string")
+            if "\x00" in part["text"]:
+                raise RowError("", None, f"messages[{i}].content[{j}].text", NUL_PROBLEM)
         elif kind not in ("image", "video"):
             raise RowError("", None, f"messages[{i}].content[{j}].type",
                            f"{kind!r}: expected 'text', 'image' or 'video'")
@@ -429,6 +437,8 @@ def _parse(raw: Any, source: str, row: int, base: Path, opt: SchemaOptions) -> R
         question = raw["question"]
         if not isinstance(question, str) or not question.strip():
             raise bad("question", f"expected a non-empty string, got {question!r}")
+        if "\x00" in question:
+            raise bad("question", NUL_PROBLEM)
         question = templated(question, opt.prompt_template)
         parts = [part_of(kind, v, f"{kind}s[{k}]") for kind, values in media.items() for k, v in enumerate(values)]
         if PLACEHOLDER.search(question):  # `<image>` / `<video>` in the text mark where each goes (geometry3k's)

@@ -144,7 +144,8 @@ def data_rows(cfg: TrainConfig, data, split: str | None = None, max_rows: int = 
 
     path_like = isinstance(data, (str, Path))
     shaped = dataclasses.replace(cfg.run_data(), path=str(data) if path_like else cfg.data.path, max_rows=max_rows,
-                                 split=split if split is not None else cfg.data.split, on_bad_row="skip", demo=None)
+                                 split=split if split is not None or not path_like else cfg.data.split,
+                                 on_bad_row="skip", demo=None)  # (rows from Python: the split given, if any)
     processor = Processor.from_pretrained(ckpt or cfg.model.path, max_image_pixels=cfg.data.max_image_pixels,
                                           video_sampling=cfg.data.video_sampling())
     return load_rows(shaped, processor=processor, data=None if path_like else data)

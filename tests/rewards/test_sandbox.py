@@ -198,3 +198,16 @@ def test_workers_and_their_children_die_with_a_killed_trainer(plugin):
         trainer.wait()
     assert gone_soon([worker, *children]) == []
     assert in_group(worker) == []
+
+
+def test_a_verifier_out_of_memory_names_the_limit_and_the_config_refuses_it():
+    """Under a 64 MB address space math-verify's parser fails and reports it as an unparseable reference: the error
+    says the worker's memory limit may be why, and a run cannot set one that low."""
+    from rewards import RewardInput
+    from rl.config import ConfigError, load
+
+    with RewardRunner(RunnerConfig(sandbox=SandboxConfig(workers=1, memory_mb=64))) as runner:
+        [out] = runner.score("math", [RewardInput.make("\\boxed{\\frac{1}{2}}", "0.5", "short", {})])
+    assert out.score is None and "address space is limited to 64 MB, reward.memory_mb" in out.error
+    with pytest.raises(ConfigError, match=r"reward\.memory_mb: Input should be greater than or equal to 256"):
+        load("configs/tiny_cpu.yaml", ["reward.memory_mb=64"])

@@ -11,7 +11,7 @@ from model import MiniCPMV
 from model.processor import Processor
 from model.synthetic import shapes_image
 from rl.checkpointing import (SUPPORT_FILES, checkpoint_dirs, export_checkpoint, load_checkpoint, load_latest,
-                              save_checkpoint)
+                              rotate, save_checkpoint)
 from rl.errors import CheckpointError
 from rl.config import LearnerConfig
 from rl.learner import LocalLearner, TrainSample
@@ -129,6 +129,33 @@ def test_rotation_keeps_the_newest_by_step_number(tmp_path):
     assert names(tmp_path) == ["step-000013"]
     assert torch.load(tmp_path / "checkpoints" / "step-000013" / "state.pt", weights_only=False)["step"] == 13
     assert checkpoint_dirs(tmp_path / "elsewhere") == []
+
+
+def test_a_kill_during_rotation_leaves_no_half_deleted_checkpoint(tmp_path, monkeypatch):
+    """The deletion of an old checkpoint dies half-way (kill -9): what is left is not a `step-N` folder, and the
+    resumed run's rotation (and the next save's) deletes it, so `keep` holds."""
+    import rl.checkpointing as checkpointing
+
+    learner = stub_learner()
+    for step in (1, 2):
+        save_checkpoint(tmp_path, step, learner, {}, keep=2)
+
+    real_rmtree = checkpointing.shutil.rmtree
+
+    def dies_half_way(path, ignore_errors=False):
+        if not Path(path).name.startswith(".old-"):
+            return real_rmtree(path, ignore_errors=ignore_errors)
+        next(p for p in Path(path).iterdir() if p.is_file()).unlink()  # one file gone, then the process is killed
+        raise SystemExit("killed")
+
+    monkeypatch.setattr(checkpointing.shutil, "rmtree", dies_half_way)
+    with pytest.raises(SystemExit):
+        save_checkpoint(tmp_path, 3, learner, {}, keep=2)
+    monkeypatch.undo()
+    assert names(tmp_path) == ["step-000002", "step-000003"]  # step 1, half deleted, is no longer a checkpoint
+    assert (tmp_path / "checkpoints" / ".old-step-000001").is_dir()
+    rotate(tmp_path, keep=2)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-000002", "step-000003"]
 
 
 def test_rotation_orders_steps_past_six_digits(tmp_path):

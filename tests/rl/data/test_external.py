@@ -205,3 +205,20 @@ def test_check_reads_the_first_rows_through_the_mapping(tmp_path):
     assert check(lines, mapped) == []
     [problem] = check(lines, mapped, "data.on_bad_row=fail")
     assert problem.startswith(f"data: {lines}: row 2: field 'reward': ") and "myrewards.py:year" in problem
+
+
+def test_data_split_selects_from_a_dataset_dict_and_must_match_a_dataset(tmp_path):
+    from rl.data.loader import DataError
+
+    train = datasets.Dataset.from_dict({"problem": ["What is 1 + 1?"], "solution": ["2"]})
+    test = datasets.Dataset.from_dict({"problem": ["What is 2 + 2?", "What is 3 + 3?"], "solution": ["4", "6"]})
+    both = datasets.DatasetDict({"train": train, "test": test})
+    columns = {"question": "problem", "answer": "solution"}
+    rows, _ = load_rows(DataConfig(path="<python data>", columns=columns, split="test"), data=both)
+    assert [r.answer for r in rows] == ["4", "6"]
+    rows, _ = load_rows(DataConfig(path="<python data>", columns=columns), data=both)  # "train" by default
+    assert [r.answer for r in rows] == ["2"]
+    with pytest.raises(DataError, match=r"data.split='test': the data set given is one set of rows, of no named"):
+        load_rows(DataConfig(path="<python data>", columns=columns, split="test"), data=train)
+    with pytest.raises(DataError, match=r"data.split='validation': the data set given has the splits train, test"):
+        load_rows(DataConfig(path="<python data>", columns=columns, split="validation"), data=both)
