@@ -8,6 +8,8 @@
 - `exit_with(owner)`: a thread that ends this process (and the processes below it) as soon as `owner` (the trainer)
   is gone, even by SIGKILL. Ray notices a dead driver only after its own timeouts (~15 s measured), while a vLLM
   engine holds a GPU's memory.
+- `start_reaper()`: a detached process that ends whatever was started below this one once it is gone (Ray's head
+  and node agents, when the trainer started Ray itself).
 """
 
 from __future__ import annotations
@@ -154,6 +156,43 @@ def exit_with(owner: Owner | None, poll_s: float = 0.5) -> bool:
 
     threading.Thread(target=watch, name="exit-with-owner", daemon=True).start()
     return True
+
+
+def reap_with(owner: Owner, poll_s: float = 0.5, note_s: float = 30.0) -> None:
+    """The reaper's loop (`start_reaper`): for its first `note_s` seconds, note every process below `owner` (pid
+    and start time: what starting Ray there started, its agents included); once `owner` is gone, SIGKILL each
+    noted process that is still the one noted. Processes the owner starts later are not its business."""
+    noted: dict[int, str | None] = {}
+    until = time.monotonic() + note_s
+    while alive(owner.pid, owner.start):
+        if time.monotonic() < until:
+            for pid in descendants(owner.pid):
+                if pid != os.getpid() and pid not in noted:
+                    noted[pid] = start_time(pid)
+        time.sleep(poll_s)
+    for pid, start in noted.items():
+        if start is not None and alive(pid, start):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def start_reaper(poll_s: float = 0.5) -> None:
+    """A detached process that ends the processes started below this one in the next 30 s (`reap_with`) as soon as
+    this one is gone, even by SIGKILL: for processes that outlive it on their own timers. (Ray's node agents,
+    started by a raylet that died with its driver, first try to report the death to a GCS that is gone too, and
+    give up after 60 s.)"""
+    import json
+    import subprocess
+    import sys
+
+    owner = Owner.this_process()
+    code = ("import json, sys; from core.process import Owner, reap_with; "
+            "o = json.loads(sys.argv[1]); reap_with(Owner(**o), float(sys.argv[2]))")
+    subprocess.Popen([sys.executable, "-c", code, json.dumps(owner.__dict__), str(poll_s)],
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     start_new_session=True, cwd=str(Path(__file__).resolve().parents[1]))
 
 
 def _machine() -> str:
