@@ -28,6 +28,8 @@ class Batch:
     """Requests that failed (logged by file and row)."""
     seconds: dict[str, float] = field(default_factory=dict)
     """Seconds per phase (sample, modes, generate, score), however long the learner waited for them."""
+    pairs: list = field(default_factory=list)
+    """The paired prompts' measurements (`rl.modes.measure_pairs`)."""
 
 
 def checkpointable(batch: Batch) -> Batch:

@@ -198,15 +198,34 @@ class DataConfig:
 
 @dataclass(config=SECTION)
 class ModeScheduleConfig:
-    """Long-mode share of prompts over training (paper: a constant 0.5)."""
+    """Which prompts are sampled in long mode (paper: a constant half of them), and the measured benefit of thinking
+    (`rl/modes.py`)."""
     long_fraction: float = Field(0.5, ge=0, le=1)
-    """Share of prompts assigned to long mode (at step 0 for linear/step schedules)."""
-    schedule: Literal["constant", "linear", "step"] = "constant"
-    """constant | linear (from long_fraction to long_fraction_end over ramp_steps) | step (switch at ramp_steps)."""
+    """Share of prompts assigned to long mode (at step 0 for linear/step schedules; with `benefit`, the long-mode
+    probability of a prompt nothing is known about yet)."""
+    schedule: Literal["constant", "linear", "step", "benefit"] = "constant"
+    """constant | linear (from long_fraction to long_fraction_end over ramp_steps) | step (switch at ramp_steps) |
+    benefit (each prompt's long-mode probability from its measured benefit: needs paired_fraction > 0)."""
     long_fraction_end: float = Field(0.5, ge=0, le=1)
     ramp_steps: int = Field(0, ge=0)
     respect_data_mode: bool = True
     """A row with its own `mode` keeps it; False assigns every row by the schedule."""
+    paired_fraction: float = Field(0.0, ge=0, le=1)
+    """Share of prompts sampled in both modes: two groups of rollout.n / 2 samples, one per mode, each its own
+    advantage group (short against short, long against long). The pair measures the prompt's benefit of thinking
+    (`token_cost`). Paper: none (0)."""
+    token_cost: float = Field(0.0, ge=0)
+    """lambda of the measured benefit: delta = mean reward(long) - mean reward(short) - lambda * (mean tokens(long) -
+    mean tokens(short)) / token_scale. 0: thinking is judged by reward alone."""
+    token_scale: int = Field(1000, ge=1)
+    """Tokens per unit of token_cost (1000: lambda is the reward one thousand more tokens must earn)."""
+    benefit_decay: float = Field(0.5, gt=0, le=1)
+    """Weight of a new measurement in a prompt's running estimate (an exponential average; the source's and the
+    data set's estimates, the fallbacks for prompts not measured yet, average the same way)."""
+    benefit_temperature: float = Field(0.1, gt=0)
+    """Long-mode probability = sigmoid(estimate / benefit_temperature): 0.1 makes a benefit of +0.2 reward ~88%."""
+    benefit_floor: float = Field(0.05, ge=0, le=0.5)
+    """The least probability of either mode under `benefit` (exploration: no prompt is ever decided for good)."""
 
 
 def _paper_sampling(max_new_tokens: int):
@@ -615,6 +634,13 @@ class TrainConfig:
 
     @model_validator(mode="after")
     def _check(self):
+        if self.modes.paired_fraction > 0 and (self.rollout.n < 4 or self.rollout.n % 2):
+            raise ValueError(f"modes.paired_fraction={self.modes.paired_fraction} splits a prompt's rollout.n samples "
+                             f"into two groups of n/2, each needing 2 for a baseline: rollout.n must be even and at "
+                             f"least 4 (got {self.rollout.n})")
+        if self.modes.schedule == "benefit" and self.modes.paired_fraction == 0:
+            raise ValueError("modes.schedule=benefit learns each prompt's benefit from paired groups: set "
+                             "modes.paired_fraction > 0 (e.g. 0.25)")
         lora, kind = self.learner.lora, self.sync.kind
         trains_more = self.learner.train_vision or self.learner.train_resampler
         if kind == "adapter" and not lora:

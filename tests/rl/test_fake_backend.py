@@ -2,6 +2,7 @@
 dynamic sampling that over-provisions: the first groups with reward variance fill the batch, the rest are aborted."""
 
 import random
+import statistics
 
 import pytest
 
@@ -314,3 +315,51 @@ def test_a_run_whose_every_gradient_is_zero_trained_nothing(tiny_ckpt, tmp_path,
     backend = FakeBackend(str(tiny_ckpt), respond=lambda request, k, rng: "42")  # the same text for every sample
     with pytest.raises(NothingTrained, match=r"every gradient was 0 \(no reward spread within any group"):
         Trainer(cfg, pool=LocalPool(backend)).fit()
+
+
+def thinking_helps_on_hard_rows(request, index, rng):
+    """Long mode is right on every row and spends ~60 more tokens; short mode is right on easy rows only."""
+    answer = str(request.meta["answer"])
+    if request.mode == "long":
+        return "Let me add them up one by one. " * 10 + f"</think>\n\nThe answer is \\boxed{{{answer}}}."
+    right = "hard" not in str(request.meta["source"]) or index % 4 == 0
+    return f"The answer is \\boxed{{{answer if right else 'no idea'}}}."
+
+
+def test_paired_groups_measure_the_benefit_and_the_benefit_schedule_follows_it(tiny_ckpt, tmp_path, no_ray):
+    """Paired prompts give each row's benefit of thinking (reward gained minus the price of the extra tokens); under
+    `modes.schedule=benefit` the hard rows, where thinking pays, go long far more often than the easy ones, where it
+    only costs tokens; the estimates are in the checkpoint, so a resumed run continues exactly."""
+    import json
+
+    for name in ("hard", "easy"):
+        (tmp_path / f"{name}.jsonl").write_text("".join(
+            json.dumps({"id": f"{name}-{i}", "question": f"What is {i} + {i}?", "answer": str(2 * i)}) + "\n"
+            for i in range(8)))
+    settings = [f"data.path=[{tmp_path / 'hard.jsonl'}, {tmp_path / 'easy.jsonl'}]", "data.demo=null",
+                "reward.combine.parts={acc: acc}", "reward.combine.weights={acc: 1.0}",
+                "reward.combine.group_normalize=[]", "data.default_reward=number", "modes.schedule=benefit",
+                "modes.paired_fraction=0.5", "modes.token_cost=0.5", "rollout.prompts_per_step=8", "run.steps=4",
+                "run.save_every=2", "run.keep_checkpoints=5"]
+    trainer = Trainer(config(tmp_path, tiny_ckpt, *settings), pool=LocalPool(FakeBackend(str(tiny_ckpt),
+                                                                                   respond=thinking_helps_on_hard_rows)))
+    history = trainer.fit()
+    hard = [v for k, v in trainer.benefit.prompts.items() if k.startswith("hard")]
+    easy = [v for k, v in trainer.benefit.prompts.items() if k.startswith("easy")]
+    assert hard and easy and min(hard) > 0.3 and max(easy) < 0  # +0.75 reward - 0.03 tokens; -0.03
+    assert all(h["mode/paired"] >= 3 and h["groups"] > 8 for h in history)  # a pair is two groups of n/2
+    late = history[-2:]
+    share = {s: statistics.fmean(h[f"mode/long_share/source/{s}.jsonl"] for h in late) for s in ("hard", "easy")}
+    assert share["hard"] > share["easy"] + 0.2, share  # paired halves count half each way
+    assert all(h["mode/benefit/max"] > 0.3 and h["mode/benefit/min"] < 0.3 for h in history[1:])
+    # resume from step 2: the tracker comes back with the data position, and the run continues as it went
+    cut = config(tmp_path, tiny_ckpt, *settings)
+    cut.run.dir = str(tmp_path / "cut")
+    cut.run.steps = 2
+    Trainer(cut, pool=LocalPool(FakeBackend(str(tiny_ckpt), respond=thinking_helps_on_hard_rows))).fit()
+    cut.run.steps = 4
+    resumed = Trainer(cut, resume=True, pool=LocalPool(FakeBackend(str(tiny_ckpt),
+                                                                   respond=thinking_helps_on_hard_rows)))
+    rest = resumed.fit()
+    assert resumed.benefit == trainer.benefit
+    assert [h["mode/long_share"] for h in rest] == [h["mode/long_share"] for h in history[2:]]

@@ -53,6 +53,10 @@ def test_bad_values_name_the_key_and_the_allowed_values(override, message):
 
 
 @pytest.mark.parametrize("overrides, message", [
+    (["rollout.n=5", "modes.paired_fraction=0.5"], r"modes\.paired_fraction=0\.5 splits .* rollout\.n must be even "
+                                                   r"and at least 4 \(got 5\)"),
+    (["modes.schedule=benefit"], r"modes\.schedule=benefit learns each prompt's benefit from paired groups: set "
+                                 r"modes\.paired_fraction > 0"),
     (["algo.loss_agg=seq-mean-token-sum-norm"], r"algo\.loss_agg=seq-mean-token-sum-norm needs algo\.norm_length"),
     (["algo.kl=k3"], r"algo\.kl=k3 with algo\.kl_coef=0\.0"),
     (["algo.kl_coef=0.1"], r"algo\.kl=off with algo\.kl_coef=0\.1"),
