@@ -52,3 +52,15 @@ def split_completion(completion: str, mode: str = "auto") -> tuple[str | None, s
     if stripped.startswith(THINK_OPEN):
         head = stripped[len(THINK_OPEN):]
     return head, tail
+
+
+def thinks(text: str, mode: str) -> bool:
+    """Whether the completion reasons: long mode always opens with reasoning (pre-filled `<think>`); otherwise a
+    `<think>` block with non-blank content (an unclosed one counts: it was cut off while reasoning)."""
+    if mode == "long":
+        head = text.partition(THINK_CLOSE)[0]
+        return bool(head.strip())
+    if THINK_OPEN not in text:
+        return False
+    body = text.partition(THINK_OPEN)[2].partition(THINK_CLOSE)[0]
+    return bool(body.strip())

@@ -97,20 +97,22 @@ def long_probability(estimate: float | None, cfg: ModeScheduleConfig) -> float:
 
 def plan_modes(rows: list, step: int, cfg: ModeScheduleConfig, rng: random.Random,
                tracker: BenefitTracker | None = None) -> list[str]:
-    """One plan per row (anything with `mode`, `id` and `source`): "short", "long" or PAIRED. A row's own mode is
-    kept (respect_data_mode); of the others, `paired_fraction` are paired, and the rest assigned by the schedule:
-    the long share (`assign_modes`), or under `benefit` each by its own long-mode probability."""
+    """One plan per row (anything with `mode`, `id` and `source`): "short", "long", "auto" or PAIRED. A row's own
+    mode is kept (respect_data_mode); of the others, `paired_fraction` are paired, then `auto_fraction` of the rest
+    go to auto mode, and the rest are assigned by the schedule: the long share (`assign_modes`), or under `benefit`
+    each by its own long-mode probability."""
     free = [i for i, r in enumerate(rows) if not (cfg.respect_data_mode and r.mode)]
     paired = _share(free, cfg.paired_fraction, rng) if cfg.paired_fraction else set()
-    rest = [i for i in free if i not in paired]
+    auto = _share([i for i in free if i not in paired], cfg.auto_fraction, rng) if cfg.auto_fraction else set()
+    rest = [i for i in free if i not in paired and i not in auto]
     if cfg.schedule == "benefit":
         tracker = tracker or BenefitTracker(cfg.benefit_decay)
         long = {i for i in rest
                 if rng.random() < long_probability(tracker.estimate(rows[i].id, row_source({"source": rows[i].source})), cfg)}
     else:
         long = _share(rest, long_fraction_at(cfg, step), rng)
-    return [rows[i].mode if i not in free else PAIRED if i in paired else "long" if i in long else "short"
-            for i in range(len(rows))]
+    return [rows[i].mode if i not in free else PAIRED if i in paired else "auto" if i in auto else
+            "long" if i in long else "short" for i in range(len(rows))]
 
 
 @dataclass
@@ -150,17 +152,21 @@ def measure_pairs(scored: list, cfg: ModeScheduleConfig) -> list[PairMeasure]:
 
 
 def plan_metrics(pairs: list[PairMeasure], rows: list[dict], tracker: BenefitTracker) -> dict[str, float]:
-    """A step's mode metrics: the share of samples drawn in long mode (overall and per data source: what the
-    schedule did), the paired prompts measured and their benefit (mean, min, max), and how many prompts the
-    tracker knows. rows: `rl.scoring.metric_rows` of the step's groups."""
+    """A step's mode metrics: the share of samples drawn in long mode per data source (what the schedule did), how
+    often auto mode chose to think (overall and per source), the paired prompts measured and their benefit (mean,
+    min, max), and how many prompts the tracker knows. rows: `rl.scoring.metric_rows` of the step's groups."""
     out: dict[str, float] = {}
-    if rows:
-        out["mode/long_share"] = sum(r["mode"] == "long" for r in rows) / len(rows)
-        by_source: dict[str, list[bool]] = {}
-        for r in rows:
-            if r["source"] is not None:
-                by_source.setdefault(r["source"], []).append(r["mode"] == "long")
-        out.update({f"mode/long_share/source/{k}": sum(v) / len(v) for k, v in by_source.items()})
+    by_source: dict[str, list[bool]] = {}
+    for r in rows:  # (the overall share is rl.metrics.mode_metrics' mode/long_share)
+        if r["source"] is not None:
+            by_source.setdefault(r["source"], []).append(r["mode"] == "long")
+    out.update({f"mode/long_share/source/{k}": sum(v) / len(v) for k, v in by_source.items()})
+    auto = [r for r in rows if r["mode"] == "auto"]
+    if auto:  # how often the model chooses to think where it may
+        out["think_rate/auto"] = sum(r["thinks"] for r in auto) / len(auto)
+        for source in sorted({r["source"] for r in auto if r["source"] is not None}):
+            chosen = [r["thinks"] for r in auto if r["source"] == source]
+            out[f"think_rate/auto/source/{source}"] = sum(chosen) / len(chosen)
     out["mode/paired"] = len(pairs)
     if pairs:
         deltas = [p.delta for p in pairs]

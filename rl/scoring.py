@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from core.modes import thinks
 from rewards import CombineConfig, RewardInput, RewardRunner, score_combined
 from rewards.api import takes_trl_columns
 from rollouts.types import RolloutResult
@@ -102,7 +103,7 @@ def metric_rows(scored: list[Scored]) -> list[dict]:
     group (the request id) and source (the row's data source, from its id: "source:..." or the file)."""
     return [{"mode": s.mode, "reward": total, "parts": part, "tokens": len(s.completion_token_ids),
              "truncated": s.truncated, "prompt_tokens": len(s.prompt_token_ids), "group": result.request.request_id,
-             "source": row_source(result.request.meta)}
+             "source": row_source(result.request.meta), "thinks": thinks(s.text, s.mode)}
             for result, totals, parts in scored for s, total, part in zip(result.samples, totals, parts)]
 
 

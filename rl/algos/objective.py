@@ -50,6 +50,9 @@ class LossInputs:
     """[B, T] the rollout engine's log-probs (NaN where not reported); None: no TIS."""
     entropy: torch.Tensor | None = None
     """[B, T] the policy's entropy per token (a metric only)."""
+    choice_mask: torch.Tensor | None = None
+    """[B, T] bool: the choice token of each auto-mode completion (its first: whether it opens `<think>`), weighed
+    apart from the response when `Objective.choice_weight` is set."""
 
 
 @dataclass
@@ -73,6 +76,11 @@ class Objective:
     tis_cap: float | None = 2.0
     tis_level: str = "token"
     tis_mode: str = "truncate"
+    choice_weight: float | None = None
+    """None: an auto-mode completion's choice token is one response token like the others. A weight: decoupled, as
+    Thinkless's GRPO: the response is aggregated without it, and the choice tokens' loss is added as `choice_weight`
+    x their sum over the batch's sequences (per sequence, not per token: one token does not drown in a long
+    response, nor does the choice collapse to one mode for want of gradient)."""
     options: dict[str, Any] = field(default_factory=dict)
     """Every knob by name; the policy loss takes those it declares (`registry.options_for`)."""
 
@@ -123,7 +131,14 @@ def compute_loss(inputs: LossInputs, norms: Normalisers, objective: Objective) -
     pg, aux = policy_loss(logp, old, x.advantages.to(logp.dtype), mask, is_weights=weights,
                           **options_for(policy_loss, o.options))
     agg = {"num_tokens": num_tokens, "num_seqs": norms.num_seqs, "norm_length": norms.norm_length}
-    loss = agg_loss(pg, mask, o.loss_agg, **agg)
+    if o.choice_weight is not None and x.choice_mask is not None:  # Thinkless's decoupled choice token
+        choice = mask & x.choice_mask.bool()
+        loss = agg_loss(pg, mask & ~choice, o.loss_agg, **agg)
+        choice_loss = (pg * choice).sum() / norms.num_seqs
+        metrics["choice_loss"] = choice_loss.detach()
+        loss = loss + o.choice_weight * choice_loss
+    else:
+        loss = agg_loss(pg, mask, o.loss_agg, **agg)
     metrics["pg_loss"] = loss.detach()
     if use_kl:
         behaviour = None

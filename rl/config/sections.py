@@ -210,6 +210,10 @@ class ModeScheduleConfig:
     ramp_steps: int = Field(0, ge=0)
     respect_data_mode: bool = True
     """A row with its own `mode` keeps it; False assigns every row by the schedule."""
+    auto_fraction: float = Field(0.0, ge=0, le=1)
+    """Share of prompts sampled in auto mode (the template pre-fills nothing: the model chooses whether to think);
+    drawn before the long/short split. Paper: 0 (it trains the two modes). Train the choice with a token cost
+    (`reward.combine` parts) and `algo.choice_weight`; logged as think_rate/auto (and per source)."""
     paired_fraction: float = Field(0.0, ge=0, le=1)
     """Share of prompts sampled in both modes: two groups of rollout.n / 2 samples, one per mode, each its own
     advantage group (short against short, long against long). The pair measures the prompt's benefit of thinking
@@ -380,6 +384,11 @@ class AlgoConfig:
     """TIS weight per token (verl's default), or the product of a sequence's token ratios on each of its tokens."""
     tis_mode: Literal["truncate", "mask"] = "truncate"
     """truncate: min(w, tis_cap) (TIS); mask: w where w <= tis_cap, else 0 (drop the token; MIS)."""
+    choice_weight: Optional[float] = Field(None, ge=0)
+    """Auto mode (the model chooses whether to think): None, its choice token (the completion's first, `<think>` or
+    not) is a response token like the others; a weight, Thinkless's decoupled GRPO: the choice tokens' loss is
+    summed per sequence and weighed apart (`rl.algos.Objective.choice_weight`). Paper silent (it trains no auto
+    mode); acts on auto-mode samples only (`modes.auto_fraction`, or rows whose data says auto)."""
 
     @model_validator(mode="after")
     def _check(self):
@@ -417,7 +426,8 @@ class AlgoConfig:
         kl_importance = one_step_off if self.kl_importance is None else self.kl_importance
         return Objective(policy_loss=self.policy_loss, loss_agg=self.loss_agg, kl=self.kl, kl_coef=self.kl_coef,
                          kl_clamp=self.kl_clamp, kl_importance=kl_importance, tis_cap=self.tis_cap,
-                         tis_level=self.tis_level, tis_mode=self.tis_mode, options=self.options())
+                         tis_level=self.tis_level, tis_mode=self.tis_mode, choice_weight=self.choice_weight,
+                         options=self.options())
 
 
 @dataclass(config=SECTION)
@@ -638,6 +648,9 @@ class TrainConfig:
             raise ValueError(f"modes.paired_fraction={self.modes.paired_fraction} splits a prompt's rollout.n samples "
                              f"into two groups of n/2, each needing 2 for a baseline: rollout.n must be even and at "
                              f"least 4 (got {self.rollout.n})")
+        if self.algo.choice_weight is not None and self.modes.auto_fraction == 0 and not self.modes.respect_data_mode:
+            raise ValueError("algo.choice_weight weighs the auto-mode choice token, and no prompt can be in auto mode "
+                             "(modes.auto_fraction=0, modes.respect_data_mode=false): set modes.auto_fraction > 0")
         if self.modes.schedule == "benefit" and self.modes.paired_fraction == 0:
             raise ValueError("modes.schedule=benefit learns each prompt's benefit from paired groups: set "
                              "modes.paired_fraction > 0 (e.g. 0.25)")

@@ -9,19 +9,7 @@ The prompt pre-fills the assistant turn (model/processor.py): short mode with an
 
 from __future__ import annotations
 
-from core.modes import THINK_CLOSE, THINK_OPEN
-
-
-def thinks(text: str, mode: str) -> bool:
-    """Whether the completion reasons: long mode always opens with reasoning (pre-filled `<think>`); otherwise a
-    `<think>` block with non-blank content (an unclosed one counts: it was cut off while reasoning)."""
-    if mode == "long":
-        head = text.partition(THINK_CLOSE)[0]
-        return bool(head.strip())
-    if THINK_OPEN not in text:
-        return False
-    body = text.partition(THINK_OPEN)[2].partition(THINK_CLOSE)[0]
-    return bool(body.strip())
+from core.modes import THINK_CLOSE, THINK_OPEN, thinks  # noqa: F401 - thinks is re-exported
 
 
 def complies(text: str, mode: str) -> bool:

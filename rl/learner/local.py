@@ -395,12 +395,16 @@ class LocalLearner:
             rollout = None
             if algo.tis_cap is not None and all(r is not None for r in reported):
                 rollout = _stack(reported, logp.shape, logp.device)
+            choice = None
+            if self.objective.choice_weight is not None:  # an auto-mode completion's first token: think or not
+                choice = torch.zeros_like(mask)
+                choice[[b for b, i in enumerate(mb.indices) if samples[i].mode == "auto"], 0] = True
             result = compute_loss(LossInputs(
                 logp=logp, mask=mask, advantages=torch.tensor([samples[i].advantage for i in mb.indices],
                                                               device=logp.device, dtype=logp.dtype),
                 old_logp=rows(old_logprobs), ref_logp=rows(ref_logprobs), rollout_logp=rollout,
-                entropy=None if out.entropy is None else self.per_sequence(out.entropy, mb.spans)[0]),
-                norms, self.objective)
+                entropy=None if out.entropy is None else self.per_sequence(out.entropy, mb.spans)[0],
+                choice_mask=choice), norms, self.objective)
             result.loss.backward()  # (a trained vision side is in every rank's graph: `_vision_in_graph`)
             metrics.add(result.metrics)
         return metrics.values, count

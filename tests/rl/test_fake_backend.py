@@ -363,3 +363,20 @@ def test_paired_groups_measure_the_benefit_and_the_benefit_schedule_follows_it(t
     rest = resumed.fit()
     assert resumed.benefit == trainer.benefit
     assert [h["mode/long_share"] for h in rest] == [h["mode/long_share"] for h in history[2:]]
+
+
+def test_auto_mode_prompts_log_how_often_the_model_thinks_and_train_the_choice_apart(tiny_ckpt, tmp_path, no_ray):
+    def half_think(request, index, rng):
+        answer = str(request.meta["answer"]) if index % 4 < 3 else "no idea"
+        text = f"The answer is \\boxed{{{answer}}}."
+        return f"<think>\nAdding up.\n</think>\n\n{text}" if index % 2 == 0 else text
+
+    cfg = config(tmp_path, tiny_ckpt, "modes.auto_fraction=1.0", "algo.choice_weight=1.0", "run.steps=2")
+    history = Trainer(cfg, pool=LocalPool(FakeBackend(str(tiny_ckpt), respond=half_think))).fit()
+    for h in history:
+        assert h["think_rate/auto"] == 0.5 and h["mode/long_share"] == 0.0
+        assert h["think_rate/auto/source/d.jsonl"] == 0.5
+        assert h["learner/choice_loss"] != 0.0 and h["learner/grad_norm"] > 0
+    with pytest.raises(ConfigError, match=r"algo\.choice_weight weighs the auto-mode choice token, and no prompt can "
+                                          r"be in auto mode"):
+        config(tmp_path, tiny_ckpt, "algo.choice_weight=1.0", "modes.respect_data_mode=false")

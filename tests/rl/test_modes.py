@@ -106,3 +106,12 @@ def test_a_pair_measures_reward_minus_the_price_of_its_tokens():
     assert pair.prompt == "row-7" and pair.source == "geo.jsonl"
     assert pair.reward == {"short": 0.5, "long": 1.0} and pair.tokens == {"short": 20.0, "long": 800.0}
     assert pair.delta == pytest.approx(1.0 - 0.5 - 0.5 * (800 - 20) / 1000)  # the unscored sample left out
+
+
+def test_a_share_of_prompts_goes_to_auto_mode_before_the_long_short_split():
+    from rl.modes import plan_modes
+
+    rows = [Row(str(i)) for i in range(10)] + [Row("fixed", mode="short")]
+    plans = plan_modes(rows, 0, ModeScheduleConfig(auto_fraction=0.4, long_fraction=0.5), random.Random(0))
+    assert plans.count("auto") == 4 and plans[-1] == "short"
+    assert plans[:10].count("long") == 3 and plans[:10].count("short") == 3

@@ -113,3 +113,28 @@ def test_kl_importance_follows_the_loop_unless_set():
     assert AlgoConfig().objective(one_step_off=True).kl_importance
     assert not AlgoConfig().objective().kl_importance
     assert not AlgoConfig(kl_importance=False).objective(one_step_off=True).kl_importance
+
+
+def test_the_auto_mode_choice_token_is_weighed_per_sequence_when_decoupled():
+    """Thinkless's decoupled GRPO: with algo.choice_weight the choice tokens (an auto completion's first) leave the
+    token-mean of the response and come back as weight x their sum / the batch's sequences; without it, nothing
+    changes."""
+    logp, old, ref, rollout, mask, adv = batch()
+    choice = torch.zeros_like(mask)
+    choice[[0, 2], 0] = True  # rows 0 and 2 are auto-mode completions
+    norms = Normalisers(num_tokens=40.0, num_seqs=5.0)
+    plain = AlgoConfig(mini_batches=2).objective()
+    decoupled = AlgoConfig(mini_batches=2, choice_weight=2.0).objective()
+    base = compute_loss(LossInputs(logp, mask, adv, old, rollout_logp=rollout), norms, plain)
+    same = compute_loss(LossInputs(logp, mask, adv, old, rollout_logp=rollout, choice_mask=choice), norms, plain)
+    torch.testing.assert_close(same.loss, base.loss)  # no weight: the choice token is a response token
+    out = compute_loss(LossInputs(logp, mask, adv, old, rollout_logp=rollout, choice_mask=choice), norms, decoupled)
+    w = tis_weights(old, rollout, mask, cap=2.0)
+    pg, _ = get_policy_loss("ppo_clip")(logp, old, adv, mask, is_weights=w, clip_low=0.2, clip_high=0.28)
+    expected = agg_loss(pg, mask & ~choice, "token-mean", num_tokens=40.0) + 2.0 * (pg * choice).sum() / 5.0
+    torch.testing.assert_close(out.loss, expected)
+    torch.testing.assert_close(out.metrics["choice_loss"], ((pg * choice).sum() / 5.0).detach())
+    (grad,) = torch.autograd.grad(out.loss, logp)
+    (grad_plain,) = torch.autograd.grad(base.loss, logp)
+    assert abs(grad[0, 0]) > 5 * abs(grad_plain[0, 0])  # the choice weighs as a sequence, not as 1/40 of the tokens
+    torch.testing.assert_close(grad[1], grad_plain[1])  # a short/long row is untouched
