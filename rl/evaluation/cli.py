@@ -4,6 +4,10 @@ DIR is a checkpoint directory (the release, a run's export/), one run checkpoint
 run directory (the base model and every kept checkpoint: curves over steps). Without --data, a run's own rows:
 its held-out rows (run.eval_rows), else its data (--max-rows N); the output says which. Writes OUT/summary.json,
 OUT/results.jsonl, OUT/accuracy_vs_tokens.png, OUT/length_hist.png (and OUT/curves.png for several checkpoints).
+
+`rl-eval --compare ARM=FOLDER [ARM=FOLDER ...] --out DIR`: several evaluations (arms: runs trained differently,
+evaluated on the same rows) side by side, per mode: OUT/comparison.json and OUT/comparison.png
+(`rl/evaluation/compare.py`).
 """
 
 from __future__ import annotations
@@ -26,7 +30,12 @@ def _table(summary: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rl-eval", description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", required=True, help="checkpoint dir, RUN/checkpoints/step-N, or a run dir")
+    parser.add_argument("--checkpoint", help="checkpoint dir, RUN/checkpoints/step-N, or a run dir")
+    parser.add_argument("--compare", nargs="+", metavar="ARM=FOLDER",
+                        help="instead of evaluating: put several rl-eval --out folders (arms) side by side in "
+                             "OUT/comparison.json and OUT/comparison.png")
+    parser.add_argument("--different-rows", action="store_true",
+                        help="with --compare: allow arms evaluated on different rows")
     parser.add_argument("--data", help="evaluation rows (JSONL, Parquet, a `datasets` folder or hub id), read with "
                                        "the run's data.* settings (column mapping, sources); default for a run: its "
                                        "held-out rows, else its data (--max-rows N)")
@@ -44,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bar, and vLLM and Ray log warnings only")
     parser.add_argument("--debug", action="store_true", help="full tracebacks")
     args = parser.parse_args(argv)
+    if args.compare:
+        return _compare(args)
+    if not args.checkpoint:
+        parser.error("--checkpoint is required (or --compare ARM=FOLDER ...)")
     if args.quiet:  # read by vLLM when it is first imported (below), and by the engine's own processes
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         os.environ.setdefault("RAY_LOG_TO_STDERR", "0")
@@ -68,6 +81,25 @@ def main(argv: list[str] | None = None) -> int:
     print(f"rl-eval: evaluated {summary['data']['used']}")
     print(_table(summary))
     print(f"rl-eval: wrote {args.out}/summary.json, results.jsonl and {', '.join(summary['figures'].values())}")
+    return 0
+
+
+def _compare(args) -> int:
+    from .compare import compare, format_table
+
+    try:
+        bad = [a for a in args.compare if "=" not in a or not a.split("=", 1)[0]]
+        if bad:
+            raise ValueError(f"--compare {bad[0]!r}: expected ARM=FOLDER (a name, then an rl-eval --out folder)")
+        arms = dict(a.split("=", 1) for a in args.compare)
+        result = compare(arms, args.out, same_rows=not args.different_rows)
+    except (ValueError, OSError) as e:
+        if args.debug:
+            raise
+        print(f"rl-eval: {e}", file=sys.stderr)
+        return 2
+    print(format_table(result))
+    print(f"rl-eval: wrote {args.out}/comparison.json and comparison.png")
     return 0
 
 

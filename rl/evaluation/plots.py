@@ -109,3 +109,34 @@ def curves_over_steps(points: list[dict], out: Path, metrics: tuple[str, ...] = 
         ax.legend()
     fig.suptitle("Per-mode evaluation over training")
     return _save(fig, out)
+
+
+ARM_MARKERS = "osD^vP*X"
+
+
+def arms(points: list[dict], out: Path, metric: str = "accuracy") -> Path:
+    """points: {arm, mode, tokens_mean, <metric>, think_rate?}; one marker per arm, one colour per mode, each point
+    labelled with its arm (and auto mode's think rate)."""
+    fig = Figure(figsize=(7.2, 4.8))
+    ax = fig.subplots()
+    names = list(dict.fromkeys(p["arm"] for p in points))
+    for p in points:
+        if p.get(metric) is None or p.get("tokens_mean") is None:
+            continue
+        marker = ARM_MARKERS[names.index(p["arm"]) % len(ARM_MARKERS)]
+        ax.scatter(p["tokens_mean"], p[metric], s=80, marker=marker, color=MODE_COLORS.get(p["mode"]))
+        label = p["arm"] + (f" (thinks {p['think_rate']:.0%})" if p["mode"] == "auto" and
+                            p.get("think_rate") is not None else "")
+        ax.annotate(label, (p["tokens_mean"], p[metric]), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    handles = [ax.scatter([], [], marker="o", color=MODE_COLORS[m], label=f"{m} mode")
+               for m in MODE_COLORS if any(p["mode"] == m for p in points)]
+    handles += [ax.scatter([], [], marker=ARM_MARKERS[i % len(ARM_MARKERS)], color="gray", label=name)
+                for i, name in enumerate(names)]
+    ax.legend(handles=handles, fontsize=8)
+    if metric != "reward_mean":
+        ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("mean completion tokens")
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.set_title(f"{metric.replace('_', ' ').capitalize()} against tokens spent: arms and modes")
+    ax.grid(alpha=0.3)
+    return _save(fig, out)

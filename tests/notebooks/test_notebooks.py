@@ -57,6 +57,9 @@ def test_mode_switch_eval(monkeypatch, tmp_path):
     data = Path(yaml.safe_load((run / "config.yaml").read_text())["data"]["path"])
     assert not list((data if data.is_absolute() else ROOT / data).parent.glob("notebook_eval*"))
     assert "budget" in out and "samples" in out  # the table's columns
+    compared = json.loads((run / "compare" / "comparison.json").read_text())  # section 6: the run as one arm
+    assert list(compared["arms"]) == ["run"] and set(compared["arms"]["run"]) == {"short", "long", "auto"}
+    assert images(nb) >= 4
 
 
 def test_reward_authoring(monkeypatch, tmp_path):
