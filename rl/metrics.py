@@ -1,11 +1,36 @@
-"""Per-mode metrics of a step, and where they go: metrics.jsonl, TensorBoard, and W&B or MLflow when asked."""
+"""A step's metrics (phase timings, per-mode rewards and lengths, the update, the reward parts' health) and where they
+go: metrics.jsonl, TensorBoard, and W&B or MLflow when asked."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import resource
 import statistics
+import logging
+import time
 from pathlib import Path
+
+from .errors import RewardFailure
+from .modes import plan_metrics
+from .scoring import PartHealth, metric_rows
+
+log = logging.getLogger(__name__)
+
+
+class Phases:
+    """Seconds per named phase of one step."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
 
 
 def mean(values) -> float | None:
@@ -153,3 +178,69 @@ class MetricsLogger:
             self.wandb.finish()
         if self.mlflow is not None:
             self.mlflow.end_run()
+
+
+LEARNER_TOP = {"loss": "loss", "kl": "kl", "entropy": "entropy", "clip_frac": "clip_fraction",
+               "peak_mb": "memory/learner_peak_mb"}
+"""The learner's metrics logged under a top-level name (each once); the rest go under `learner/`."""
+
+
+def step_metrics(batch, update, phases: Phases, start: float, benefit) -> dict:
+    """What a step logs of its batch (`rl.batches.Batch`) and update (`rl.batches.Update`): the learner's metrics,
+    per-mode rewards and lengths (`mode_metrics`), what the mode schedule did (`rl.modes.plan_metrics`, with the
+    `benefit` tracker), generated tokens and their rate, advantage statistics, the phase timings, dynamic sampling's
+    counts and the samples' staleness."""
+    metrics = {LEARNER_TOP.get(k, f"learner/{k}"): v for k, v in update.learned.items()}
+    rows = metric_rows(batch.seen)
+    metrics.update(mode_metrics(rows))
+    metrics.update(plan_metrics(batch.pairs, rows, benefit))
+    generated = sum(r["tokens"] for r in rows)
+    metrics.update({"tokens/generated": generated,
+                    "memory/trainer_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+    if batch.seconds.get("generate"):
+        metrics["tokens/per_s"] = generated / batch.seconds["generate"]
+    if update.samples:
+        advantages = [s.advantage for s in update.samples]
+        metrics["advantage/mean"] = statistics.fmean(advantages)
+        metrics["advantage/std"] = statistics.pstdev(advantages)
+    metrics.update({f"time/{k}": v for k, v in {**batch.seconds, **phases.seconds}.items()})
+    ages = update.ages
+    metrics.update({"time/step": time.perf_counter() - start, "groups": update.groups,
+                    "dynamic/groups_generated": len(batch.seen), "dynamic/groups_kept": len(batch.kept),
+                    "dynamic/groups_dropped": batch.dropped, "dynamic/groups_aborted": batch.aborted,
+                    "dynamic/groups_surplus": batch.surplus, "dynamic/refill_rounds": batch.refills,
+                    "failed_requests": batch.failed,
+                    "staleness/mean": sum(ages) / len(ages) if ages else 0.0,
+                    "staleness/max": max(ages, default=0), "staleness/dropped": update.stale})
+    return metrics
+
+
+class RewardWatch:
+    """Per reward part, every step: errors and timeouts as metrics, the first message of each kind logged, a warning
+    for a step where it failed on every row, and the run stopped (`RewardFailure`) after `reward.max_failed_steps`
+    such steps in a row."""
+
+    def __init__(self, reward_cfg):
+        self.cfg = reward_cfg
+        self.told: set[tuple[str, str]] = set()  # (reward part, error | timeout) already logged
+        self.failed_steps: dict[str, int] = {}  # reward part -> steps in a row it failed on every row
+
+    def __call__(self, health: dict[str, PartHealth], step: int) -> dict[str, float]:
+        """step: the steps done before this one."""
+        metrics: dict[str, float] = {}
+        for part, h in health.items():
+            metrics[f"reward/errors/{part}"] = h.errors
+            metrics[f"reward/timeouts/{part}"] = h.timeouts
+            for kind, message in (("error", h.first_error), ("timeout", h.first_timeout)):
+                if message and (part, kind) not in self.told:
+                    self.told.add((part, kind))
+                    log.warning("reward part %r: first %s (later ones are counted in reward/%ss/%s): %s",
+                                part, kind, kind, part, message)
+            streak = self.failed_steps[part] = self.failed_steps.get(part, 0) + 1 if h.failed_every_row else 0
+            if streak:
+                log.warning("reward part %r failed on every row of step %d (%d step(s) in a row): %s", part,
+                            step + 1, streak, h.problem)
+            if streak >= self.cfg.max_failed_steps:
+                raise RewardFailure(f"reward part {part!r} ({self.cfg.combine.parts.get(part)}) failed on "
+                                    f"every row of {streak} steps in a row (reward.max_failed_steps): {h.problem}")
+        return metrics

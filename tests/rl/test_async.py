@@ -131,9 +131,23 @@ def test_a_failed_update_ends_the_background_batch_and_reports_its_own_error(tin
         pool.sync_lora = lambda version, path: syncs.append(version)
         with pytest.raises(RuntimeError, match="update 2 failed"):
             trainer.fit()
-        assert pool.closed and trainer._pending is None and syncs == [1]  # synced once, before step 2's update
+        assert pool.closed and trainer.pending is None and syncs == [1]  # synced once, before step 2's update
         assert [s.restarts for s in pool.slots] == [0]  # nothing replaced the workers shut down under the stream
         background = [t for t in __import__("threading").enumerate() if t.name == "rollout-batch"]
         assert not background  # the batch that was in flight has ended
     finally:
         ray.shutdown()
+
+
+def test_every_async_mode_has_its_loop_and_the_trainer_stays_small():
+    """`rl.loops`: one module per `run.async_mode`, side by side; the trainer keeps set-up, state and checkpoints."""
+    from pathlib import Path
+    from typing import get_args
+
+    from rl.config.sections import RunConfig
+    from rl.loops import LOOPS
+
+    assert set(LOOPS) == set(get_args(RunConfig.__pydantic_fields__["async_mode"].annotation))
+    root = Path(__file__).parents[2] / "rl"
+    assert len((root / "trainer.py").read_text().splitlines()) <= 330
+    assert all(len(p.read_text().splitlines()) <= 40 for p in (root / "loops").glob("*.py"))

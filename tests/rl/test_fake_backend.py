@@ -51,7 +51,7 @@ def collect_once(tmp_path, ckpt, respond, oversample: float):
     trainer = Trainer(config(tmp_path, ckpt, "algo.dynamic_sampling=true", f"algo.oversample={oversample}"),
                       pool=LocalPool(backend))
     try:
-        return trainer.collect(0), backend
+        return trainer.collector.collect(0), backend
     finally:
         trainer.close()
 
@@ -95,7 +95,7 @@ def test_over_provisioning_does_not_favour_groups_that_finish_first(tiny_ckpt, t
 def test_without_over_provisioning_refill_rounds_fill_the_batch(tiny_ckpt, tmp_path, no_ray):
     cfg = config(tmp_path, tiny_ckpt, "algo.dynamic_sampling=true", "algo.oversample=1", "algo.max_refill_rounds=5")
     trainer = Trainer(cfg, pool=LocalPool(FakeBackend(str(tiny_ckpt), respond=slow_signal_fast_no_signal)))
-    batch = trainer.collect(0)
+    batch = trainer.collector.collect(0)
     trainer.close()
     assert batch.aborted == 0 and batch.refills >= 1 and len(batch.kept) >= 4
     assert all(result.request.mode == "short" for result, _, _ in batch.kept)
