@@ -58,14 +58,19 @@ def accuracy_vs_tokens(points: list[dict], out: Path, metric: str = "accuracy",
         for p, x, y in zip([sel[0], sel[-1]] if len(sel) > 1 else sel, [xs[0], xs[-1]], [ys[0], ys[-1]]):
             ax.annotate(p["label"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     _budget_lines(ax, budgets, shown, x_max)
+    _against_tokens(ax, metric, "per mode")
+    ax.legend()
+    return _save(fig, out)
+
+
+def _against_tokens(ax, metric: str, what: str) -> None:
+    """The axes of a plot of `metric` against mean completion tokens (a share is shown on [0, 1])."""
     if metric != "reward_mean":
         ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("mean completion tokens")
     ax.set_ylabel(metric.replace("_", " "))
-    ax.set_title(f"{metric.replace('_', ' ').capitalize()} against tokens spent, per mode")
+    ax.set_title(f"{metric.replace('_', ' ').capitalize()} against tokens spent, {what}")
     ax.grid(alpha=0.3)
-    ax.legend()
-    return _save(fig, out)
 
 
 def length_histograms(tokens: dict[str, list[int]], out: Path, title: str = "",
@@ -133,10 +138,5 @@ def arms(points: list[dict], out: Path, metric: str = "accuracy") -> Path:
     handles += [ax.scatter([], [], marker=ARM_MARKERS[i % len(ARM_MARKERS)], color="gray", label=name)
                 for i, name in enumerate(names)]
     ax.legend(handles=handles, fontsize=8)
-    if metric != "reward_mean":
-        ax.set_ylim(-0.03, 1.03)
-    ax.set_xlabel("mean completion tokens")
-    ax.set_ylabel(metric.replace("_", " "))
-    ax.set_title(f"{metric.replace('_', ' ').capitalize()} against tokens spent: arms and modes")
-    ax.grid(alpha=0.3)
+    _against_tokens(ax, metric, "arms and modes")
     return _save(fig, out)
