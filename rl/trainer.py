@@ -45,11 +45,10 @@ log = logging.getLogger(__name__)
 
 
 def updated(metrics: dict) -> bool:
-    """Whether a step reached the learner and at least one of its optimizer updates moved the policy: a finite,
-    non-zero gradient norm (an update with a non-finite one is skipped, `learner.max_skipped_steps`; a zero one, every
-    advantage 0, changes nothing but the optimizer's counters)."""
+    """Whether a step reached the learner and at least one of its optimizer updates ran (a finite gradient norm:
+    an update with a non-finite one is skipped, `learner.max_skipped_steps`)."""
     norm = metrics.get("learner/grad_norm")
-    return metrics.get("loss") is not None and (norm is None or (math.isfinite(norm) and norm > 0))
+    return metrics.get("loss") is not None and (norm is None or math.isfinite(norm))
 
 
 def ensure_model(cfg) -> Path:
@@ -190,12 +189,16 @@ class Trainer:
                     self.save()
             if history and not self.updated_steps:  # over the whole run, the steps before a resume included
                 raise NothingTrained(
-                    f"no step of this run updated the policy: no step reached the learner, every update had a "
-                    f"non-finite gradient and was skipped, or every gradient was 0 (no reward spread within any "
-                    f"group: every advantage 0) ({len(history)} step(s); failed requests "
+                    f"no step of this run updated the policy: no step reached the learner, or every update had a "
+                    f"non-finite gradient and was skipped ({len(history)} step(s); failed requests "
                     f"{sum(h['failed_requests'] for h in history)}, groups dropped by dynamic sampling "
                     f"{sum(h['dynamic/groups_dropped'] for h in history)}, bad rows {history[-1]['data/bad_rows']}): "
                     f"see {self.dir / 'metrics.jsonl'}")
+            if history and not any(h.get("learner/grad_norm") for h in history):
+                log.warning("no step of this run moved the policy: every gradient was 0 (no group had a reward "
+                            "spread, so every advantage was 0; frac_reward_zero_std in %s). More samples per prompt "
+                            "(rollout.n), a reward with partial credit, or dynamic sampling give groups a spread",
+                            self.dir / "metrics.jsonl")
             if self.cfg.run.export:
                 export_checkpoint(self.learner, self.ckpt, self.dir / "export")
             self._tell("on_train_end", history)

@@ -305,16 +305,18 @@ def test_a_reward_part_that_never_scores_stops_the_run_as_one_that_raises(tiny_c
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 1  # stopped in step 2
 
 
-def test_a_run_whose_every_gradient_is_zero_trained_nothing(tiny_ckpt, tmp_path, no_ray):
-    """Every sample of every group gets the same reward: every advantage is 0, the loss is 0.0 and nothing moves;
-    the run says so (NothingTrained) rather than exit 0 as if it had trained."""
-    from rl.errors import NothingTrained
+def test_a_run_whose_every_gradient_is_zero_says_it_moved_nothing(tiny_ckpt, tmp_path, no_ray, caplog):
+    """Every sample of every group gets the same reward: every advantage is 0, the loss is 0.0 and nothing moves.
+    The run ends (a short run on a model that gets nothing right is a legitimate run) and says so at the end."""
+    import logging
 
     cfg = config(tmp_path, tiny_ckpt, "run.steps=2", "reward.combine.parts={format: format}",
                  "reward.combine.weights={format: 1.0}", "reward.combine.group_normalize=[]")
     backend = FakeBackend(str(tiny_ckpt), respond=lambda request, k, rng: "42")  # the same text for every sample
-    with pytest.raises(NothingTrained, match=r"every gradient was 0 \(no reward spread within any group"):
-        Trainer(cfg, pool=LocalPool(backend)).fit()
+    with caplog.at_level(logging.WARNING, logger="rl.trainer"):
+        history = Trainer(cfg, pool=LocalPool(backend)).fit()
+    assert all(h["learner/grad_norm"] == 0 and h["frac_reward_zero_std"] == 1.0 for h in history)
+    assert "no step of this run moved the policy: every gradient was 0" in caplog.text
 
 
 def thinking_helps_on_hard_rows(request, index, rng):
