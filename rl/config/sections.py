@@ -613,8 +613,8 @@ class RunConfig:
     rollout workers while the learner updates on this one, with the weights from before this update, so a sample
     is one policy version old when it is learnt from; the weights sync between steps. The loss then weighs each
     token by the truncated ratio of the learner's log-prob to the engine's (TIS: `algo.tis_cap`, required), and
-    `algo.max_staleness` bounds the age. A resumed run regenerates the batch that was in flight (same rows, same
-    seeds)."""
+    `algo.max_staleness` bounds the age. A checkpoint saves the batch in flight, and a resumed run trains on it
+    (`rl/loops/one_step_off.py`)."""
 
     @model_validator(mode="after")
     def _check(self):
