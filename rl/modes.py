@@ -107,8 +107,8 @@ def plan_modes(rows: list, step: int, cfg: ModeScheduleConfig, rng: random.Rando
     rest = [i for i in free if i not in paired and i not in auto]
     if cfg.schedule == "benefit":
         tracker = tracker or BenefitTracker(cfg.benefit_decay)
-        long = {i for i in rest
-                if rng.random() < long_probability(tracker.estimate(rows[i].id, row_source({"source": rows[i].source})), cfg)}
+        estimates = {i: tracker.estimate(rows[i].id, row_source({"source": rows[i].source})) for i in rest}
+        long = {i for i in rest if rng.random() < long_probability(estimates[i], cfg)}
     else:
         long = _share(rest, long_fraction_at(cfg, step), rng)
     return [rows[i].mode if i not in free else PAIRED if i in paired else "auto" if i in auto else

@@ -115,7 +115,7 @@ class Trainer:
             eval_holdout=cfg.run.eval_rows if cfg.run.eval_every else 0,
             processor=Processor.from_pretrained(self.ckpt, max_image_pixels=cfg.data.max_image_pixels,
                                                 video_sampling=cfg.data.video_sampling()), data=data)
-        if data is not None:  # these rows are not on disk: config.yaml says so and data_origin.json where they came from
+        if data is not None:  # not on disk: config.yaml says so, and data_origin.json where the rows came from
             cfg.data.path = external.PYTHON_DATA
             (self.dir / external.ORIGIN_FILE).write_text(json.dumps(external.origin(data), indent=1) + "\n")
         video = first_video(self.dataset)

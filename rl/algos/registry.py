@@ -25,7 +25,8 @@ KL_ESTIMATORS: dict[str, Callable] = {}
 ENTRY_POINT_GROUPS = {"ADVANTAGE_ESTIMATORS": "minicpmv_rl.advantages", "POLICY_LOSSES": "minicpmv_rl.policy_losses",
                       "LOSS_AGGS": "minicpmv_rl.loss_aggs", "KL_ESTIMATORS": "minicpmv_rl.kl_estimators"}
 """Table -> the entry-point group a package adds its functions to, named as rewards are (`minicpmv_rl.rewards`):
-`[project.entry-points."minicpmv_rl.advantages"] my_adv = "my_pkg.algos:my_estimator"`, then `algo.advantage: my_adv`."""
+`[project.entry-points."minicpmv_rl.advantages"] my_adv = "my_pkg.algos:my_estimator"`, then
+`algo.advantage: my_adv`."""
 
 
 def entry_point(table_name: str, name: str) -> Callable | None:

@@ -41,7 +41,8 @@ SUFFIXES = (".jsonl", ".parquet")
 
 
 def schema_options(cfg: DataConfig) -> SchemaOptions:
-    return SchemaOptions(default_reward=cfg.default_reward, allowed_rewards=tuple(cfg.allowed_rewards), check_images=cfg.check_images,
+    return SchemaOptions(default_reward=cfg.default_reward, allowed_rewards=tuple(cfg.allowed_rewards),
+                         check_images=cfg.check_images,
                          max_image_pixels=cfg.max_image_pixels, video_sampling=cfg.video_sampling(),
                          system_prompt=cfg.system_prompt, prompt_template=cfg.prompt_template)
 

@@ -343,8 +343,8 @@ def test_paired_groups_measure_the_benefit_and_the_benefit_schedule_follows_it(t
                 "reward.combine.group_normalize=[]", "data.default_reward=number", "modes.schedule=benefit",
                 "modes.paired_fraction=0.5", "modes.token_cost=0.5", "rollout.prompts_per_step=8", "run.steps=4",
                 "run.save_every=2", "run.keep_checkpoints=5"]
-    trainer = Trainer(config(tmp_path, tiny_ckpt, *settings), pool=LocalPool(FakeBackend(str(tiny_ckpt),
-                                                                                   respond=thinking_helps_on_hard_rows)))
+    backend = FakeBackend(str(tiny_ckpt), respond=thinking_helps_on_hard_rows)
+    trainer = Trainer(config(tmp_path, tiny_ckpt, *settings), pool=LocalPool(backend))
     history = trainer.fit()
     hard = [v for k, v in trainer.benefit.prompts.items() if k.startswith("hard")]
     easy = [v for k, v in trainer.benefit.prompts.items() if k.startswith("easy")]

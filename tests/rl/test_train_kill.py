@@ -59,7 +59,8 @@ def test_kill_9_mid_run_then_resume_leaves_nothing(tiny_ckpt, tmp_path):
         assert not any(alive(p) for p in workers), "a rollout worker outlived the killed trainer by 10 s"
         # then the rest of the tree: the reward sandbox's workers, Ray's head and its node agents (which on their own
         # wait 60 s for a GCS that died too: the run's reaper, core.process.start_reaper, ends them)
-        assert any("DashboardAgent" in cmdline(p) or "RuntimeEnvAgent" in cmdline(p) for p in below), [cmdline(p)[:80] for p in below]
+        agents = [p for p in below if "DashboardAgent" in cmdline(p) or "RuntimeEnvAgent" in cmdline(p)]
+        assert agents, [cmdline(p)[:80] for p in below]
         while any(alive(p) for p in below) and time.time() - killed < 15:
             time.sleep(0.5)
         assert not [cmdline(p)[:100] for p in below if alive(p)], [cmdline(p)[:100] for p in below]
