@@ -52,16 +52,19 @@ def _registrar(table: dict[str, Callable], kind: str) -> Callable[[str], Callabl
 
 def _getter(table: dict[str, Callable], kind: str, table_name: str) -> Callable[[str], Callable]:
     group = ENTRY_POINT_GROUPS[table_name]
+    loaded: dict[str, Callable] = {}  # by path or entry point, once per process (the table lists registered names)
 
     def get(name: str) -> Callable:
-        if name not in table:  # a user's function by path or an installed entry point, loaded once per process
+        if name in table:
+            return table[name]
+        if name not in loaded:
             fn = load_callable(absolute_spec(name)) if is_path_spec(name) else entry_point(table_name, name)
             if fn is not None and not callable(fn):
                 raise KeyError(f"{kind} {name!r} is not a function")
             if fn is not None:
-                table[name] = fn
+                loaded[name] = fn
         try:
-            return table[name]
+            return loaded[name]
         except KeyError:
             raise KeyError(f"unknown {kind} {name!r}; registered: {sorted(table)} (or a 'module:function' or "
                            f"'file.py:function' path, or an entry point of the group {group!r})") from None
