@@ -116,6 +116,7 @@ def test_metric_rows_feed_mode_metrics(runner):
                            default_reward="math")
     rows = metric_rows(scored)
     assert all(r.pop("prompt_tokens") == 3 and r.pop("group") == "r" and r.pop("source") is None for r in rows)
+    assert [r.pop("thinks") for r in rows] == [True, True, True, False, False, True]  # long mode reasons first
     assert rows == [
         {"mode": "long", "reward": pytest.approx(1.5), "parts": {"acc": 1.0, "format": 1.0, "overlong": 0.0},
          "tokens": 5, "truncated": False},
