@@ -81,13 +81,10 @@ def python_split(data: Any, split: str | None) -> Any:
     """Rows from Python with `data.split` applied: a `DatasetDict`'s split (`split`; else its only one, else
     "train"), as for a folder; a single `Dataset` or list is one split already, so a `data.split` is an error
     unless it names the data set's own split."""
-    splits = list(data.keys()) if hasattr(data, "keys") and hasattr(data, "column_names") and \
-        isinstance(getattr(data, "column_names", None), dict) else None
-    if splits is not None:
-        name = split or (splits[0] if len(splits) == 1 else "train")
-        if name not in splits:
-            raise DataError(f"data.split={split!r}: the data set given has the splits {', '.join(splits)}")
-        return data[name]
+    import datasets
+
+    if isinstance(data, (datasets.DatasetDict, datasets.IterableDatasetDict)):
+        return one_split(data, split, "the data set given", DataError)
     own = getattr(data, "split", None)
     if split is not None and (own is None or str(own) != split):
         said = f"its {str(own)!r} split" if own is not None else "one set of rows, of no named split"
@@ -125,12 +122,18 @@ def open_hf(path: str, kind: str, split: str | None):
                              "`datasets` cache load: fetch it on a connected machine (or save_to_disk it and give "
                              "that folder)") from e
     if isinstance(loaded, (datasets.DatasetDict, datasets.IterableDatasetDict)):
-        splits = list(loaded)
-        name = split or (splits[0] if len(splits) == 1 else "train")
-        if name not in loaded:
-            raise ValueError(f"data.split={split!r}: {path} has the splits {', '.join(splits)}")
-        loaded = loaded[name]
+        loaded = one_split(loaded, split, path, ValueError)
     return undecoded(loaded)
+
+
+def one_split(splits: Any, split: str | None, where: str, error: type[Exception]) -> Any:
+    """The split `split` of a `DatasetDict` (None: its only split, else "train"); `error` naming `where` and the
+    splits it has otherwise."""
+    names = list(splits)
+    name = split or (names[0] if len(names) == 1 else "train")
+    if name not in names:
+        raise error(f"data.split={split!r}: {where} has the splits {', '.join(names)}")
+    return splits[name]
 
 
 def undecoded(dataset):
