@@ -11,7 +11,7 @@ Modes switch the chat template's `enable_thinking`: "short" (False: an empty thi
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -47,6 +47,11 @@ class PromptInputs:
     image_bound: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 2, dtype=torch.long))
     temporal_ids: list[list[int]] = field(default_factory=list)
     mode: str = "auto"
+
+    def without_images(self) -> "PromptInputs":
+        """A copy without the PIL images and video frames (`images`, `stills`, `videos`): what the learner reads, whose
+        pixels are in `pixel_values` already (a rank's share in transit, a batch in a checkpoint)."""
+        return replace(self, images=[], stills=[], videos=[])
 
 
 class Processor:

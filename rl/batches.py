@@ -63,7 +63,7 @@ def checkpointable(batch: Batch) -> Batch:
         if id(result) not in results:
             prompt = result.prompt
             if prompt is not None and id(prompt) not in prompts:
-                prompts[id(prompt)] = dataclasses.replace(prompt, images=[], stills=[], videos=[])
+                prompts[id(prompt)] = prompt.without_images()
             results[id(result)] = dataclasses.replace(result, prompt=prompts[id(prompt)] if prompt is not None
                                                       else None)
         return results[id(result)]

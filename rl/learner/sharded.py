@@ -55,7 +55,7 @@ def pack_share(samples: list[TrainSample], parts: list[list[int]] | None = None)
     for s in samples:
         prompt = stripped.get(id(s.prompt))
         if prompt is None:
-            prompt = stripped[id(s.prompt)] = dataclasses.replace(s.prompt, images=[], stills=[], videos=[])
+            prompt = stripped[id(s.prompt)] = s.prompt.without_images()
         light.append(dataclasses.replace(s, prompt=prompt))
     return pickle.dumps((light, parts), protocol=pickle.HIGHEST_PROTOCOL)
 
