@@ -223,25 +223,27 @@ def checks(arms: dict) -> dict:
 
 
 def plot(result: dict, out: Path) -> Path:
-    """Accuracy against training tokens, one panel per mode, a point per arm (hard and easy prompts apart)."""
+    """Accuracy against training tokens, one panel per mode, a colour per arm (o: hard prompts, s: easy ones)."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(13, 4.2))
+    fig = Figure(figsize=(13, 4.4))
     axes = fig.subplots(1, len(MODES))
     arms = result["arms"]
+    colors = {name: f"C{i}" for i, name in enumerate(arms)}
     for ax, mode in zip(axes, MODES):
-        for part, marker in (("hard", "o"), ("easy", "s")):
-            for name, arm in arms.items():
+        for name, arm in arms.items():
+            x = arm["train_tokens"] / 1000
+            for part, marker in (("hard", "o"), ("easy", "s")):
                 y = arm["accuracy"][mode][part]
-                if y is None:
-                    continue
-                ax.scatter(arm["train_tokens"], y, marker=marker, label=f"{name} ({part})" if mode == "short" else None)
-                ax.annotate(name, (arm["train_tokens"], y), textcoords="offset points", xytext=(3, 3), fontsize=7)
+                if y is not None:
+                    ax.scatter(x, y, marker=marker, color=colors[name],
+                               label=name if mode == MODES[0] and part == "hard" else None)
         ax.set_title(f"{mode} mode")
-        ax.set_xlabel("completion tokens generated for training")
+        ax.set_xlabel("completion tokens generated for training (thousands)")
         ax.set_ylim(-0.03, 1.03)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("held-out accuracy (o hard, s easy)")
+    axes[0].legend(fontsize=8)
     fig.suptitle("Hybrid table in miniature (bench/hybrid_table.py)")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
