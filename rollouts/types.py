@@ -85,6 +85,19 @@ class RolloutSample:
     truncated: bool
     """The completion hit max_new_tokens (no EOS, no stop string)."""
     policy_version: int
+    """The policy version that drew its first token (with `versions`, the oldest)."""
+    versions: list[tuple[int, int]] | None = None
+    """When the weights changed while it was sampled (an in-flight update, `run.async_mode=fully_async`): runs of
+    (policy version, index of the run's first completion token), in order, the first at index 0; None when every
+    token came from `policy_version`. See `token_versions`."""
+
+    def token_versions(self) -> list[int]:
+        """The policy version of each completion token."""
+        runs = self.versions or [(self.policy_version, 0)]
+        out: list[int] = []
+        for (version, start), (_, end) in zip(runs, [*runs[1:], (None, len(self.completion_token_ids))]):
+            out += [version] * (end - start)
+        return out
 
 
 @dataclass

@@ -5,7 +5,10 @@ and nothing comes back before its longest request finishes. Here a thread of its
 it takes requests as they are added (from any thread), steps the engine, and hands each request back the moment it
 finishes (a group of n samples is one request: vLLM's FINAL_ONLY output holds all n). Aborts free the engine's
 memory for that request at the next step. Control calls (weight and adapter loads, cache resets, shutdown) run in
-the same thread once no request is in flight, so they never see a half-sampled batch.
+the same thread once no request is in flight, so they never see a half-sampled batch; an in-flight call
+(`call(fn, in_flight=True)`: a weight update of the fully asynchronous loop) runs between two engine steps instead,
+the requests in flight kept, and may hold the engine (no step) until a later call releases it, so that a weight
+transfer in several calls is never stepped on half-loaded.
 
 Why this and not vLLM's AsyncLLM: AsyncLLM always runs the engine core in another process (slow start-up on CPU,
 no in-process model for the in-memory weight path), while `LLMEngine.step()` drives either engine, in-process or
@@ -87,6 +90,7 @@ class EngineLoop:
         self._waiting: deque[EngineItem] = deque()  # added while retries run
         self._retry: deque[list[EngineItem]] = deque()  # parts of a failed step's batch, to run one after another
         self._deferred: list[tuple[Callable, Future]] = []  # control calls waiting for an idle engine
+        self._held = False  # no engine step until an in-flight call releases it (requests kept meanwhile)
         self._keys = itertools.count()
         self._closed = False
         self.llm = None
@@ -110,9 +114,15 @@ class EngineLoop:
         """The keys that were still in flight or queued, now cancelled (each gets ABORTED on its queue)."""
         return self._command("abort", list(keys)).result()
 
-    def call(self, fn: Callable[[], Any]) -> Any:
-        """fn() in the loop's thread once no request is in flight; its value, or what it raised."""
-        return self._command("call", fn).result()
+    def call(self, fn: Callable[[], Any], in_flight: bool = False, hold: bool | None = None) -> Any:
+        """fn() in the loop's thread once no request is in flight; its value, or what it raised.
+        in_flight: between two engine steps instead, the requests in flight kept (their later tokens come from
+        whatever fn changed). hold (in-flight calls only): True, no engine step runs after fn until a call with
+        hold=False (a transfer's start ... finish); False, steps resume after fn; None, as it was. A call that
+        raises releases the hold."""
+        if hold is not None and not in_flight:
+            raise ValueError("hold= is for in-flight calls")
+        return self._command("now" if in_flight else "call", (fn, hold) if in_flight else fn).result()
 
     def close(self, fn: Callable[[], Any]) -> None:
         """Abort everything (their queues get a RuntimeError), run fn() (the engine's shutdown), stop the thread."""
@@ -129,6 +139,16 @@ class EngineLoop:
         self._commands.put((kind, payload, done))
         return done
 
+    # ---- the loop's thread (from a control call) ----
+    def unfinished(self) -> tuple[set[str], set[str]]:
+        """(keys of requests in the engine, keys of requests waiting to be added): called from a control call."""
+        queued = {i.key for i in self._waiting} | {i.key for part in self._retry for i in part}
+        return set(self._inflight) - queued, queued
+
+    def defer(self, fn: Callable[[], Any]) -> None:
+        """fn() once no request is in flight, after the control call that asks for it."""
+        self._deferred.append((fn, Future()))
+
     # ---- the loop's thread ----
     def _run(self, build: Callable[[], Any], started: Future) -> None:
         try:
@@ -142,9 +162,11 @@ class EngineLoop:
             if idle and self._deferred:
                 self._run_deferred()
                 continue
-            self._take(block=idle)
+            self._take(block=idle or self._held)
             if self._closed:
                 break
+            if self._held:
+                continue
             if not self._inflight and self._retry:
                 for item in self._retry.popleft():
                     self._start(item)
@@ -180,6 +202,12 @@ class EngineLoop:
             done.set_result(self._abort(set(payload)))
         elif kind == "call":
             self._deferred.append((payload, done))
+        elif kind == "now":
+            fn, hold = payload
+            if self._run_call(fn, done):
+                self._held = self._held if hold is None else hold
+            else:
+                self._held = False
         elif kind == "close":
             self._shutdown(payload, done)
 
@@ -287,14 +315,21 @@ class EngineLoop:
         for fn, done in calls:
             if done.done():  # failed by _lose meanwhile
                 continue
-            try:
-                done.set_result(fn())
-            except BaseException as e:  # noqa: BLE001 - raised in the caller's thread
-                if is_dead_error(e) or engine_dead(self.llm):  # a weight load on a dead engine: the engine is lost
-                    done.set_exception(EngineLost(f"the vLLM engine died ({type(e).__name__}: {e})"))
-                    self._lose(f"the vLLM engine died ({type(e).__name__}: {e})")
-                    return
+            if not self._run_call(fn, done) and self.lost is not None:
+                return
+
+    def _run_call(self, fn: Callable[[], Any], done: Future) -> bool:
+        """fn() into `done`; whether it returned."""
+        try:
+            done.set_result(fn())
+            return True
+        except BaseException as e:  # noqa: BLE001 - raised in the caller's thread
+            if is_dead_error(e) or engine_dead(self.llm):  # a weight load on a dead engine: the engine is lost
+                done.set_exception(EngineLost(f"the vLLM engine died ({type(e).__name__}: {e})"))
+                self._lose(f"the vLLM engine died ({type(e).__name__}: {e})")
+            else:
                 done.set_exception(e)
+            return False
 
     def _shutdown(self, fn: Callable[[], Any], done: Future) -> None:
         self._closed = True

@@ -37,6 +37,37 @@ VIDEO_REFUSED = ("video prompts need the engine started with video=True (rollout
                  "(rollouts/vllm/video.py), which packs frames as the learner does")
 
 
+KV_AFTER_UPDATE = ("keep", "recompute")
+"""What an in-flight weight update does to the running requests' KV cache (`RolloutWorker`'s kv_after_update)."""
+
+
+def tokens_so_far(llm) -> dict[tuple[str, int], int]:
+    """(engine key, sample index) -> completion tokens it has now, for every request the engine holds; a group of n
+    samples is n child requests of vLLM (their parent's id is the key). Read in the engine's thread between steps:
+    the front end's request states hold every token the last step returned."""
+    out = {}
+    for state in llm.llm_engine.output_processor.request_states.values():
+        parent = state.parent_req
+        key = parent.external_req_id if parent is not None else state.external_req_id
+        tokens = state.detokenizer.num_output_tokens() if state.detokenizer is not None else 0
+        out[key, state.request_index if parent is not None else 0] = tokens
+    return out
+
+
+def version_runs(first: int, updates: list[tuple[int, int]], n_tokens: int) -> list[tuple[int, int]]:
+    """(version, first token) runs of a sample drawn from `first` on, the weights updated to `version` once it had
+    `at` tokens for each (version, at) of `updates` (in order); an update after its last token adds no run."""
+    runs = [(first, 0)]
+    for version, at in updates:
+        if at >= n_tokens and n_tokens:
+            continue
+        if at == runs[-1][1]:
+            runs[-1] = (version, at)
+        else:
+            runs.append((version, at))
+    return runs
+
+
 def has_video(messages: list[dict]) -> bool:
     return any(isinstance(m, dict) and isinstance(m.get("content"), list)
                and any(isinstance(p, dict) and p.get("type") == "video" for p in m["content"]) for m in messages)
@@ -50,13 +81,21 @@ class RolloutWorker:
                  seed: int = 0, max_model_len: int = 4096, dtype: str = "auto", enable_lora: bool = False,
                  max_lora_rank: int = 16, max_images: int = 4, max_image_pixels: int | None | str = PIL_LIMIT,
                  video_sampling: dict | None = None, video: bool = False, owner: Owner | None = None,
-                 stall_timeout_s: float | None = 600.0, **engine_kwargs):
+                 stall_timeout_s: float | None = 600.0, in_flight_updates: bool = False,
+                 kv_after_update: str = "keep", **engine_kwargs):
         """owner: the process that started this worker as a Ray actor (the pool's): the actor then keeps its temp
         files in a folder of its own and dies with the owner (`core.process`). None in a caller's own process.
         video: serve video prompts (`make_llm(video=True)`: this project's vLLM class, frames packed as the learner
         packs them); without it a video request fails with VIDEO_REFUSED. stall_timeout_s: an engine step running
         longer is a hung engine (`rollouts.vllm.loop`); a dead or hung engine ends an actor's process (the pool then
-        replaces the worker), and fails every call with `EngineLost` in a caller's own process."""
+        replaces the worker), and fails every call with `EngineLost` in a caller's own process.
+        in_flight_updates: weights (full ones, loaded or sent) change between two engine steps, the running requests
+        kept (`run.async_mode=fully_async`); each sample then says which version drew which token
+        (`RolloutSample.versions`). Otherwise an update waits until no request is in flight. kv_after_update (in
+        flight only): keep (the running requests' KV cache, computed by the older weights, stays: nothing is
+        recomputed, and their later tokens attend to the older weights' keys and values) or recompute (vLLM
+        preempts them and recomputes their prompt and tokens so far with the new weights: their later tokens are
+        exactly the new policy's, at the cost of that prefill). Adapters (`load_lora`) always wait."""
         self.own_tempdir = private_tempdir() if owner is not None else None  # removed by shutdown (os._exit after)
         exit_with(owner)
         self.worker_id = worker_id
@@ -80,6 +119,10 @@ class RolloutWorker:
         self.lora_request = None
         self._lock = threading.Lock()
         self._keys: dict[str, str] = {}  # request id -> engine key, while in flight
+        if kv_after_update not in KV_AFTER_UPDATE:
+            raise ValueError(f"kv_after_update={kv_after_update!r}: expected one of {', '.join(KV_AFTER_UPDATE)}")
+        self.in_flight_updates, self.kv_after_update = in_flight_updates, kv_after_update
+        self._runs: dict[str, list] = {}  # engine key -> the in-flight updates it saw: (version, sample -> tokens then)
 
     # ---- introspection (the pool uses these) ----
     def pid(self) -> int:
@@ -148,6 +191,7 @@ class RolloutWorker:
             while remaining:
                 key, got = out.get()
                 remaining.discard(key)
+                updates = self._runs.pop(key, [])
                 self._forget(key, by_key[key])
                 if got is ABORTED:
                     continue
@@ -158,13 +202,14 @@ class RolloutWorker:
                     result.error = (f"RuntimeError: request {result.request.request_id}: vLLM built different prompt "
                                     "token ids than model.processor (run rl-doctor on this checkpoint)")
                 else:
-                    result.samples = [self._sample_of(result, k, o) for k, o in enumerate(got.outputs)]
+                    result.samples = [self._sample_of(result, k, o, updates) for k, o in enumerate(got.outputs)]
                 result.timings = {"prepare_s": prepared - start, "generate_s": time.perf_counter() - prepared}
                 yield result
         finally:
             if remaining:  # the caller stopped early: nothing of this call stays in the engine
                 self.loop.abort(list(remaining))
                 for key in remaining:
+                    self._runs.pop(key, None)
                     self._forget(key, by_key[key])
 
     def _forget(self, key: str, result: RolloutResult) -> None:
@@ -178,15 +223,21 @@ class RolloutWorker:
             keys = {self._keys[i]: i for i in request_ids if i in self._keys}
         return [keys[k] for k in self.loop.abort(list(keys))]
 
-    def _sample_of(self, result: RolloutResult, index: int, out) -> RolloutSample:
+    def _sample_of(self, result: RolloutResult, index: int, out, updates: list = ()) -> RolloutSample:
+        """updates: the in-flight updates while its request ran, in order: (version, {sample: its tokens then}, a
+        sample absent had finished; or None: the request was not in the engine yet)."""
         tokens = list(out.token_ids)
         logprobs = [lp[t].logprob for lp, t in zip(out.logprobs or [], tokens)]
         _, answer = split_completion(out.text, result.request.mode)
+        runs = version_runs(result.policy_version, [(v, 0 if counts is None else counts[index])
+                                                    for v, counts in updates if counts is None or index in counts],
+                            len(tokens))
         return RolloutSample(
             request_id=result.request.request_id, index=index, mode=result.request.mode,
             prompt_token_ids=list(result.prompt.input_ids), completion_token_ids=tokens, logprobs=logprobs,
             text=out.text, answer=answer, finish_reason=out.finish_reason,
-            truncated=out.finish_reason == "length", policy_version=self.policy_version)
+            truncated=out.finish_reason == "length", policy_version=runs[0][0],
+            versions=runs if len(runs) > 1 else None)
 
     # ---- weight sync ----
     def model_in_process(self) -> bool:
@@ -205,7 +256,7 @@ class RolloutWorker:
         """Full weights, once no request is in flight (see `_load_weights`)."""
         if (weights is None) == (path is None):
             raise ValueError("give exactly one of weights= or path=")
-        return self.loop.call(lambda: self._load_weights(version, weights, path))
+        return self.loop.call(lambda: self._load_weights(version, weights, path), in_flight=self.in_flight_updates)
 
     def _load_weights(self, version: int, weights: Iterable[tuple[str, torch.Tensor]] | None,
                       path: str | None) -> int:
@@ -232,7 +283,7 @@ class RolloutWorker:
                 self._reload_from_dir(staged)
             finally:
                 shutil.rmtree(staged, ignore_errors=True)
-        self._drop_caches()
+        self._after_update(version)
         self._forget_lora()
         self.policy_version = version
         return version
@@ -247,6 +298,26 @@ class RolloutWorker:
                                    ) from e
             raise
 
+    def _after_update(self, version: int) -> None:
+        """The new weights serve from the next engine step. Without requests in flight, everything the old weights
+        computed goes (`_drop_caches`). In flight: each running request notes how many tokens each of its samples
+        had (the later ones are `version`'s); with kv_after_update=recompute vLLM preempts them and drops every
+        cache, so their KV is recomputed by the new weights; with keep, the caches are dropped once the engine is
+        next idle (until then a new request may reuse a cached prefix of the older weights)."""
+        in_engine, queued = self.loop.unfinished() if self.in_flight_updates else (set(), set())
+        if not (in_engine or queued):
+            self._drop_caches()
+            return
+        marks = tokens_so_far(self.llm)
+        for key in in_engine:  # a sample absent from `marks` had finished: none of its tokens are `version`'s
+            self._runs.setdefault(key, []).append((version, {i: n for (k, i), n in marks.items() if k == key}))
+        for key in queued:  # not in the engine yet (behind a failed step's retries): every token is `version`'s
+            self._runs.setdefault(key, []).append((version, None))
+        if self.kv_after_update == "recompute":  # every running request back to waiting, its KV blocks freed
+            self.llm.reset_prefix_cache(reset_running_requests=True)
+            self.llm.llm_engine.reset_encoder_cache()  # image features are recomputed with the new vision weights
+        self.loop.defer(self._drop_caches)  # the rest (the input caches reload_weights desyncs) once idle
+
     def _drop_caches(self) -> None:
         """Everything computed by the old weights goes: KV blocks of the prefix cache and vision-encoder outputs
         (the engine's scheduler-side bookkeeping and the runner-side storage together: resetting only one side,
@@ -257,17 +328,24 @@ class RolloutWorker:
         self.llm.reset_mm_cache()
 
     # ---- in-memory weight transfer (rollouts.transfer; the engine side is rollouts.vllm.transfer) ----
+    def _control(self, fn, hold: bool | None = None):
+        """fn in the engine's thread: once no request is in flight, or with in_flight_updates between two steps
+        (`hold`: the engine takes no step from transfer_start to transfer_finish, the weights half-loaded)."""
+        if self.in_flight_updates:
+            return self.loop.call(fn, in_flight=True, hold=hold)
+        return self.loop.call(fn)
+
     def transfer_init(self, init_info: dict) -> None:
         """Join the learner's broadcast group (blocks until every member has joined), once no request is in
         flight. A group this worker was in before is left first."""
-        self.loop.call(lambda: self.llm.collective_rpc("init_weight_transfer_engine", args=(init_info,)))
+        self._control(lambda: self.llm.collective_rpc("init_weight_transfer_engine", args=(init_info,)))
 
     def transfer_start(self) -> None:
-        self.loop.call(lambda: self.llm.collective_rpc("start_weight_update"))
+        self._control(lambda: self.llm.collective_rpc("start_weight_update"), hold=True)
 
     def transfer_update(self, update_info: dict) -> None:
         """Receive the buckets the learner broadcasts, each loaded into the model as it arrives."""
-        self.loop.call(lambda: self.llm.collective_rpc("update_weights", args=(update_info,)))
+        self._control(lambda: self.llm.collective_rpc("update_weights", args=(update_info,)))
 
     def transfer_finish(self, version: int) -> list[dict | None]:
         """Finish the update, drop what the old weights computed (as a reload does) and serve `version`; returns
@@ -275,14 +353,14 @@ class RolloutWorker:
         def finish():
             self.llm.collective_rpc("finish_weight_update")
             reports = self.llm.collective_rpc("rl_transfer_report")
-            self._drop_caches()
+            self._after_update(version)
             self._forget_lora()
             self.policy_version = version
             return reports
-        return self.loop.call(finish)
+        return self._control(finish, hold=False)
 
     def transfer_close(self) -> None:
-        self.loop.call(lambda: self.llm.collective_rpc("shutdown_weight_transfer_engine"))
+        self._control(lambda: self.llm.collective_rpc("shutdown_weight_transfer_engine"), hold=False)
 
     def model_dtype(self) -> str:
         """The dtype the engine holds its weights in ("bfloat16"): the wire dtype of a transfer."""
