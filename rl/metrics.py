@@ -188,7 +188,8 @@ def step_metrics(batch, update, phases: Phases, start: float, benefit) -> dict:
     """What a step logs of its batch (`rl.batches.Batch`) and update (`rl.batches.Update`): the learner's metrics,
     per-mode rewards and lengths (`mode_metrics`), what the mode schedule did (`rl.modes.plan_metrics`, with the
     `benefit` tracker), generated tokens and their rate, advantage statistics, the phase timings, dynamic sampling's
-    counts and the samples' staleness."""
+    counts and the samples' staleness (the policy versions their tokens span: more than one after an in-flight
+    update, run.async_mode=fully_async)."""
     metrics = {LEARNER_TOP.get(k, f"learner/{k}"): v for k, v in update.learned.items()}
     rows = metric_rows(batch.seen)
     metrics.update(mode_metrics(rows))
@@ -204,13 +205,16 @@ def step_metrics(batch, update, phases: Phases, start: float, benefit) -> dict:
         metrics["advantage/std"] = statistics.pstdev(advantages)
     metrics.update({f"time/{k}": v for k, v in {**batch.seconds, **phases.seconds}.items()})
     ages = update.ages
+    spans = [len(s.versions or ()) or 1 for result, *_ in batch.kept for s in result.samples]  # fully_async
     metrics.update({"time/step": time.perf_counter() - start, "groups": update.groups,
                     "dynamic/groups_generated": len(batch.seen), "dynamic/groups_kept": len(batch.kept),
                     "dynamic/groups_dropped": batch.dropped, "dynamic/groups_aborted": batch.aborted,
                     "dynamic/groups_surplus": batch.surplus, "dynamic/refill_rounds": batch.refills,
                     "failed_requests": batch.failed,
                     "staleness/mean": sum(ages) / len(ages) if ages else 0.0,
-                    "staleness/max": max(ages, default=0), "staleness/dropped": update.stale})
+                    "staleness/max": max(ages, default=0), "staleness/dropped": update.stale,
+                    "staleness/versions_per_sample": sum(spans) / len(spans) if spans else 1.0,
+                    "staleness/versions_per_sample_max": max(spans, default=1)})
     return metrics
 
 

@@ -39,9 +39,11 @@ class FakeBackend:
     def __init__(self, ckpt: str, worker_id: int = 0, mode_sampling: dict[str, SamplingConfig] | None = None,
                  seed: int = 0, max_model_len: int = 4096, respond: Respond = answer_half_the_time,
                  seconds_per_token: float = 0.0, logprob: float = -1.0, max_image_pixels: int | None | str = "pil",
-                 video_sampling: dict | None = None, **engine_options):
+                 video_sampling: dict | None = None, in_flight_updates: bool = False, **engine_options):
         """engine_options (dtype, enable_lora...) are accepted and ignored, so the pool can start it as it
-        starts the vLLM worker."""
+        starts the vLLM worker. in_flight_updates: as the vLLM worker's, simulated: a sample whose weights changed
+        between its request's start and its result (with seconds_per_token > 0) gets two version runs, the newer
+        version's from half its tokens on."""
         self.worker_id = worker_id
         self.mode_sampling = mode_sampling or default_mode_sampling()
         self.seed, self.max_model_len = seed, max_model_len
@@ -50,6 +52,7 @@ class FakeBackend:
                                                    video_sampling=video_sampling)
         self.tokenizer = self.processor.tokenizer
         self.policy_version = 0
+        self.in_flight_updates = in_flight_updates
         self.loads: list[tuple[str, int, str | None]] = []
         """(kind, version, path) of every weight or adapter load, in order."""
         self._lock = threading.Lock()
@@ -95,6 +98,11 @@ class FakeBackend:
                         self._aborted.discard(rid)
                         continue
                     self._live.discard(rid)
+                if self.in_flight_updates and result.ok:
+                    for sample in result.samples:
+                        if sample.policy_version != self.policy_version and len(sample.completion_token_ids) > 1:
+                            sample.versions = [(sample.policy_version, 0),
+                                               (self.policy_version, len(sample.completion_token_ids) // 2)]
                 yield result
         finally:
             with self._lock:

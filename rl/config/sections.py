@@ -267,6 +267,13 @@ class RolloutConfig:
     """An engine step that runs longer than this is a hung engine core: the worker is ended and replaced (its
     requests resubmitted), as when vLLM's engine core process dies (`rollouts/vllm/loop.py`). A step is milliseconds
     on a GPU and seconds on a CPU; the default leaves room for a long prefill. None: wait for ever."""
+    kv_after_update: Literal["keep", "recompute"] = "keep"
+    """run.async_mode=fully_async: what an in-flight weight update does to the running requests' KV cache. keep
+    (PipelineRL's): it stays, nothing is recomputed, and their later tokens attend to keys and values of the older
+    weights (the engine's log-probs are still those of what was sampled, so the importance weight stays right).
+    recompute: vLLM preempts them and recomputes their prompt and tokens so far with the new weights (image
+    features included): their later tokens are exactly the new policy's, for a prefill of every running request
+    at every update. Paper silent (it trains on-policy)."""
     gpu_memory_utilization: float = Field(0.5, gt=0, le=1)
     """vLLM's share of each of its GPUs' memory (weights, activations, KV cache). Raise it when the learner has
     GPUs of its own (cluster.learner_gpus_per_rank); keep room for the learner when both share a GPU."""
@@ -369,15 +376,21 @@ class AlgoConfig:
     /N per rank)."""
     kl_coef: float = Field(0.0, ge=0)
     max_staleness: int = Field(1, ge=0)
-    """run.async_mode=one_step_off: a sample drawn more than this many policy versions before the update it
-    would go into is dropped (counted in async/dropped_stale); one-step-off keeps every sample at age <= 1."""
+    """run.async_mode=one_step_off / fully_async: a sample whose oldest token was drawn more than this many policy
+    versions before the update it would go into is dropped (counted in async/dropped_stale), or, fully async with
+    staleness_policy=wait, never drawn that early. One-step-off keeps every sample at age <= 1."""
+    staleness_policy: Literal["wait", "drop"] = "wait"
+    """run.async_mode=fully_async: wait (AReaL's bound: the producer starts batch k only once the learner has taken
+    k - max_staleness steps, so no sample exceeds the bound and none is wasted) or drop (the producer runs ahead as
+    far as run.buffer_batches lets it; groups past the bound are dropped at the update)."""
     kl_clamp: Optional[float] = Field(10.0, gt=0)
     """The per-token KL estimate is clamped to [-kl_clamp, kl_clamp] (verl's low_var_kl clamps k3 to +-10, its
     default here); None: as defined (k3 is unbounded where the policy gives a token far less than the reference)."""
     kl_importance: Optional[bool] = None
     """Weigh the KL term by pi / pi_behaviour (DeepSeek-V3.2's importance-corrected KL, `rl.algos.kl.kl_penalty`'s
     old_logp), the behaviour policy's log-probs being the engine's where reported: unbiased when the samples come
-    from an older policy. None: on with run.async_mode=one_step_off (samples one version old), off otherwise."""
+    from an older policy. None: on with run.async_mode one_step_off or fully_async (samples of older versions), off
+    otherwise."""
     tis_cap: Optional[float] = Field(2.0, ge=1)
     """Truncated importance sampling between the rollout engine's and the learner's log-probs; None = off."""
     tis_level: Literal["token", "sequence"] = "token"
@@ -607,14 +620,21 @@ class RunConfig:
     export: bool = True
     """Write run.dir/export: a standard checkpoint directory (LoRA merged) that vLLM and model/ load."""
     progress: bool = True
-    async_mode: Literal["off", "one_step_off"] = "off"
+    async_mode: Literal["off", "one_step_off", "fully_async"] = "off"
     """off: each step generates, then updates (on-policy; the paper's loop). one_step_off (verl's one-step-off
     pipeline; `run.async` in the issue, a Python keyword): the next step's batch is generated (and scored) on the
     rollout workers while the learner updates on this one, with the weights from before this update, so a sample
     is one policy version old when it is learnt from; the weights sync between steps. The loss then weighs each
     token by the truncated ratio of the learner's log-prob to the engine's (TIS: `algo.tis_cap`, required), and
     `algo.max_staleness` bounds the age. A checkpoint saves the batch in flight, and a resumed run trains on it
-    (`rl/loops/one_step_off.py`)."""
+    (`rl/loops/one_step_off.py`). fully_async: generation never waits for the learner: a producer thread collects
+    batch after batch into a buffer (`buffer_batches`), each step trains on the oldest, and the new weights load
+    into the engines between two of their steps, the running requests kept (`rollout.kv_after_update`), so a
+    sample may span policy versions (`rl/loops/fully_async.py`); `algo.max_staleness` and
+    `algo.staleness_policy` bound the lag."""
+    buffer_batches: int = Field(2, ge=1)
+    """run.async_mode=fully_async: batches generated and scored ahead of the learner, at most (a checkpoint saves
+    them; a resumed run trains on them)."""
 
     @model_validator(mode="after")
     def _check(self):
@@ -658,13 +678,15 @@ class TrainConfig:
         trains_more = self.learner.train_vision or self.learner.train_resampler
         if kind == "adapter" and not lora:
             raise ValueError("sync.kind=adapter needs learner.lora=true (full-weight training syncs kind full)")
-        if self.run.async_mode == "one_step_off":
+        if self.run.async_mode != "off":
+            mode = self.run.async_mode
             if self.algo.tis_cap is None:
-                raise ValueError("run.async_mode=one_step_off learns from samples of the previous policy: it needs "
+                raise ValueError(f"run.async_mode={mode} learns from samples of older policies: it needs "
                                  "algo.tis_cap (the truncated importance weights against the engine's log-probs)")
             if self.algo.max_staleness < 1:
-                raise ValueError("run.async_mode=one_step_off with algo.max_staleness=0 would drop every sample "
-                                 "(each is one policy version old): use max_staleness >= 1 or async_mode=off")
+                raise ValueError(f"run.async_mode={mode} with algo.max_staleness=0 would drop every sample "
+                                 "(each is at least one policy version old): use max_staleness >= 1 or "
+                                 "async_mode=off")
         if kind == "adapter" and trains_more:
             raise ValueError("sync.kind=adapter cannot carry the trained vision/resampler weights "
                              "(learner.train_vision / train_resampler): use sync.kind=merged (or auto)")

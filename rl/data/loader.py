@@ -425,6 +425,13 @@ class PromptDataset:
         """A checksum of the training rows' ids and places: a checkpoint refuses to resume on other data."""
         return zlib.crc32("\n".join(f"{r.id}\t{r.source}\t{r.row}" for r in self.rows).encode())
 
+    def first_video(self) -> tuple | None:
+        """(row, field) of the first video part of the training or held-out rows, or None."""
+        for row in self.rows + self.eval:
+            for name, _ in row.videos():
+                return row, name
+        return None
+
     def state_dict(self) -> dict:
         """The position in the stream (plain Python values)."""
         return {"epoch": self.epoch, "index": self.index, "rows": len(self.rows), "fingerprint": self.fingerprint(),

@@ -26,7 +26,7 @@ def learner_settings(cfg: TrainConfig) -> tuple[LearnerConfig, AlgoConfig]:
     if learner.total_steps is None:
         learner = dataclasses.replace(learner, total_steps=cfg.run.steps)
     if algo.kl_importance is None:
-        algo = dataclasses.replace(algo, kl_importance=cfg.run.async_mode == "one_step_off")
+        algo = dataclasses.replace(algo, kl_importance=cfg.run.async_mode != "off")
     return learner, algo
 
 

@@ -68,7 +68,6 @@ class EngineItem:
     key: str
     prompt: dict
     params: Any
-    lora: Any
     out: queue.Queue
     retry: bool = False
     """Run again after a failed step (its part of the batch is being bisected)."""

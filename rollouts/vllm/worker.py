@@ -109,7 +109,7 @@ class RolloutWorker:
         self.loop = EngineLoop(lambda: make_llm(ckpt, dtype=dtype, seed=seed + worker_id, max_model_len=max_model_len,
                                                 max_images=max_images, video=video, **lora,
                                                 **engine_kwargs),
-                               add=lambda llm, item: add_request(llm, item.key, item.prompt, item.params, item.lora),
+                               add=self._add,
                                name=f"rollout-engine-{worker_id}", stall_timeout_s=stall_timeout_s,
                                on_dead=self._engine_lost if owner is not None else None)
         self.llm = self.loop.llm
@@ -123,6 +123,7 @@ class RolloutWorker:
             raise ValueError(f"kv_after_update={kv_after_update!r}: expected one of {', '.join(KV_AFTER_UPDATE)}")
         self.in_flight_updates, self.kv_after_update = in_flight_updates, kv_after_update
         self._runs: dict[str, list] = {}  # engine key -> the in-flight updates it saw: (version, sample -> tokens then)
+        self._added: dict[str, int] = {}  # engine key -> the policy version it was added to the engine under
 
     # ---- introspection (the pool uses these) ----
     def pid(self) -> int:
@@ -163,7 +164,7 @@ class RolloutWorker:
         requests that fail preparation first, then the others in the order they finish. Timings per result:
         prepare_s (processor and checks of the whole call), generate_s (from being added to finishing)."""
         start = time.perf_counter()
-        lora, out = self.lora_request, queue.Queue()
+        out = queue.Queue()
         by_key: dict[str, RolloutResult] = {}
         items, failed = [], []
         for request in requests:
@@ -177,7 +178,7 @@ class RolloutWorker:
                 continue
             key = self.loop.new_key(request.request_id)
             by_key[key] = result
-            items.append(EngineItem(key, engine_prompt(result.prompt), params, lora, out))
+            items.append(EngineItem(key, engine_prompt(result.prompt), params, out))
         prepared = time.perf_counter()
         with self._lock:
             self._keys.update({r.request.request_id: k for k, r in by_key.items()})
@@ -192,6 +193,7 @@ class RolloutWorker:
                 key, got = out.get()
                 remaining.discard(key)
                 updates = self._runs.pop(key, [])
+                by_key[key].policy_version = self._added.pop(key, by_key[key].policy_version)
                 self._forget(key, by_key[key])
                 if got is ABORTED:
                     continue
@@ -210,7 +212,14 @@ class RolloutWorker:
                 self.loop.abort(list(remaining))
                 for key in remaining:
                     self._runs.pop(key, None)
+                    self._added.pop(key, None)
                     self._forget(key, by_key[key])
+
+    def _add(self, llm, item: EngineItem) -> None:
+        """In the engine's thread: the request under the adapter and version the engine serves now (a sync may
+        have run between the request's stream() call and this; the adapter it read then may be gone)."""
+        add_request(llm, item.key, item.prompt, item.params, self.lora_request)
+        self._added[item.key] = self.policy_version
 
     def _forget(self, key: str, result: RolloutResult) -> None:
         with self._lock:

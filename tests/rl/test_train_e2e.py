@@ -132,17 +132,30 @@ def test_one_step_off_resume_after_kill_9_is_exact(common, tmp_path):
     assert all(torch.equal(wa[n], wb[n]) for n in wa)
 
 
-@pytest.mark.parametrize("mode", ["off", "one_step_off"])
+@pytest.mark.parametrize("mode", ["off", "one_step_off", "fully_async"])
 def test_learning_run_reward_rises(tiny_ckpt, tmp_path, mode):
     run = tmp_path / "learn"
     rl_train("--config", "configs/learn_cpu.yaml", f"model.path={tiny_ckpt}", f"data.path={tmp_path / 'arith.jsonl'}",
              f"run.dir={run}", "run.progress=false", "run.tensorboard=false", "run.export=false",
              f"run.async_mode={mode}")
     rows = metrics(run)
-    assert [r["staleness/max"] for r in rows][:2] == ([0, 1] if mode == "one_step_off" else [0, 0])
+    if mode == "fully_async":  # full weights load into the engine while it generates: samples span versions
+        assert max(r["staleness/max"] for r in rows) == 1 and max(r["staleness/versions_per_sample_max"]
+                                                                    for r in rows) >= 2
+    else:
+        assert [r["staleness/max"] for r in rows][:2] == ([0, 1] if mode == "one_step_off" else [0, 0])
     rewards = [r["reward/mean"] for r in rows]
     first, last = statistics.fmean(rewards[:5]), statistics.fmean(rewards[-5:])
     assert last - first >= 0.2, rewards
+
+
+def test_fully_async_runs_on_the_tiny_config_with_its_defaults(common, tmp_path):
+    """LoRA (the tiny config's): an adapter loads once the engine is between batches, not in flight."""
+    run = tmp_path / "async"
+    rl_train("--config", "configs/tiny_cpu.yaml", *common, f"run.dir={run}", "run.async_mode=fully_async")
+    rows = metrics(run)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4] and all(r["staleness/max"] <= 1 for r in rows)
+    assert all(r["staleness/dropped"] == 0 and r["groups"] == 2 for r in rows) and (run / "export").is_dir()
 
 
 def test_dynamic_sampling_drops_zero_variance_groups_and_refills(common, tmp_path):

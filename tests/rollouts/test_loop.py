@@ -50,7 +50,7 @@ def test_a_failed_step_is_retried_in_halves_down_to_the_request_that_fails_alone
     loop = EngineLoop(lambda: SimpleNamespace(llm_engine=engine), add)
     out: queue.Queue = queue.Queue()
     keys = [f"r{i}" for i in range(16)]
-    items = [EngineItem(k, {"poison": k == "r11"}, None, None, out) for k in keys]
+    items = [EngineItem(k, {"poison": k == "r11"}, None, out) for k in keys]
     loop.add(items)
     got = dict(out.get(timeout=10) for _ in keys)
     loop.close(lambda: None)
@@ -67,9 +67,9 @@ def test_a_request_that_fails_in_a_step_of_its_own_is_tried_once_more_alone():
     engine = ScriptedEngine()
     loop = EngineLoop(lambda: SimpleNamespace(llm_engine=engine), add)
     out: queue.Queue = queue.Queue()
-    loop.add([EngineItem("bad", {"poison": True}, None, None, out)])
+    loop.add([EngineItem("bad", {"poison": True}, None, out)])
     key, error = out.get(timeout=10)
-    loop.add([EngineItem("good", {}, None, None, out)])
+    loop.add([EngineItem("good", {}, None, out)])
     assert out.get(timeout=10)[1].finished
     loop.close(lambda: None)
     assert key == "bad" and isinstance(error, RuntimeError) and [len(s) for s in engine.steps[:2]] == [1, 1]
@@ -106,7 +106,7 @@ def test_a_dead_or_hung_engine_fails_what_it_holds_once_and_reports_itself(mode)
     loop = EngineLoop(lambda: SimpleNamespace(llm_engine=engine), add, stall_timeout_s=1.0, on_dead=told.append,
                       watch_every_s=0.1)
     out: queue.Queue = queue.Queue()
-    loop.add([EngineItem(f"r{i}", {}, None, None, out) for i in range(4)])
+    loop.add([EngineItem(f"r{i}", {}, None, out) for i in range(4)])
     got = dict(out.get(timeout=20) for _ in range(4))
     assert all(isinstance(v, EngineLost) for v in got.values())  # each once, none retried on the dead engine
     assert len(engine.steps) == 2 and len(told) == 1
@@ -114,4 +114,30 @@ def test_a_dead_or_hung_engine_fails_what_it_holds_once_and_reports_itself(mode)
     with pytest.raises(EngineLost):
         loop.call(lambda: None)  # a weight load on a lost engine: the same error, at once
     with pytest.raises(EngineLost):
-        loop.add([EngineItem("late", {}, None, None, out)])
+        loop.add([EngineItem("late", {}, None, out)])
+
+
+def test_an_in_flight_call_runs_between_steps_with_the_requests_kept_and_a_hold_stops_the_steps():
+    engine = ScriptedEngine(length=10**9)
+    loop = EngineLoop(lambda: SimpleNamespace(llm_engine=engine), add)
+    out: queue.Queue = queue.Queue()
+    loop.add([EngineItem("long", {}, None, out)])
+    while len(engine.steps) < 3:
+        pass
+    seen = loop.call(lambda: (set(engine.left), loop.unfinished()), in_flight=True, hold=True)
+    assert seen == ({"long"}, ({"long"}, set()))  # ran with the request in the engine, and it is still there
+    held_at = len(engine.steps)
+    threading.Event().wait(0.2)
+    assert len(engine.steps) == held_at  # held: no step
+    assert loop.call(lambda: "released", in_flight=True, hold=False) == "released"
+    while len(engine.steps) < held_at + 3:
+        pass
+    with pytest.raises(ValueError, match="in-flight"):
+        loop.call(lambda: None, hold=True)
+    with pytest.raises(RuntimeError, match="failed while held"):
+        loop.call(lambda: (_ for _ in ()).throw(RuntimeError("failed while held")), in_flight=True, hold=True)
+    steps = len(engine.steps)
+    while len(engine.steps) < steps + 3:  # a call that raised released the hold
+        pass
+    loop.abort(["long"])
+    loop.close(lambda: None)
