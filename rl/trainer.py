@@ -132,7 +132,7 @@ class Trainer:
             gpu_memory_utilization=cfg.rollout.gpu_memory_utilization, resources=cfg.cluster.rollout_resources,
             ray_address=cfg.cluster.address, max_image_pixels=cfg.data.max_image_pixels,
             video_sampling=cfg.data.video_sampling(), video=self.video, stall_timeout_s=cfg.rollout.stall_timeout_s,
-            in_flight_updates=cfg.run.async_mode == "fully_async", kv_after_update=cfg.rollout.kv_after_update)
+            **cfg.in_flight_options())
         self._learner_lock = threading.Lock()  # an update and a read of the weights (a sync) never overlap
         self.weight_sync = WeightSync(cfg, self.learner, self.pool, self.dir, self.sync_kind, self._learner_lock)
         self._sync_metrics: dict[str, float] = {}  # of the latest sync, logged with the step that made it

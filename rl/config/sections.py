@@ -678,6 +678,14 @@ class TrainConfig:
         trains_more = self.learner.train_vision or self.learner.train_resampler
         if kind == "adapter" and not lora:
             raise ValueError("sync.kind=adapter needs learner.lora=true (full-weight training syncs kind full)")
+        if self.run.async_mode != "fully_async":
+            idle = [f"{k}={v}" for k, v, default in (
+                ("rollout.kv_after_update", self.rollout.kv_after_update, "keep"),
+                ("algo.staleness_policy", self.algo.staleness_policy, "wait"),
+                ("run.buffer_batches", self.run.buffer_batches, 2)) if v != default]
+            if idle:
+                raise ValueError(f"{', '.join(idle)} act only with run.async_mode=fully_async (it is "
+                                 f"{self.run.async_mode}): set it, or leave them at their defaults")
         if self.run.async_mode != "off":
             mode = self.run.async_mode
             if self.algo.tis_cap is None:
@@ -727,6 +735,13 @@ class TrainConfig:
         import dataclasses
 
         return dataclasses.replace(self.data, max_prompt_tokens=self.prompt_token_limit())
+
+    def in_flight_options(self) -> dict:
+        """The rollout workers' options of run.async_mode=fully_async (in-flight weight updates, the KV knob); none
+        otherwise, so a backend of one's own (`rollout.backend`) need not know them."""
+        if self.run.async_mode != "fully_async":
+            return {}
+        return {"in_flight_updates": True, "kv_after_update": self.rollout.kv_after_update}
 
     def on_gpus(self) -> bool:
         """Whether the learner ranks and the rollout engines hold whole GPUs of their own (then weights travel over

@@ -262,7 +262,8 @@ class RolloutWorker:
 
     def load_weights(self, version: int, weights: Iterable[tuple[str, torch.Tensor]] | None = None,
                      path: str | None = None) -> int:
-        """Full weights, once no request is in flight (see `_load_weights`)."""
+        """Full weights, once no request is in flight, or with in_flight_updates between two engine steps (see
+        `_load_weights`, `_after_update`)."""
         if (weights is None) == (path is None):
             raise ValueError("give exactly one of weights= or path=")
         return self.loop.call(lambda: self._load_weights(version, weights, path), in_flight=self.in_flight_updates)
@@ -310,9 +311,10 @@ class RolloutWorker:
     def _after_update(self, version: int) -> None:
         """The new weights serve from the next engine step. Without requests in flight, everything the old weights
         computed goes (`_drop_caches`). In flight: each running request notes how many tokens each of its samples
-        had (the later ones are `version`'s); with kv_after_update=recompute vLLM preempts them and drops every
-        cache, so their KV is recomputed by the new weights; with keep, the caches are dropped once the engine is
-        next idle (until then a new request may reuse a cached prefix of the older weights)."""
+        had (the later ones are `version`'s). kv_after_update=recompute: vLLM preempts them and drops the prefix and
+        encoder caches now, so their KV and image features are recomputed by the new weights; keep: those stay.
+        Either way the rest goes once the engine is next idle (with keep, a new request may reuse a cached prefix
+        of the older weights until then)."""
         in_engine, queued = self.loop.unfinished() if self.in_flight_updates else (set(), set())
         if not (in_engine or queued):
             self._drop_caches()

@@ -100,6 +100,11 @@ def test_background_returns_or_raises_in_the_caller():
     (["run.async_mode=one_step_off", "algo.tis_cap=null"], r"needs algo\.tis_cap"),
     (["run.async_mode=one_step_off", "algo.max_staleness=0"], r"max_staleness=0 would drop every sample"),
     (["run.async_mode=sometimes"], r"run\.async_mode"),
+    (["run.async_mode=fully_async", "algo.tis_cap=null"], r"fully_async learns from samples of older policies"),
+    (["rollout.kv_after_update=recompute"], r"rollout\.kv_after_update=recompute act only with run\.async_mode="
+                                            r"fully_async \(it is off\)"),
+    (["run.async_mode=one_step_off", "run.buffer_batches=3"], r"run\.buffer_batches=3 act only"),
+    (["run.async_mode=fully_async", "rollout.kv_after_update=sometimes"], r"rollout\.kv_after_update"),
 ])
 def test_config_errors(overrides, message):
     with pytest.raises(ConfigError, match=message):
