@@ -3,6 +3,13 @@ the update do not share the CPU: the step time should be max(generate, update) w
 and their sum with `off`.
 
     python bench/overlap.py --json OUT.json [--generate 2.0] [--update 1.5] [--steps 6]
+    python bench/overlap.py --json OUT.json --long-tail [--steps 20]
+
+`--long-tail`: a hybrid length mix (8 groups a step, each 8x longer with probability 0.1; a batch lasts as long as
+its longest group, `--generate` a short one), one_step_off against fully_async (algo.max_staleness=2, the same
+batches in the same order), reported as steps per second and `fully_async_over_one_step_off`. The producer of
+fully_async works a batch at a time, so a long group still holds its batch: the gain is the buffer's smoothing of
+the batches' lengths, not the tail's removal (rl/loops/fully_async.py).
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import platform
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,7 +30,8 @@ sys.path.insert(0, str(ROOT))
 from bench.stand_ins import SleepingLearner, SleepingPool  # noqa: E402
 
 
-def step_times(mode: str, generate: float, update: float, steps: int, work: Path) -> list[float]:
+def step_times(mode: str, generate: float, update: float, steps: int, work: Path, tail=None,
+               extra: tuple[str, ...] = ()) -> list[float]:
     from model.tiny import build_tiny_checkpoint
     from rl.config import load
     from rl.trainer import Trainer
@@ -33,9 +42,24 @@ def step_times(mode: str, generate: float, update: float, steps: int, work: Path
     cfg = load(ROOT / "configs" / "tiny_cpu.yaml", [
         f"model.path={ckpt}", f"data.path={work / 'data.jsonl'}", f"run.dir={work / mode}", f"run.steps={steps}",
         f"run.async_mode={mode}", "run.export=false", "run.progress=false", "run.tensorboard=false",
-        "run.save_every=0", "rollout.prompts_per_step=2", "rollout.n=2", "reward.workers=1"])
-    history = Trainer(cfg, learner=SleepingLearner(update), pool=SleepingPool(generate)).fit()
-    return [h["time/step"] for h in history]
+        "run.save_every=0", f"rollout.prompts_per_step={8 if tail else 2}", "rollout.n=2", "reward.workers=1",
+        *extra])
+    start = time.perf_counter()
+    history = Trainer(cfg, learner=SleepingLearner(update), pool=SleepingPool(generate, tail)).fit()
+    return [h["time/step"] for h in history] + [time.perf_counter() - start]
+
+
+def long_tail(args, work: Path) -> dict:
+    """Steps per second of one_step_off and fully_async on the same long-tail batches."""
+    tail = (0.1, 8.0)
+    report = {"generate_short_s": args.generate, "update_s": args.update, "steps": args.steps, "tail": tail,
+              "prompts_per_step": 8}
+    for mode, extra in (("one_step_off", ("algo.max_staleness=2",)),
+                        ("fully_async", ("algo.max_staleness=2", "run.buffer_batches=2"))):
+        times = step_times(mode, args.generate, args.update, args.steps, work, tail, extra)
+        report[f"steps_per_s_{mode}"] = args.steps / times[-1]
+    report["fully_async_over_one_step_off"] = report["steps_per_s_fully_async"] / report["steps_per_s_one_step_off"]
+    return report
 
 
 def main() -> None:
@@ -44,12 +68,19 @@ def main() -> None:
     parser.add_argument("--generate", type=float, default=2.0)
     parser.add_argument("--update", type=float, default=1.5)
     parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--long-tail", action="store_true", help="one_step_off against fully_async on a long tail")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="overlap-"))
+    if args.long_tail:
+        report = {**long_tail(args, work), "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        print(json.dumps(report))
+        return
     report = {"generate_s": args.generate, "update_s": args.update, "steps": args.steps,
               "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
     for mode in ("off", "one_step_off"):
         times = step_times(mode, args.generate, args.update, args.steps, work)
+        times = times[:-1]
         report[f"step_s_{mode}"] = statistics.median(times[1:])  # the first step has nothing to overlap with
         report[f"first_step_s_{mode}"] = times[0]
     report["sum_s"], report["max_s"] = args.generate + args.update, max(args.generate, args.update)

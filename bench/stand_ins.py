@@ -3,6 +3,7 @@ the one-step-off loop's overlap is measured without the two sides sharing a CPU 
 
 from __future__ import annotations
 
+import random
 import time
 from pathlib import Path
 
@@ -12,13 +13,22 @@ from rollouts.types import RolloutResult, RolloutSample
 
 
 class SleepingPool:
-    """Answers each request with n samples after `seconds` of sleep (no CPU), drawn by the version it holds."""
+    """Answers each request with n samples after `seconds` of sleep (no CPU), drawn by the version it holds.
+    tail=(share, factor): a hybrid length mix instead, each group `factor` times longer with probability `share`
+    (seeded by the call's order, so every loop sees the same sequence); a call lasts as long as its longest group."""
 
-    def __init__(self, seconds: float):
-        self.seconds, self.version, self.drawn = seconds, 0, []
+    def __init__(self, seconds: float, tail: tuple[float, float] | None = None):
+        self.seconds, self.version, self.drawn, self.tail = seconds, 0, [], tail
+
+    def call_seconds(self, requests) -> float:
+        if self.tail is None:
+            return self.seconds
+        rng = random.Random(len(self.drawn))
+        share, factor = self.tail
+        return max(self.seconds * (factor if rng.random() < share else 1.0) for _ in requests)
 
     def generate(self, requests):
-        time.sleep(self.seconds)
+        time.sleep(self.call_seconds(requests))
         self.drawn.append([(r.meta["id"], r.seed) for r in requests])
         return [RolloutResult(request=r, samples=[RolloutSample(
             request_id=r.request_id, index=k, mode=r.mode, prompt_token_ids=[1, 2], completion_token_ids=[3, 4],
