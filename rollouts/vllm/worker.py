@@ -41,16 +41,16 @@ KV_AFTER_UPDATE = ("keep", "recompute")
 """What an in-flight weight update does to the running requests' KV cache (`RolloutWorker`'s kv_after_update)."""
 
 
-def tokens_so_far(llm) -> dict[tuple[str, int], int]:
-    """(engine key, sample index) -> completion tokens it has now, for every request the engine holds; a group of n
-    samples is n child requests of vLLM (their parent's id is the key). Read in the engine's thread between steps:
-    the front end's request states hold every token the last step returned."""
-    out = {}
+def tokens_so_far(llm) -> dict[str, dict[int, int]]:
+    """engine key -> {sample index: completion tokens it has now}, for every request the engine holds; a group of n
+    samples is n child requests of vLLM (their parent's id is the key; a sample that finished is absent). Read in
+    the engine's thread between steps: the front end's request states hold every token the last step returned."""
+    out: dict[str, dict[int, int]] = {}
     for state in llm.llm_engine.output_processor.request_states.values():
         parent = state.parent_req
         key = parent.external_req_id if parent is not None else state.external_req_id
         tokens = state.detokenizer.num_output_tokens() if state.detokenizer is not None else 0
-        out[key, state.request_index if parent is not None else 0] = tokens
+        out.setdefault(key, {})[state.request_index if parent is not None else 0] = tokens
     return out
 
 
@@ -321,7 +321,7 @@ class RolloutWorker:
             return
         marks = tokens_so_far(self.llm)
         for key in in_engine:  # a sample absent from `marks` had finished: none of its tokens are `version`'s
-            self._runs.setdefault(key, []).append((version, {i: n for (k, i), n in marks.items() if k == key}))
+            self._runs.setdefault(key, []).append((version, marks.get(key, {})))
         for key in queued:  # not in the engine yet (behind a failed step's retries): every token is `version`'s
             self._runs.setdefault(key, []).append((version, None))
         if self.kv_after_update == "recompute":  # every running request back to waiting, its KV blocks freed

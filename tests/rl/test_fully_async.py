@@ -22,22 +22,17 @@ def test_generation_overlaps_the_update_within_the_staleness_bound(tiny_ckpt, tm
     the bound."""
     events = []
 
-    class Pool(SleepingPool):
-        def generate(self, requests):
+    def timed(name, fn):
+        def call(*args):
             start = time.monotonic()
-            out = super().generate(requests)
-            events.append(("generate", start, time.monotonic()))
+            out = fn(*args)
+            events.append((name, start, time.monotonic()))
             return out
+        return call
 
-    class Learner(SleepingLearner):
-        def step(self, samples):
-            start = time.monotonic()
-            out = super().step(samples)
-            events.append(("update", start, time.monotonic()))
-            return out
-
-    cfg = config(tmp_path, "fully_async", steps=5, ckpt=tiny_ckpt)
-    history, _, learner = run(cfg, pool=Pool(GENERATE_S), learner=Learner(UPDATE_S))
+    pool, learner = SleepingPool(GENERATE_S), SleepingLearner(UPDATE_S)
+    pool.generate, learner.step = timed("generate", pool.generate), timed("update", learner.step)
+    history, _, _ = run(config(tmp_path, "fully_async", steps=5, ckpt=tiny_ckpt), pool=pool, learner=learner)
     updates = [e[1:] for e in events if e[0] == "update"]
     generates = [e[1:] for e in events if e[0] == "generate"]
     overlapped = [(c, d) for c, d in generates if any(min(b, d) - max(a, c) > 0.5 for a, b in updates)]

@@ -45,8 +45,9 @@ def update_mid_request(worker, weights, image: bool, at: int = 40):
     thread.start()
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        counts = worker.loop.call(lambda: tokens_so_far(worker.llm), in_flight=True)
-        if len(counts) == 2 and min(counts.values()) >= at:
+        counts = [n for per_sample in worker.loop.call(lambda: tokens_so_far(worker.llm), in_flight=True).values()
+                  for n in per_sample.values()]
+        if len(counts) == 2 and min(counts) >= at:
             break
         time.sleep(0.01)
     else:
