@@ -48,8 +48,9 @@ def test_kill_9_mid_run_then_resume_leaves_nothing(tiny_ckpt, tmp_path):
             time.sleep(0.5)
         assert list((run / "checkpoints").glob("step-*")), "no checkpoint within 600 s"
         below = descendants(proc.pid)
-        workers = [p for p in below if "RolloutWorker" in cmdline(p)]
-        assert workers, [cmdline(p) for p in below]
+        names = {p: cmdline(p) for p in below}  # read now: after the kill the reaper may end them before we look
+        workers = [p for p in below if "RolloutWorker" in names[p]]
+        assert workers, list(names.values())
         assert list((run / ".sync").glob("adapter-*"))  # the current adapter folder, left by the kill
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -59,11 +60,11 @@ def test_kill_9_mid_run_then_resume_leaves_nothing(tiny_ckpt, tmp_path):
         assert not any(alive(p) for p in workers), "a rollout worker outlived the killed trainer by 10 s"
         # then the rest of the tree: the reward sandbox's workers, Ray's head and its node agents (which on their own
         # wait 60 s for a GCS that died too: the run's reaper, core.process.start_reaper, ends them)
-        agents = [p for p in below if "DashboardAgent" in cmdline(p) or "RuntimeEnvAgent" in cmdline(p)]
-        assert agents, [cmdline(p)[:80] for p in below]
+        agents = [p for p in below if "DashboardAgent" in names[p] or "RuntimeEnvAgent" in names[p]]
+        assert agents, [n[:80] for n in names.values()]
         while any(alive(p) for p in below) and time.time() - killed < 15:
             time.sleep(0.5)
-        assert not [cmdline(p)[:100] for p in below if alive(p)], [cmdline(p)[:100] for p in below]
+        assert not [names[p][:100] for p in below if alive(p)], [n[:100] for n in names.values()]
         done_steps = len(metrics(run))
         resumed = subprocess.run(cmd + args + [f"run.steps={done_steps + 1}", "--resume"], cwd=ROOT, env=env,
                                  capture_output=True, text=True, timeout=900)
