@@ -86,7 +86,8 @@ class EngineLoop:
         self._lost_once = threading.Lock()
         self._commands: queue.Queue = queue.Queue()
         self._inflight: dict[str, EngineItem] = {}
-        self._waiting: deque[EngineItem] = deque()  # added while retries run
+        self._waiting: deque[EngineItem] = deque()  # added while retries run, or while a control call drains
+        self._draining = False  # a control call waits for an idle engine: requests added meanwhile wait for it
         self._retry: deque[list[EngineItem]] = deque()  # parts of a failed step's batch, to run one after another
         self._deferred: list[tuple[Callable, Future]] = []  # control calls waiting for an idle engine
         self._held = False  # no engine step until an in-flight call releases it (requests kept meanwhile)
@@ -114,8 +115,9 @@ class EngineLoop:
         return self._command("abort", list(keys)).result()
 
     def call(self, fn: Callable[[], Any], in_flight: bool = False, hold: bool | None = None) -> Any:
-        """fn() in the loop's thread once no request is in flight; its value, or what it raised.
-        in_flight: between two engine steps instead, the requests in flight kept (their later tokens come from
+        """fn() in the loop's thread once no request is in flight; its value, or what it raised. Requests added
+        while it waits are held until it ran, so a continuous stream of them (the fully async producer's) cannot
+        starve it: the engine drains, fn runs, they start. in_flight: between two engine steps instead, the requests in flight kept (their later tokens come from
         whatever fn changed). hold (in-flight calls only): True, no engine step runs after fn until a call with
         hold=False (a transfer's start ... finish); False, steps resume after fn; None, as it was. A call that
         raises releases the hold."""
@@ -157,11 +159,11 @@ class EngineLoop:
             return
         started.set_result(self.llm)
         while not self._closed:
-            idle = not (self._inflight or self._retry or self._waiting)
-            if idle and self._deferred:
+            drained = not (self._inflight or self._retry)
+            if drained and self._deferred:
                 self._run_deferred()
                 continue
-            self._take(block=idle or self._held)
+            self._take(block=(drained and not self._waiting) or self._held)
             if self._closed:
                 break
             if self._held:
@@ -169,7 +171,7 @@ class EngineLoop:
             if not self._inflight and self._retry:
                 for item in self._retry.popleft():
                     self._start(item)
-            elif not self._inflight and self._waiting:
+            elif not self._inflight and self._waiting and not self._draining:
                 while self._waiting:
                     self._start(self._waiting.popleft())
             if self._inflight:
@@ -192,7 +194,7 @@ class EngineLoop:
         if kind == "add":
             retrying = bool(self._retry) or any(i.retry for i in self._inflight.values())
             for item in payload:
-                if retrying:
+                if retrying or self._draining:  # not before the control call that waits (no starving it)
                     self._waiting.append(item)
                 else:
                     self._start(item)
@@ -201,6 +203,7 @@ class EngineLoop:
             done.set_result(self._abort(set(payload)))
         elif kind == "call":
             self._deferred.append((payload, done))
+            self._draining = True
         elif kind == "now":
             fn, hold = payload
             if self._run_call(fn, done):
@@ -310,7 +313,7 @@ class EngineLoop:
         return [i.key for i in cancelled]
 
     def _run_deferred(self) -> None:
-        calls, self._deferred = self._deferred, []
+        calls, self._deferred, self._draining = self._deferred, [], False
         for fn, done in calls:
             if done.done():  # failed by _lose meanwhile
                 continue

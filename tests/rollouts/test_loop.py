@@ -141,3 +141,32 @@ def test_an_in_flight_call_runs_between_steps_with_the_requests_kept_and_a_hold_
         pass
     loop.abort(["long"])
     loop.close(lambda: None)
+
+
+def test_a_control_call_is_not_starved_by_requests_added_while_it_waits():
+    """A call waits for an idle engine; requests added meanwhile (a producer that never stops) wait for the call, so
+    the engine drains, the call runs, then they start."""
+    class Slow(ScriptedEngine):
+        def step(self):
+            threading.Event().wait(0.01)
+            return super().step()
+
+    engine = Slow(length=20)
+    loop = EngineLoop(lambda: SimpleNamespace(llm_engine=engine), add)
+    out: queue.Queue = queue.Queue()
+    loop.add([EngineItem("first", {}, None, out)])
+    while not engine.steps:
+        pass
+    ran = []
+    call = threading.Thread(target=lambda: ran.append(loop.call(lambda: (set(engine.left), len(engine.steps)))))
+    call.start()
+    threading.Event().wait(0.05)
+    for k in range(5):  # each would keep the engine busy past the call, were it started at once
+        loop.add([EngineItem(f"next{k}", {}, None, out)])
+        threading.Event().wait(0.05)
+    call.join(10)
+    [(in_engine, step)] = ran
+    assert in_engine == set() and step == 20  # after "first" alone finished: the later ones waited
+    assert {out.get(timeout=10)[0] for _ in range(6)} == {"first", *(f"next{k}" for k in range(5))}
+    assert all(not ({"first"} & s and any(k.startswith("next") for k in s)) for s in engine.steps)
+    loop.close(lambda: None)
