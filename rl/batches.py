@@ -136,6 +136,7 @@ class Collector:
     def __init__(self, cfg, dataset, pool, runner, combine, rng: random.Random, benefit: BenefitTracker):
         self.cfg, self.dataset, self.pool, self.runner, self.combine = cfg, dataset, pool, runner, combine
         self.rng, self.benefit = rng, benefit
+        self.rounds = 0  # rounds the fully async producer drew (their requests' ids and seeds; checkpointed)
 
     def collect(self, step: int) -> Batch:
         """The rollout side of step `step`: sample prompts, assign modes, generate, score, and with dynamic sampling
@@ -152,16 +153,16 @@ class Collector:
             with phases("sample"):
                 rows = self.dataset.take(math.ceil(need * factor - 1e-9))
             with phases("modes"):
-                requests = self._requests(rows, plan_modes(rows, step, cfg.modes, self.rng, self.benefit), step,
+                requests = self.requests(rows, plan_modes(rows, step, cfg.modes, self.rng, self.benefit), step,
                                           batch.refills)
             if factor > 1:
                 self._stream_round(requests, target, batch, phases)
             else:
                 with phases("generate"):
                     results = self.pool.generate(requests)
-                batch.failed += self._failed_requests(results)
+                batch.failed += self.failed_requests(results)
                 with phases("score"):
-                    batch.kept += [g for g in self._judge(batch, [r for r in results if r.ok]) if g is not None]
+                    batch.kept += [g for g in self.judge(batch, [r for r in results if r.ok]) if g is not None]
             full = len(batch.kept) >= target
             if full or not cfg.algo.dynamic_sampling or batch.refills >= cfg.algo.max_refill_rounds:
                 break
@@ -172,7 +173,7 @@ class Collector:
             self.benefit.observe(pair.prompt, pair.source, pair.delta)
         return batch
 
-    def _requests(self, rows: list, plans: list[str], step: int, round_: int) -> list:
+    def requests(self, rows: list, plans: list[str], step: int, round_: int) -> list:
         """The rollout requests of a round: one group of rollout.n per row, or for a paired row (`rl.modes`) two
         groups of n/2, one per mode, joined by meta["pair"]. Each request's seed comes from its position, so a
         resumed run draws the same samples on any worker."""
@@ -205,10 +206,10 @@ class Collector:
                 i = index[result.request.request_id]
                 if result.ok:
                     scored_at = time.perf_counter()
-                    verdict[i] = self._judge(batch, [result])[0]
+                    verdict[i] = self.judge(batch, [result])[0]
                     scoring += time.perf_counter() - scored_at
                 else:
-                    batch.failed += self._failed_requests([result])
+                    batch.failed += self.failed_requests([result])
                     verdict[i] = None
                 while cursor in verdict and len(batch.kept) < target:
                     if verdict[cursor] is not None:
@@ -224,7 +225,7 @@ class Collector:
         phases.seconds["generate"] = phases.seconds.get("generate", 0.0) + time.perf_counter() - start - scoring
         phases.seconds["score"] = phases.seconds.get("score", 0.0) + scoring
 
-    def _judge(self, batch: Batch, results: list[RolloutResult]) -> list[Scored | None]:
+    def judge(self, batch: Batch, results: list[RolloutResult]) -> list[Scored | None]:
         """Score groups (health and every group into `batch`); each one with signal, or None where dynamic
         sampling drops it (rewards all equal; counted in batch.dropped)."""
         cfg = self.cfg
@@ -242,7 +243,7 @@ class Collector:
                 out.append(group)
         return out
 
-    def _failed_requests(self, results: list[RolloutResult]) -> int:
+    def failed_requests(self, results: list[RolloutResult]) -> int:
         """Requests that failed (a prompt over the context, an image the engine cannot decode...): logged with
         the row they came from; with data.on_bad_row=fail the run stops there, as for a bad row at load."""
         failed = [r for r in results if not r.ok]

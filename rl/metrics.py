@@ -218,6 +218,17 @@ def step_metrics(batch, update, phases: Phases, start: float, benefit) -> dict:
     return metrics
 
 
+def idle_metrics(pool) -> dict[str, float]:
+    """Each rollout worker's share of the time since the last step with no request held (`idle_shares` of the pool:
+    waiting for the learner, or done with its share while another worker finishes a long group); a pool without
+    the reading (a stand-in) logs nothing."""
+    shares = pool.idle_shares() if hasattr(pool, "idle_shares") else []
+    if not shares:
+        return {}
+    return {"rollout/idle_share": statistics.fmean(shares), "rollout/idle_share_max": max(shares),
+            **{f"rollout/idle_share/w{k}": v for k, v in enumerate(shares)}}
+
+
 class RewardWatch:
     """Per reward part, every step: errors and timeouts as metrics, the first message of each kind logged, a warning
     for a step where it failed on every row, and the run stopped (`RewardFailure`) after `reward.max_failed_steps`

@@ -36,7 +36,7 @@ from .evaluation.records import evaluate_rows, write_records
 from .evaluation.summary import flat_metrics, summarize
 from .learner import Learner, make_learner
 from .loops import LOOPS
-from .metrics import MetricsLogger, Phases, RewardWatch, step_metrics
+from .metrics import MetricsLogger, Phases, RewardWatch, idle_metrics, step_metrics
 from .modes import BenefitTracker, long_fraction_at
 from .scoring import completion_rows, run_combine
 from .sync import WeightSync
@@ -146,7 +146,7 @@ class Trainer:
         self.collector = Collector(cfg, self.dataset, self.pool, self.runner, self.combine, self.rng, self.benefit)
         self._last_completions: list[dict] = []  # the latest step's sampled completions (run.log_completions_every)
         self.pending: Background | None = None  # the next step's batch, generated ahead (rl.loops.one_step_off)
-        self.producer, self.restored = None, []  # batches collected ahead, and restored ones (rl.loops.fully_async)
+        self.producer, self.restored = None, []  # groups generated ahead, and restored ones (rl.loops.fully_async)
         self._synced = 0  # the policy version the workers hold (they start with the checkpoint's: version 0)
         self.reward_watch = RewardWatch(cfg.reward)  # reward parts that fail: logged once, and a stop if they go on
         if resume:
@@ -239,7 +239,7 @@ class Trainer:
         if every and (self.step + 1) % every == 0:  # the step fit() logs a completions table after
             self._last_completions = completion_rows(batch.seen, cfg.run.log_completions)
         metrics = step_metrics(batch, update, phases, start, self.benefit)
-        metrics.update(self._sync_metrics)
+        metrics.update({**self._sync_metrics, **idle_metrics(self.pool)})
         self._sync_metrics = {}
         self.tokens_total += metrics["tokens/generated"]
         metrics.update(self.reward_watch(batch.health, self.step))
@@ -280,11 +280,11 @@ class Trainer:
     def data_state(self) -> dict:
         return {"data": self.dataset.state_dict(), "rng": self.rng.getstate(), "python_rng": random.getstate(),
                 "tokens_total": self.tokens_total, "updated_steps": self.updated_steps,
-                "benefit": self.benefit.state_dict()}
+                "benefit": self.benefit.state_dict(), "rounds": self.collector.rounds}
 
     def save(self) -> Path:
         """A checkpoint after `self.step` steps, with the batches drawn ahead (one_step_off's in flight, waited for;
-        fully_async's held, its producer paused meanwhile; `rl.batches.checkpointable`) and the data state after
+        fully_async's finished groups, its running ones finished first; `rl.batches.checkpointable`) and the data state after
         their draws: a resumed run trains on those very batches, then draws on, as the uninterrupted run does."""
         state = {"in_flight": checkpointable(self.pending.result())} if self.pending is not None else {}
         held = self.producer.pause() if self.producer is not None else self.restored
@@ -303,8 +303,8 @@ class Trainer:
         random.setstate(state["python_rng"])
         self.tokens_total = state.get("tokens_total", 0)
         self.updated_steps = state.get("updated_steps", self.step)  # (older checkpoints: assume the steps did)
-        if "benefit" in state:
-            self.benefit.load_state_dict(state["benefit"])
+        self.benefit.load_state_dict(state.get("benefit", self.benefit.state_dict()))
+        self.collector.rounds = state.get("rounds", 0)
         if state.get("in_flight") is not None:  # the batch a one-step-off run had drawn: the next step's
             batch = state["in_flight"]
             self.pending = Background(lambda: batch)

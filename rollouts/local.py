@@ -8,6 +8,7 @@ import time
 from typing import Iterable, Iterator
 
 from .backend import RolloutBackend
+from .streams import IdleClock, MergedStream
 from .transfer import Member
 from .types import RolloutRequest, RolloutResult, in_request_order
 
@@ -16,12 +17,25 @@ class LocalPool:
     def __init__(self, backend: RolloutBackend):
         self.backend = backend
         self._owned: str | None = None  # the staging folder of the latest sync, when handed over
+        self._stream: MergedStream | None = None
+        self.clock = IdleClock()
 
-    def stream(self, requests: list[RolloutRequest]) -> Iterator[RolloutResult]:
-        ids = [r.request_id for r in requests]
-        if len(set(ids)) != len(ids):
-            raise ValueError("request_id values must be unique within a batch")
-        return self.backend.stream(requests)
+    def stream(self, requests: list[RolloutRequest], tick: float | None = None) -> Iterator[RolloutResult | None]:
+        """As `RolloutPool.stream`: results as they finish; with `tick`, None after that many seconds without one,
+        and no end until closed. `extend` adds requests to the latest stream."""
+        self._stream = MergedStream(self.backend.abort, tick, self.clock)
+        self.extend(requests)
+        return self._stream
+
+    def extend(self, requests: list[RolloutRequest]) -> None:
+        if self._stream is None or self._stream.closed:
+            raise RuntimeError("no stream is running to extend")
+        if requests:
+            self._stream.add(requests, self.backend.stream(requests))
+
+    def idle_shares(self) -> list[float]:
+        """The share of the time since the last call that the backend held no request (one worker)."""
+        return [self.clock.read()]
 
     def generate(self, requests: list[RolloutRequest]) -> list[RolloutResult]:
         return in_request_order(requests, self.stream(requests))

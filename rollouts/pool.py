@@ -9,6 +9,11 @@ as they finish (a Ray streaming generator); the pool yields them in completion o
 Abort: `abort(ids)` cancels requests of the running stream still in flight (the engines free them) and says which;
 they are never yielded. Closing the stream early aborts the rest.
 
+A stream grows: `extend(requests)` adds requests to the running one (from its reader, between two results), and a
+stream opened with `tick` yields None when no result came within that many seconds, so its reader can submit more
+while a long group runs (the fully async producer keeps the engines fed group by group). Each worker's idle share
+(no request held) is read with `idle_shares`.
+
 Fault tolerance: when a worker dies, a new actor replaces it, receives the current weights (the last sync is kept),
 and the dead worker's requests that it had not returned are re-submitted to it. Each request is returned exactly
 once.
@@ -29,6 +34,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from core.process import Owner
 
 from .backend import backend_class
+from .streams import IdleClock
 from .transfer import Member
 from .types import RolloutRequest, RolloutResult, SamplingConfig, default_mode_sampling, in_request_order
 from .weights import SAFETENSORS_FILE, nbytes, staging_dir, sweep_stale, to_shared, write_safetensors
@@ -60,6 +66,7 @@ class _Slot:
     tokens_done: int = 0
     restarts: int = 0
     up: bool = False  # the actor answered once: its engine started
+    clock: IdleClock = field(default_factory=IdleClock)  # time with nothing held
 
 
 class PoolClosed(RuntimeError):
@@ -98,15 +105,19 @@ class RolloutPool:
         self.demand = {k: v for k, v in {"CPU": cpus_per_worker, "GPU": gpus_per_worker}.items() if v}
         self.demand.update(self.resources)
         self.start_timeout_s = start_timeout_s
-        # Threaded: abort and version calls are served while a stream runs (the backend owns its engine's thread).
+        # Threaded: abort and version calls are served while streams run (the backend owns its engine's thread).
+        # Each `extend` is one more streaming call per worker it reaches, held until its requests are done: the
+        # fully async producer has at most run.buffer_groups / prompts_per_step rounds out (2 by default), well
+        # under 16 with the control calls.
         self.actor_cls = ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=0,
-                                    max_concurrency=4, resources=self.resources or None)(backend)
+                                    max_concurrency=16, resources=self.resources or None)(backend)
         # Expected completion tokens per sample, per mode: start at half the budget, then a running mean.
         self.expected_tokens = {m: s.max_new_tokens / 2 for m, s in self.mode_sampling.items()}
         self._sync: tuple[str, int, object] | None = None  # ("full" | "path" | "lora", version, payload)
         self._shm_dir: str | None = None  # the staging folder of the latest sync, when the pool owns it
         sweep_stale()  # weights a killed run left in /dev/shm (this node's)
         self._cancelled: set[str] = set()  # ids aborted during the running stream
+        self._submit = None  # the running stream's submit(slot, share), for `extend`
         self.on_replace = None
         """Called with a replaced worker's `Member` when the weights went in memory: sends it the current version
         (the trainer's `rl.sync.WeightSync.resend`)."""
@@ -312,9 +323,10 @@ class RolloutPool:
             shares[k].append(request)
         return [sorted(share, key=lambda r: -self.cost(r)) for share in shares]
 
-    def stream(self, requests: list[RolloutRequest]) -> Iterator[RolloutResult]:
+    def stream(self, requests: list[RolloutRequest], tick: float | None = None) -> Iterator[RolloutResult | None]:
         """Results as they finish (any order), each request exactly once, aborted ones never. One stream at a
-        time; `abort` may be called between two results. Closing the iterator aborts what is still running."""
+        time; `abort` and `extend` may be called between two results. Closing the iterator aborts what is still
+        running. tick: yield None after that many seconds without a result, and run until closed."""
         self._check_open()
         ids = [r.request_id for r in requests]
         if len(set(ids)) != len(ids):
@@ -323,18 +335,31 @@ class RolloutPool:
         self._cancelled = set()
 
         def submit(slot: _Slot, share: list[RolloutRequest]) -> None:
+            slot.clock.busy(len(share))
             for r in share:
                 slot.held[r.request_id] = (r, self.cost(r))
                 slot.outstanding += slot.held[r.request_id][1]
             gens[slot.actor.stream.options(num_returns="streaming").remote(share)] = (slot, slot.generation)
 
+        return self._results(requests, gens, submit, tick)
+
+    def _results(self, requests, gens, submit, tick) -> Iterator[RolloutResult | None]:
+        self._submit = submit
         for slot, share in zip(self.slots, self.schedule(requests)):
             if share:
                 submit(slot, share)
         try:
-            while gens:
+            while gens or tick is not None:
                 self._check_open()  # shut down from another thread: its workers are gone on purpose
-                [gen], _ = ray.wait(list(gens), num_returns=1)
+                if not gens:
+                    time.sleep(tick)
+                    yield None
+                    continue
+                ready, _ = ray.wait(list(gens), num_returns=1, timeout=tick)
+                if not ready:
+                    yield None
+                    continue
+                [gen] = ready
                 slot, generation = gens[gen]
                 try:
                     result = ray.get(next(gen))
@@ -364,14 +389,34 @@ class RolloutPool:
                 slot.tokens_done += sum(len(s.completion_token_ids) for s in result.samples)
                 yield result
         finally:
+            self._submit = None
             left = [rid for slot in self.slots for rid in slot.held]
             if left and not self.closed:  # the caller stopped early
                 self.abort(left)
+
+    def extend(self, requests: list[RolloutRequest]) -> None:
+        """Add requests to the running stream (from its reader's thread, between two results), spread as `stream`
+        spreads them; the stream yields their results too."""
+        self._check_open()
+        if self._submit is None:
+            raise RuntimeError("no stream is running to extend")
+        ids = {r.request_id for r in requests}
+        if len(ids) != len(requests) or ids & {rid for slot in self.slots for rid in slot.held}:
+            raise ValueError("request_id values must be unique among the requests of a running stream")
+        for slot, share in zip(self.slots, self.schedule(requests)):
+            if share:
+                self._submit(slot, share)
+
+    def idle_shares(self) -> list[float]:
+        """Per worker, the share of the time since the last call that it held no request (waiting for the
+        learner, or done with its share of a batch while another worker finishes a long group)."""
+        return [slot.clock.read() for slot in self.slots]
 
     @staticmethod
     def _release(slot: _Slot, request_id: str) -> None:
         _, cost = slot.held.pop(request_id)
         slot.outstanding -= cost
+        slot.clock.free()
 
     def abort(self, request_ids) -> list[str]:
         """Cancel requests of the running stream that have not been yielded: the workers drop them from their

@@ -342,7 +342,8 @@ class AlgoConfig:
     dynamic_sampling: bool = False
     """DAPO: drop groups whose rewards are all equal (zero advantage) and refill the batch (off in the paper)."""
     max_refill_rounds: int = Field(2, ge=0)
-    """Dynamic sampling: extra rollout rounds per step at most; the step goes on with what it has."""
+    """Dynamic sampling: extra rollout rounds per step at most; the step goes on with what it has. (fully_async: a
+    step takes fewer groups than a batch once 1 + this many rounds of prompts finished since the last step.)"""
     oversample: Optional[float] = Field(None, ge=1)
     """Dynamic sampling: each round submits this many times the groups still needed and judges each group as it
     finishes; the groups with reward variance are kept in submission order (not finishing order, which would
@@ -380,9 +381,10 @@ class AlgoConfig:
     versions before the update it would go into is dropped (counted in async/dropped_stale), or, fully async with
     staleness_policy=wait, never drawn that early. One-step-off keeps every sample at age <= 1."""
     staleness_policy: Literal["wait", "drop"] = "wait"
-    """run.async_mode=fully_async: wait (AReaL's bound: the producer starts batch k only once the learner has taken
-    k - max_staleness steps, so no sample exceeds the bound and none is wasted) or drop (the producer runs ahead as
-    far as run.buffer_batches lets it; groups past the bound are dropped at the update)."""
+    """run.async_mode=fully_async: wait (AReaL's bound: the producer draws a prompt only while the groups ahead of
+    the learner are fewer than max_staleness batches, and the learner waits for a running group about to pass the
+    bound, so no sample exceeds it and none is wasted) or drop (the producer runs ahead as far as run.buffer_groups
+    lets it; groups past the bound are dropped at the update)."""
     kl_clamp: Optional[float] = Field(10.0, gt=0)
     """The per-token KL estimate is clamped to [-kl_clamp, kl_clamp] (verl's low_var_kl clamps k3 to +-10, its
     default here); None: as defined (k3 is unbounded where the policy gives a token far less than the reference)."""
@@ -627,14 +629,19 @@ class RunConfig:
     is one policy version old when it is learnt from; the weights sync between steps. The loss then weighs each
     token by the truncated ratio of the learner's log-prob to the engine's (TIS: `algo.tis_cap`, required), and
     `algo.max_staleness` bounds the age. A checkpoint saves the batch in flight, and a resumed run trains on it
-    (`rl/loops/one_step_off.py`). fully_async: generation never waits for the learner: a producer thread collects
-    batch after batch into a buffer (`buffer_batches`), each step trains on the oldest, and the new weights load
-    into the engines between two of their steps, the running requests kept (`rollout.kv_after_update`), so a
-    sample may span policy versions (`rl/loops/fully_async.py`); `algo.max_staleness` and
-    `algo.staleness_policy` bound the lag."""
-    buffer_batches: int = Field(2, ge=1)
-    """run.async_mode=fully_async: batches generated and scored ahead of the learner, at most (a checkpoint saves
-    them; a resumed run trains on them)."""
+    (`rl/loops/one_step_off.py`). fully_async: generation never waits for the learner: a producer thread keeps the
+    engines fed group by group (`buffer_groups` ahead of the learner), each step trains on the oldest finished
+    groups, and the new weights load into the engines between two of their steps, the running requests kept
+    (`rollout.kv_after_update`), so a sample may span policy versions (`rl/loops/fully_async.py`);
+    `algo.max_staleness` and `algo.staleness_policy` bound the lag."""
+    buffer_groups: Optional[int] = Field(None, ge=1)
+    """run.async_mode=fully_async: groups ahead of the learner, at most: running in the engines or finished and
+    scored, not yet trained on (a checkpoint lets the running ones finish and saves the finished ones; a resumed run
+    trains on them). None: two batches (2 x rollout.prompts_per_step). At least one batch."""
+
+    def buffer_size(self, prompts_per_step: int) -> int:
+        """`buffer_groups` with None resolved."""
+        return self.buffer_groups if self.buffer_groups is not None else 2 * prompts_per_step
 
     @model_validator(mode="after")
     def _check(self):
@@ -682,7 +689,7 @@ class TrainConfig:
             idle = [f"{k}={v}" for k, v, default in (
                 ("rollout.kv_after_update", self.rollout.kv_after_update, "keep"),
                 ("algo.staleness_policy", self.algo.staleness_policy, "wait"),
-                ("run.buffer_batches", self.run.buffer_batches, 2)) if v != default]
+                ("run.buffer_groups", self.run.buffer_groups, None)) if v != default]
             if idle:
                 raise ValueError(f"{', '.join(idle)} act only with run.async_mode=fully_async (it is "
                                  f"{self.run.async_mode}): set it, or leave them at their defaults")
@@ -695,6 +702,16 @@ class TrainConfig:
                 raise ValueError(f"run.async_mode={mode} with algo.max_staleness=0 would drop every sample "
                                  "(each is at least one policy version old): use max_staleness >= 1 or "
                                  "async_mode=off")
+        if self.run.async_mode == "fully_async":
+            per_step = self.rollout.prompts_per_step
+            if self.run.buffer_groups is not None and self.run.buffer_groups < per_step:
+                raise ValueError(f"run.buffer_groups={self.run.buffer_groups} cannot hold one batch "
+                                 f"(rollout.prompts_per_step={per_step}): use at least {per_step}, or leave it unset "
+                                 f"(two batches)")
+            if self.algo.oversample is not None and self.algo.oversample > 1:
+                raise ValueError(f"algo.oversample={self.algo.oversample} has nothing to over-provision with "
+                                 "run.async_mode=fully_async: its producer keeps drawing prompts while groups are "
+                                 "dropped, so leave algo.oversample unset")
         if kind == "adapter" and trains_more:
             raise ValueError("sync.kind=adapter cannot carry the trained vision/resampler weights "
                              "(learner.train_vision / train_resampler): use sync.kind=merged (or auto)")

@@ -1,18 +1,19 @@
-"""`run.async_mode: fully_async`: generation never waits for the learner. A producer thread collects batch after batch
-(`Producer`) into a buffer of at most `run.buffer_batches`; each step trains on the oldest batch and pushes the new
-weights into the engines while they generate: each engine loads them between two of its steps, its running requests
-kept (`rollout.kv_after_update`: their KV cache kept or recomputed), so a request may span policy versions and each
-sample says which version drew which token (`RolloutSample.versions`). The loss weighs every token against the
+"""`run.async_mode: fully_async`: generation never waits for the learner. A producer thread keeps the engines fed group
+by group (`Producer`), at most `run.buffer_groups` ahead; each step trains on the oldest finished groups, a batch's
+worth (a long group goes into a later batch instead of holding this one), and pushes the new weights into the
+engines while they generate: each engine loads them between two of its steps, its running requests kept
+(`rollout.kv_after_update`: their KV cache kept or recomputed), so a request may span policy versions and each sample
+says which version drew which token (`RolloutSample.versions`). The loss weighs every token against the
 engine's log-prob of it (`algo.tis_cap`), whichever version drew it.
 
 The lag is bounded by `algo.max_staleness` (versions, counted from a group's oldest token): with
-`algo.staleness_policy=wait` the producer starts batch k only once the learner has taken k - max_staleness steps
-(AReaL's bound: nothing is drawn too early, nothing is wasted); with `drop` it runs as far ahead as the buffer lets
-it, and groups past the bound are dropped at the update.
+`algo.staleness_policy=wait` the producer draws only while fewer than max_staleness batches are ahead, and a step
+waits for a running group as old as the bound (AReaL's bound: nothing is drawn too early, nothing is wasted); with
+`drop` it runs as far ahead as the buffer lets it, and groups past the bound are dropped at the update.
 
-A checkpoint pauses the producer once its current batch is done and saves every batch it holds, with the data
-state after their draws: a resumed run trains on those very batches, then draws on, so no row is trained twice or
-lost (`Trainer.save`).
+A checkpoint pauses the producer (no new prompts; the running groups finish) and saves the finished groups, with
+the data state after their draws: a resumed run trains on those very groups, then draws on, so no row is trained
+twice or lost (`Trainer.save`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,6 @@ def train_step(trainer) -> dict:
         if update.samples:  # loaded by the engines between two of their steps, their requests kept
             trainer.sync()
     metrics = trainer.step_metrics(batch, update, phases, start)
-    metrics["async/buffer_batches"] = len(trainer.producer.ready)
+    metrics.update(trainer.producer.ahead())
     trainer.producer.stepped()
     return metrics

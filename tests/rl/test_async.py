@@ -103,8 +103,12 @@ def test_background_returns_or_raises_in_the_caller():
     (["run.async_mode=fully_async", "algo.tis_cap=null"], r"fully_async learns from samples of older policies"),
     (["rollout.kv_after_update=recompute"], r"rollout\.kv_after_update=recompute act only with run\.async_mode="
                                             r"fully_async \(it is off\)"),
-    (["run.async_mode=one_step_off", "run.buffer_batches=3"], r"run\.buffer_batches=3 act only"),
+    (["run.async_mode=one_step_off", "run.buffer_groups=3"], r"run\.buffer_groups=3 act only"),
     (["run.async_mode=fully_async", "rollout.kv_after_update=sometimes"], r"rollout\.kv_after_update"),
+    (["run.async_mode=fully_async", "rollout.prompts_per_step=4", "run.buffer_groups=3"],
+     r"run\.buffer_groups=3 cannot hold one batch \(rollout\.prompts_per_step=4\): use at least 4"),
+    (["run.async_mode=fully_async", "algo.dynamic_sampling=true", "algo.oversample=2"],
+     r"algo\.oversample=2\.0 has nothing to over-provision with run\.async_mode=fully_async"),
 ])
 def test_config_errors(overrides, message):
     with pytest.raises(ConfigError, match=message):

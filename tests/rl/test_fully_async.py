@@ -17,28 +17,55 @@ from tests.rl.test_async import config, run
 GENERATE_S = UPDATE_S = 1.0
 
 
+def timed_groups(pool: SleepingPool, events: list) -> SleepingPool:
+    """Record each group's (start, end) on the stand-in pool."""
+    run_one = pool._run
+
+    def run(request):
+        start = time.monotonic()
+        result = run_one(request)
+        events.append(("generate", start, time.monotonic()))
+        return result
+    pool._run = run
+    return pool
+
+
 def test_generation_overlaps_the_update_within_the_staleness_bound(tiny_ckpt, tmp_path):
-    """Batches are generated while the learner updates (the order of events, not a timing); no group is older than
+    """Groups are generated while the learner updates (the order of events, not a timing); no group is older than
     the bound."""
     events = []
+    pool, learner = timed_groups(SleepingPool(GENERATE_S), events), SleepingLearner(UPDATE_S)
+    step = learner.step
 
-    def timed(name, fn):
-        def call(*args):
-            start = time.monotonic()
-            out = fn(*args)
-            events.append((name, start, time.monotonic()))
-            return out
-        return call
-
-    pool, learner = SleepingPool(GENERATE_S), SleepingLearner(UPDATE_S)
-    pool.generate, learner.step = timed("generate", pool.generate), timed("update", learner.step)
+    def update(samples):
+        start = time.monotonic()
+        out = step(samples)
+        events.append(("update", start, time.monotonic()))
+        return out
+    learner.step = update
     history, _, _ = run(config(tmp_path, "fully_async", steps=5, ckpt=tiny_ckpt), pool=pool, learner=learner)
     updates = [e[1:] for e in events if e[0] == "update"]
     generates = [e[1:] for e in events if e[0] == "generate"]
     overlapped = [(c, d) for c, d in generates if any(min(b, d) - max(a, c) > 0.5 for a, b in updates)]
-    assert len(generates) == 5 and len(overlapped) >= 3, events  # half a second or more inside an update
+    assert len(generates) == 10 and len(overlapped) >= 6, events  # half a second or more inside an update
     assert all(h["staleness/max"] <= 1 and h["staleness/dropped"] == 0 and h["groups"] == 2 for h in history)
-    assert learner.version == 5 and all("async/buffer_batches" in h for h in history)
+    assert learner.version == 5 and all("async/buffer_groups" in h for h in history)
+
+
+def test_a_long_group_does_not_hold_its_batch_and_is_trained_within_the_bound(tiny_ckpt, tmp_path):
+    """The first group drawn takes 3 s, every other 0.1 s: the first step trains on short groups of the next round
+    instead of waiting, and under `wait` the step at which the long group reaches the bound waits for it."""
+    class OneLong(SleepingPool):
+        def group_seconds(self, request):
+            return 3.0 if request.request_id == first else 0.1
+
+    cfg = config(tmp_path, "fully_async", steps=4, ckpt=tiny_ckpt, **{"algo.max_staleness": 2, "run.save_every": 0})
+    first = "s0-0-0"
+    history, pool, learner = run(cfg, pool=OneLong(0.1), learner=SleepingLearner(0.2))
+    assert history[0]["time/wait"] < 1.0  # not the long group's 3 s
+    assert [h["groups"] for h in history] == [2, 2, 2, 2] and sum(h["staleness/dropped"] for h in history) == 0
+    assert [h["staleness/max"] for h in history][:3] == [0, 1, 2]  # the long one (drawn at 0) at step 2: waited for
+    assert history[2]["time/wait"] > 2.0 and len(pool.drawn) == 4  # every group drawn is trained, once
 
 
 @pytest.mark.parametrize("policy", ["wait", "drop"])
@@ -46,21 +73,25 @@ def test_the_staleness_policy_waits_or_drops(tiny_ckpt, tmp_path, policy):
     """Fast generation, slow updates, room for 3 batches ahead: `wait` keeps every group within the bound by not
     drawing early; `drop` draws as far ahead as the buffer lets it and drops what is too old when it is learnt."""
     cfg = config(tmp_path, "fully_async", steps=6, ckpt=tiny_ckpt, **{
-        "run.buffer_batches": 3, "algo.staleness_policy": policy, "run.save_every": 0})
+        "run.buffer_groups": 6, "algo.staleness_policy": policy, "run.save_every": 0})
     history, pool, _ = run(cfg, pool=SleepingPool(0.05), learner=SleepingLearner(0.5))
     assert all(h["staleness/max"] <= 1 for h in history if h["groups"])  # kept groups are within the bound
     dropped = sum(h["staleness/dropped"] for h in history)
     if policy == "wait":
         assert dropped == 0 and all(h["groups"] == 2 for h in history)
     else:
-        assert dropped > 0 and max(h["async/buffer_batches"] for h in history) >= 2
+        assert dropped > 0 and max(h["async/buffer_groups"] for h in history) >= 2
 
 
-def test_a_checkpoint_saves_the_batches_held_and_the_resumed_run_trains_on_them(tiny_ckpt, tmp_path):
-    straight_cfg = config(tmp_path, "fully_async", steps=5, ckpt=tiny_ckpt, **{"run.save_every": 0})
+def test_a_checkpoint_saves_the_groups_held_and_the_resumed_run_trains_on_them(tiny_ckpt, tmp_path):
+    """Killed right after a checkpoint: the rounds drawn before it and the resumed run's are the uninterrupted run's,
+    in order, and every group drawn is trained once (5 steps of 2 groups from 5 rounds of 2: a group lost would
+    make a step wait for a sixth round)."""
+    straight_cfg = config(tmp_path, "fully_async", steps=5, ckpt=tiny_ckpt, **{"run.save_every": 0,
+                                                                               "algo.max_staleness": 2})
     _, straight, _ = run(straight_cfg, pool=SleepingPool(0.2), learner=SleepingLearner(0.2))
     assert len(straight.drawn) == 5
-    cut = config(tmp_path, "fully_async", steps=5, ckpt=tiny_ckpt, **{"run.save_every": 0, "run.buffer_batches": 2})
+    cut = config(tmp_path, "fully_async", steps=5, ckpt=tiny_ckpt, **{"run.save_every": 0, "algo.max_staleness": 2})
     cut.run.dir = str(tmp_path / "cut")
     pool = SleepingPool(0.2)
     trainer = Trainer(cut, learner=SleepingLearner(0.2), pool=pool)
@@ -70,10 +101,10 @@ def test_a_checkpoint_saves_the_batches_held_and_the_resumed_run_trains_on_them(
     trainer.save()  # as if killed right after: whatever the producer draws from here on is lost
     trainer.close()
     history, resumed, learner = run(cut, resume=True, pool=SleepingPool(0.2), learner=SleepingLearner(0.2))
-    saved = 5 - 2 - len(resumed.drawn)  # batches that came from the checkpoint
-    assert saved >= 1  # at least the next step's batch was held
-    assert pool.drawn[:2 + saved] + resumed.drawn == straight.drawn  # every row once, in the same order
-    assert learner.version == 5 and len(history) == 3
+    before = 5 - len(resumed.drawn)  # rounds drawn before the checkpoint
+    assert before >= 3  # the round the third step needs was drawn ahead (and saved)
+    assert pool.drawn[:before] + resumed.drawn == straight.drawn
+    assert learner.version == 5 and [h["groups"] for h in history] == [2, 2, 2]
 
 
 def test_weights_change_while_a_request_runs_and_the_sample_says_so(tiny_ckpt, tmp_path):

@@ -90,6 +90,37 @@ def ray_get(ref):
     return ray.get(ref)
 
 
+def test_a_stream_grows_ticks_and_the_workers_idle_share_is_read(pool):
+    """`extend` adds requests to a running stream, whose results come from the same stream; with `tick` the stream
+    yields None while nothing finishes and does not end until closed; each worker's idle share since the last
+    reading is below 1 while it generated, and near 1 for a pool left idle."""
+    import time
+
+    pool.idle_shares()
+    stream = pool.stream(requests(2, n=1, prefix="g1-"), tick=0.05)
+    got, extended = [], False
+    while len(got) < 4:
+        result = next(stream)
+        if result is None:
+            continue
+        got.append(result)
+        if not extended:
+            pool.extend(requests(2, n=1, prefix="g2-"))
+            extended = True
+            with pytest.raises(ValueError, match="unique"):
+                pool.extend(requests(1, n=1, prefix="g2-"))  # g2-0 runs already
+    assert sorted(r.request.request_id for r in got) == ["g1-0", "g1-1", "g2-0", "g2-1"]
+    assert all(r.ok for r in got)
+    assert next(stream) is None  # nothing running: a tick, not the end
+    stream.close()
+    with pytest.raises(RuntimeError, match="no stream is running"):
+        pool.extend(requests(1, n=1, prefix="g3-"))
+    working = pool.idle_shares()
+    time.sleep(0.5)
+    idle = pool.idle_shares()
+    assert all(0 <= s < 0.9 for s in working) and all(s > 0.9 for s in idle), (working, idle)
+
+
 def test_a_closed_pool_stays_closed(pool, tiny_ckpt, tmp_path):
     """Shut down under a running stream (as the trainer's close does under the one-step-off loop's background
     collect): the stream ends with PoolClosed, no worker is replaced, and nothing more runs on the pool. Last in
