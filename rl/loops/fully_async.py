@@ -35,7 +35,6 @@ def train_step(trainer) -> dict:
     with phases("sync"):
         if update.samples:  # loaded by the engines between two of their steps, their requests kept
             trainer.sync()
-    metrics = trainer.step_metrics(batch, update, phases, start)
-    metrics.update(trainer.producer.ahead())
+    metrics = {**trainer.step_metrics(batch, update, phases, start), **trainer.producer.ahead()}
     trainer.producer.stepped()
     return metrics
