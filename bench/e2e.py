@@ -1,7 +1,7 @@
 """End-to-end GRPO throughput: `rl-train` against TRL's GRPOTrainer on the same work and the same weights.
 
     python bench/e2e.py --json OUT.json [--steps 3] [--preset small]
-    python bench/e2e.py --json OUT.json --ours-modes [--steps 4]   # rl-train alone: its loop modes
+    python bench/e2e.py --json OUT.json --ours-modes [--steps 4] [--modes on_policy,fully_async]  # its loop modes
     python bench/e2e.py --json OUT.json --dynamic [--steps 30]     # dynamic sampling: refills vs over-provisioning
 
 Workload (the issue's): text-only prompts, 8 prompts x 8 samples x 128 new tokens per step, reward = the share of
@@ -14,10 +14,11 @@ generation with scoring and advantages, `time/update` the rest of the step (forw
 rl-train runs once more with the learner in bf16 autocast (`learner.cpu_bf16`), then the hybrid length mix
 (short 64 / long 1024 new tokens, half the prompts each).
 
-`--ours-modes`: rl-train alone on the same workload in three loop modes: on-policy (one update per batch), the
-one-step-off loop (`run.async_mode=one_step_off`: the next batch is generated during the update) and PPO-style
-updates (`algo.mini_batches=2`, `algo.ppo_epochs=2`: four optimizer steps per batch, after a pass for the old
-log-probs). On a CPU both sides share the same cores, so the overlap shows here only as far as they do not compete
+`--ours-modes`: rl-train alone on the same workload in its loop modes: on-policy (one update per batch), the
+one-step-off loop (`run.async_mode=one_step_off`: the next batch is generated during the update), the fully
+asynchronous loop (`run.async_mode=fully_async`, algo.max_staleness=2: the engine fed group by group, the weights
+loaded between two engine steps) and PPO-style updates (`algo.mini_batches=2`, `algo.ppo_epochs=2`: four optimizer
+steps per batch, after a pass for the old log-probs); `--modes` picks some. On a CPU both sides share the same cores, so the overlap shows here only as far as they do not compete
 (bench/overlap.py measures it with sleeping stand-ins).
 
 `--dynamic`: `configs/learn_cpu.yaml` with `algo.dynamic_sampling=true`, once with refill rounds alone
@@ -139,7 +140,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="default: 3; 30 with --dynamic")
     parser.add_argument("--preset", default="small")
     parser.add_argument("--ours-modes", action="store_true",
-                        help="rl-train alone: on-policy, one-step-off and 2 mini-batches x 2 epochs (no TRL)")
+                        help="rl-train alone: on-policy, one-step-off, fully async, 2 mini-batches x 2 epochs (no TRL)")
+    parser.add_argument("--modes", default=None, help="--ours-modes: a comma list of " + ",".join(MODES))
     parser.add_argument("--dynamic", action="store_true",
                         help="dynamic sampling on configs/learn_cpu.yaml: refill rounds vs over-provisioning")
     parser.add_argument("--long-tokens", type=int, default=None,
@@ -200,6 +202,7 @@ def digit_share_text(text: str) -> float:
 
 
 MODES = {"on_policy": (), "one_step_off": ("run.async_mode=one_step_off",),
+         "fully_async": ("run.async_mode=fully_async", "algo.max_staleness=2"),
          "mini_batches_2x2": ("algo.mini_batches=2", "algo.ppo_epochs=2", "algo.clip_high=0.28")}
 
 
@@ -216,13 +219,20 @@ def main_modes(args) -> None:
                     "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
                     f"{'cuda ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu'}"}
     for name, extra in MODES.items():
+        if args.modes and name not in args.modes.split(","):
+            continue
         history = run_ours(ckpt, data, work / name, args.steps, NEW_TOKENS, NEW_TOKENS, ignore_eos=True, extra=extra)
         ray.shutdown()
         tps, phases = throughput(history, "learner/completion_tokens")
         report[name] = {"tokens_per_s": tps, "phases": phases,
                         "updates_per_step": history[-1].get("learner/updates"),
-                        "clip_fraction": statistics.fmean(h.get("clip_fraction", 0.0) for h in history[1:])}
-    report["one_step_off_over_on_policy"] = report["one_step_off"]["tokens_per_s"] / report["on_policy"]["tokens_per_s"]
+                        "clip_fraction": statistics.fmean(h.get("clip_fraction", 0.0) for h in history[1:]),
+                        "staleness_max": max(h["staleness/max"] for h in history),
+                        "versions_per_sample_max": max(h["staleness/versions_per_sample_max"] for h in history),
+                        "idle_share": statistics.fmean(h.get("rollout/idle_share", 0.0) for h in history[1:])}
+    for name in ("one_step_off", "fully_async"):
+        if name in report and "on_policy" in report:
+            report[f"{name}_over_on_policy"] = report[name]["tokens_per_s"] / report["on_policy"]["tokens_per_s"]
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report))
     shutil.rmtree(work, ignore_errors=True)

@@ -61,7 +61,7 @@ class Producer:
         self.halves: dict[str, Scored] = {}  # a paired prompt's first finished group, until the other one
         self.cond = threading.Condition()
         self.error: BaseException | None = None
-        self.paused = self.stopped = self.streaming = False
+        self.paused = self.stopped = self.streaming = self.drawing = False
         self.thread = threading.Thread(target=self._run, name="rollout-producer", daemon=True)
         self.thread.start()
 
@@ -82,6 +82,7 @@ class Producer:
                     if self.stopped:
                         return
                     draw, running = self._may_draw(), bool(self.running)
+                    self.drawing = draw  # (a pause waits for the round: the data state is saved after its draw)
                 if draw:
                     requests = self._draw()
                     if stream is None:
@@ -121,6 +122,7 @@ class Producer:
         with self.cond:
             self.round_left[index] = len(requests)
             self.running.update({r.request_id: (self.steps_done, index) for r in requests})
+            self.drawing = False
         return requests
 
     def _finished(self, result) -> None:
@@ -200,7 +202,7 @@ class Producer:
         with self.cond:
             self.paused = True
             self.cond.notify_all()
-            self.cond.wait_for(lambda: not (self.running or self.streaming) or self.error is not None)
+            self.cond.wait_for(lambda: not (self.running or self.streaming or self.drawing) or self.error is not None)
             if self.error is not None:
                 raise self.error
             return [Batch(kept=[f.group for f in self.ready])] if self.ready else []

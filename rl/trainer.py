@@ -177,9 +177,8 @@ class Trainer:
                 self._tell("on_step_end", self.step, metrics)
                 history.append(metrics)
                 bar.update(1)
-                bar.set_postfix({k.split("/")[1] if k.startswith("reward/") else k: f"{metrics[k]:.3g}"
-                                 for k in ("reward/short/mean", "reward/long/mean", "loss", "time/step")
-                                 if k in metrics})
+                bar.set_postfix({k.split("/")[1] if k.startswith("reward/") else k: f"{metrics[k]:.3g}" for k in
+                                 ("reward/short/mean", "reward/long/mean", "loss", "time/step") if k in metrics})
                 every = self.cfg.run.save_every
                 if (every and self.step % every == 0) or self.step == self.cfg.run.steps:
                     self.save()
@@ -237,7 +236,8 @@ class Trainer:
         cfg = self.cfg
         every = cfg.run.log_completions_every
         if every and (self.step + 1) % every == 0:  # the step fit() logs a completions table after
-            self._last_completions = completion_rows(batch.seen, cfg.run.log_completions)
+            self._last_completions = completion_rows(batch.kept if self.producer else batch.seen,  # fully_async: the
+                                                     cfg.run.log_completions)  # groups it trained on
         metrics = step_metrics(batch, update, phases, start, self.benefit)
         metrics.update({**self._sync_metrics, **idle_metrics(self.pool)})
         self._sync_metrics = {}
@@ -283,9 +283,9 @@ class Trainer:
                 "benefit": self.benefit.state_dict(), "rounds": self.collector.rounds}
 
     def save(self) -> Path:
-        """A checkpoint after `self.step` steps, with the batches drawn ahead (one_step_off's in flight, waited for;
-        fully_async's finished groups, its running ones finished first; `rl.batches.checkpointable`) and the data state after
-        their draws: a resumed run trains on those very batches, then draws on, as the uninterrupted run does."""
+        """A checkpoint after `self.step` steps, with what was drawn ahead (one_step_off's batch in flight, waited
+        for; fully_async's finished groups, its running ones let finish; `rl.batches.checkpointable`) and the data
+        state after their draws: a resumed run trains on those, then draws on, as the uninterrupted run does."""
         state = {"in_flight": checkpointable(self.pending.result())} if self.pending is not None else {}
         held = self.producer.pause() if self.producer is not None else self.restored
         state.update(buffered=[checkpointable(b) for b in held], **self.data_state())

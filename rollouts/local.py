@@ -41,7 +41,13 @@ class LocalPool:
         return in_request_order(requests, self.stream(requests))
 
     def abort(self, request_ids: Iterable[str]) -> list[str]:
-        return self.backend.abort(request_ids)
+        """As `RolloutPool.abort`: the requests of the running stream not yet yielded (finished ones waiting in it
+        included), which it will never yield; the backend drops those still running."""
+        if self._stream is None:
+            return self.backend.abort(request_ids)
+        cancelled = self._stream.cancel(list(request_ids))
+        self.backend.abort(cancelled)
+        return cancelled
 
     def versions(self) -> list[int]:
         return [self.backend.version()]

@@ -71,6 +71,15 @@ class MergedStream:
                 return value
         raise StopIteration
 
+    def cancel(self, request_ids) -> list[str]:
+        """Of `request_ids`, those not yet yielded: never yielded now (finished and queued, or still running: the
+        caller tells the backend). Returns them."""
+        mine = [i for i in request_ids if i in self.open]
+        self.open -= set(mine)
+        if self.clock is not None and mine:
+            self.clock.free(len(mine))
+        return mine
+
     def close(self) -> None:
         """Abort what is still running; the stream ends."""
         self.closed = True

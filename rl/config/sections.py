@@ -616,7 +616,9 @@ class RunConfig:
     """Tags of the run in W&B / MLflow."""
     log_completions_every: int = Field(0, ge=0)
     """Every N steps, a table of sampled completions (prompt, completion, mode, reward and its parts; the first
-    `log_completions` samples of the step's groups): run.dir/completions.jsonl, TensorBoard text, a W&B table. 0: off."""
+    `log_completions` samples of the step's groups: those generated for it, dropped ones included; with
+    async_mode=fully_async, the groups it trained on): run.dir/completions.jsonl, TensorBoard text, a W&B table.
+    0: off."""
     log_completions: int = Field(8, ge=1)
     """Samples per completions table."""
     export: bool = True
