@@ -107,8 +107,8 @@ class RolloutPool:
         self.start_timeout_s = start_timeout_s
         # Threaded: abort and version calls are served while streams run (the backend owns its engine's thread).
         # Each `extend` is one more streaming call per worker it reaches, held until its requests are done: the
-        # fully async producer has at most run.buffer_groups / prompts_per_step rounds out (2 by default), well
-        # under 16 with the control calls.
+        # fully async producer has at most run.buffer_groups / prompts_per_step + 1 rounds out (3 by default; the
+        # config allows 9), under 16 with the control calls.
         self.actor_cls = ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=0,
                                     max_concurrency=16, resources=self.resources or None)(backend)
         # Expected completion tokens per sample, per mode: start at half the budget, then a running mean.

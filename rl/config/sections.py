@@ -639,7 +639,7 @@ class RunConfig:
     buffer_groups: Optional[int] = Field(None, ge=1)
     """run.async_mode=fully_async: groups ahead of the learner, at most: running in the engines or finished and
     scored, not yet trained on (a checkpoint lets the running ones finish and saves the finished ones; a resumed run
-    trains on them). None: two batches (2 x rollout.prompts_per_step). At least one batch."""
+    trains on them). None: two batches (2 x rollout.prompts_per_step). At least one batch, at most 8."""
 
     def buffer_size(self, prompts_per_step: int) -> int:
         """`buffer_groups` with None resolved."""
@@ -706,10 +706,10 @@ class TrainConfig:
                                  "async_mode=off")
         if self.run.async_mode == "fully_async":
             per_step = self.rollout.prompts_per_step
-            if self.run.buffer_groups is not None and self.run.buffer_groups < per_step:
-                raise ValueError(f"run.buffer_groups={self.run.buffer_groups} cannot hold one batch "
-                                 f"(rollout.prompts_per_step={per_step}): use at least {per_step}, or leave it unset "
-                                 f"(two batches)")
+            if self.run.buffer_groups is not None and not per_step <= self.run.buffer_groups <= 8 * per_step:
+                raise ValueError(f"run.buffer_groups={self.run.buffer_groups} must hold one batch and at most 8 "
+                                 f"(rollout.prompts_per_step={per_step}; each round out is a call a rollout worker "
+                                 f"holds, of its 16): use {per_step} to {8 * per_step}, or leave it unset (two batches)")
             if self.algo.oversample is not None and self.algo.oversample > 1:
                 raise ValueError(f"algo.oversample={self.algo.oversample} has nothing to over-provision with "
                                  "run.async_mode=fully_async: its producer keeps drawing prompts while groups are "

@@ -106,7 +106,8 @@ def test_background_returns_or_raises_in_the_caller():
     (["run.async_mode=one_step_off", "run.buffer_groups=3"], r"run\.buffer_groups=3 act only"),
     (["run.async_mode=fully_async", "rollout.kv_after_update=sometimes"], r"rollout\.kv_after_update"),
     (["run.async_mode=fully_async", "rollout.prompts_per_step=4", "run.buffer_groups=3"],
-     r"run\.buffer_groups=3 cannot hold one batch \(rollout\.prompts_per_step=4\): use at least 4"),
+     r"run\.buffer_groups=3 must hold one batch and at most 8 \(rollout\.prompts_per_step=4.*use 4 to 32"),
+    (["run.async_mode=fully_async", "rollout.prompts_per_step=2", "run.buffer_groups=17"], r"use 2 to 16"),
     (["run.async_mode=fully_async", "algo.dynamic_sampling=true", "algo.oversample=2"],
      r"algo\.oversample=2\.0 has nothing to over-provision with run\.async_mode=fully_async"),
 ])

@@ -17,32 +17,22 @@ from tests.rl.test_async import config, run
 GENERATE_S = UPDATE_S = 1.0
 
 
-def timed_groups(pool: SleepingPool, events: list) -> SleepingPool:
-    """Record each group's (start, end) on the stand-in pool."""
-    run_one = pool._run
-
-    def run(request):
+def timed(name: str, fn, events: list):
+    """fn, recording each call's (name, start, end) in `events`."""
+    def call(*args):
         start = time.monotonic()
-        result = run_one(request)
-        events.append(("generate", start, time.monotonic()))
-        return result
-    pool._run = run
-    return pool
+        out = fn(*args)
+        events.append((name, start, time.monotonic()))
+        return out
+    return call
 
 
 def test_generation_overlaps_the_update_within_the_staleness_bound(tiny_ckpt, tmp_path):
     """Groups are generated while the learner updates (the order of events, not a timing); no group is older than
     the bound."""
     events = []
-    pool, learner = timed_groups(SleepingPool(GENERATE_S), events), SleepingLearner(UPDATE_S)
-    step = learner.step
-
-    def update(samples):
-        start = time.monotonic()
-        out = step(samples)
-        events.append(("update", start, time.monotonic()))
-        return out
-    learner.step = update
+    pool, learner = SleepingPool(GENERATE_S), SleepingLearner(UPDATE_S)
+    pool._run, learner.step = timed("generate", pool._run, events), timed("update", learner.step, events)
     history, _, _ = run(config(tmp_path, "fully_async", steps=5, ckpt=tiny_ckpt), pool=pool, learner=learner)
     updates = [e[1:] for e in events if e[0] == "update"]
     generates = [e[1:] for e in events if e[0] == "generate"]
