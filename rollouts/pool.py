@@ -341,13 +341,13 @@ class RolloutPool:
                 slot.outstanding += slot.held[r.request_id][1]
             gens[slot.actor.stream.options(num_returns="streaming").remote(share)] = (slot, slot.generation)
 
-        return self._results(requests, gens, submit, tick)
-
-    def _results(self, requests, gens, submit, tick) -> Iterator[RolloutResult | None]:
-        self._submit = submit
+        self._submit = submit  # now, not at the first result: `extend` may come before it
         for slot, share in zip(self.slots, self.schedule(requests)):
             if share:
                 submit(slot, share)
+        return self._results(gens, submit, tick)
+
+    def _results(self, gens, submit, tick) -> Iterator[RolloutResult | None]:
         try:
             while gens or tick is not None:
                 self._check_open()  # shut down from another thread: its workers are gone on purpose

@@ -98,8 +98,9 @@ def test_a_stream_grows_ticks_and_the_workers_idle_share_is_read(pool):
 
     pool.idle_shares()
     stream = pool.stream(requests(2, n=1, prefix="g1-"), tick=0.05)
+    pool.extend(requests(1, n=1, prefix="g0-"))  # before its first result
     got, extended = [], False
-    while len(got) < 4:
+    while len(got) < 5:
         result = next(stream)
         if result is None:
             continue
@@ -109,7 +110,7 @@ def test_a_stream_grows_ticks_and_the_workers_idle_share_is_read(pool):
             extended = True
             with pytest.raises(ValueError, match="unique"):
                 pool.extend(requests(1, n=1, prefix="g2-"))  # g2-0 runs already
-    assert sorted(r.request.request_id for r in got) == ["g1-0", "g1-1", "g2-0", "g2-1"]
+    assert sorted(r.request.request_id for r in got) == ["g0-0", "g1-0", "g1-1", "g2-0", "g2-1"]
     assert all(r.ok for r in got)
     assert next(stream) is None  # nothing running: a tick, not the end
     stream.close()
