@@ -154,7 +154,7 @@ class Collector:
                 rows = self.dataset.take(math.ceil(need * factor - 1e-9))
             with phases("modes"):
                 requests = self.requests(rows, plan_modes(rows, step, cfg.modes, self.rng, self.benefit), step,
-                                          batch.refills)
+                                         batch.refills)
             if factor > 1:
                 self._stream_round(requests, target, batch, phases)
             else:
