@@ -110,3 +110,14 @@ def test_weights_change_while_a_request_runs_and_the_sample_says_so(tiny_ckpt, t
     history = Trainer(cfg, learner=SleepingLearner(0.1), pool=LocalPool(backend)).fit()
     assert max(h["staleness/versions_per_sample_max"] for h in history) == 2
     assert [v for kind, v, _ in backend.loads] == [1, 2, 3, 4]
+
+
+def test_an_evaluation_pauses_the_producer_and_the_run_goes_on(tiny_ckpt, tmp_path):
+    """Every 2 steps the producer pauses (its running groups finish, its stream closes), the evaluation runs on the
+    pool alone, and the producer resumes: every step trains a full batch, and both evaluations are logged."""
+    cfg = config(tmp_path, "fully_async", steps=4, ckpt=tiny_ckpt, **{
+        "run.save_every": 0, "run.eval_every": 2, "run.eval_rows": 2, "algo.max_staleness": 2})
+    history, pool, _ = run(cfg, pool=SleepingPool(0.1), learner=SleepingLearner(0.2))
+    assert [h["groups"] for h in history] == [2, 2, 2, 2]
+    assert [any(k.startswith("eval/") for k in h) for h in history] == [False, True, False, True]
+    assert len(pool.drawn) == 4 + 2  # four training rounds, two evaluations (one call each)
