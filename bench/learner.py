@@ -18,7 +18,8 @@ The log-prob head (`model.logprob_head`, `logprob_head` in the JSON): forward + 
 `--head-tokens` scored tokens with the release's vocabulary (151,748; hidden width `--head-hidden`, small: the
 [tokens x vocab] fp32 tensors do not depend on it), unchunked (all tokens at once, autograd), chunked
 (`ChunkedLogProbs`, `--head-chunk` tokens) and `torch.utils.checkpoint` per chunk, each in a fresh process: peak RSS
-above the process's RSS before the head (ru_maxrss), in GB and in GB per 1k scored tokens.
+above the process's RSS before the head (VmHWM, reset just before: not ru_maxrss, which Linux carries across exec
+from the parent's own peak), in GB and in GB per 1k scored tokens.
 """
 
 from __future__ import annotations
@@ -113,8 +114,8 @@ def head_peak_here(variant: str, tokens: int, chunk: int, hidden: int, sampling:
 
     from model.logprob_head import token_logprobs
 
-    def rss() -> int:
-        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    def rss(field: str) -> int:
+        return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith(field + ":"))
 
     torch.manual_seed(0)
     head = torch.nn.Linear(hidden, RELEASE_VOCAB, bias=False)
@@ -141,17 +142,18 @@ def head_peak_here(variant: str, tokens: int, chunk: int, hidden: int, sampling:
     run(8)  # kernels and allocator warm
     head.zero_grad()
     h.grad = None
-    before = rss()
+    Path("/proc/self/clear_refs").write_text("5")  # the peak RSS (VmHWM) from here
+    before = rss("VmRSS")
     start = time.perf_counter()
     run(tokens)
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    peak = rss("VmHWM") - before
     return {"variant": variant, "peak_gb": peak / 1e9, "peak_gb_per_1k_tokens": peak / 1e9 / (tokens / 1000),
             "seconds": seconds}
 
 
 def head_peaks(tokens: int, chunk: int, hidden: int) -> dict:
-    """Each variant of the head in a fresh process (ru_maxrss is a process's high-water mark)."""
+    """Each variant of the head in a fresh process (the peak RSS is the process's high-water mark)."""
     out = {"vocab": RELEASE_VOCAB, "hidden": hidden, "tokens": tokens, "chunk_tokens": chunk}
     runs = [(v, False) for v in HEAD_VARIANTS] + [(v, True) for v in HEAD_VARIANTS[1:]]  # unchunked + top-p: ~20 GB
     for variant, sampling in runs:
