@@ -229,7 +229,7 @@ def main_modes(args) -> None:
                         "clip_fraction": statistics.fmean(h.get("clip_fraction", 0.0) for h in history[1:]),
                         "staleness_max": max(h["staleness/max"] for h in history),
                         "versions_per_sample_max": max(h["staleness/versions_per_sample_max"] for h in history),
-                        "idle_share": statistics.fmean(h.get("rollout/idle_share", 0.0) for h in history[1:])}
+                        "idle_share": statistics.fmean(h.get("time/idle_share", 0.0) for h in history[1:])}
     for name in ("one_step_off", "fully_async"):
         if name in report and "on_policy" in report:
             report[f"{name}_over_on_policy"] = report[name]["tokens_per_s"] / report["on_policy"]["tokens_per_s"]

@@ -220,13 +220,13 @@ def step_metrics(batch, update, phases: Phases, start: float, benefit) -> dict:
 
 def idle_metrics(pool) -> dict[str, float]:
     """Each rollout worker's share of the time since the last step with no request held (`idle_shares` of the pool:
-    waiting for the learner, or done with its share while another worker finishes a long group); a pool without
-    the reading (a stand-in) logs nothing."""
+    waiting for the learner, or done with its share while another worker finishes a long group), under `time/` with
+    the other timings (a resumed run does not repeat them); a pool without the reading (a stand-in) logs nothing."""
     shares = pool.idle_shares() if hasattr(pool, "idle_shares") else []
     if not shares:
         return {}
-    return {"rollout/idle_share": statistics.fmean(shares), "rollout/idle_share_max": max(shares),
-            **{f"rollout/idle_share/w{k}": v for k, v in enumerate(shares)}}
+    return {"time/idle_share": statistics.fmean(shares), "time/idle_share_max": max(shares),
+            **{f"time/idle_share/w{k}": v for k, v in enumerate(shares)}}
 
 
 class RewardWatch:

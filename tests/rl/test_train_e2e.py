@@ -186,6 +186,7 @@ def test_fully_async_runs_on_the_tiny_config_with_its_defaults(common, tmp_path)
     rows = metrics(run)
     assert [r["step"] for r in rows] == [1, 2, 3, 4] and all(r["staleness/max"] <= 1 for r in rows)
     assert all(r["staleness/dropped"] == 0 and r["groups"] == 2 for r in rows) and (run / "export").is_dir()
+    assert all(0 <= r["time/idle_share"] == r["time/idle_share_max"] <= 1 for r in rows)  # one worker
 
 
 def test_dynamic_sampling_drops_zero_variance_groups_and_refills(common, tmp_path):
