@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from core.modes import check_mode
+from core.modes import check_mode, split_completion
 
 if TYPE_CHECKING:  # an annotation only: this module imports without torch (rl.config reads SamplingConfig)
     from model.processor import PromptInputs
@@ -60,11 +60,21 @@ class RolloutRequest:
     seed: int | None = None
     """Sampling seed: the same seed gives the same samples on any worker, whatever ran before (resume is exact).
     vLLM seeds sample k with seed + k, so space the seeds of different requests by at least n."""
+    resume: list[RolloutSample] | None = None
+    """A partial rollout (`resumed`): the n samples an interrupted request had drawn, in order. A finished one comes
+    back as it is; a cut-off one (`INTERRUPTED`) is continued from its last token, with what is left of its budget,
+    and comes back stitched: its tokens, log-probs and versions first, the continuation's after."""
 
     def check(self) -> None:
         check_mode(self.mode, f"request {self.request_id}: mode")
         if not isinstance(self.n, int) or self.n < 1:
             raise ValueError(f"request {self.request_id}: n={self.n!r}, must be an integer >= 1")
+        if self.resume is not None and len(self.resume) != self.n:
+            raise ValueError(f"request {self.request_id}: resumes {len(self.resume)} samples, n={self.n}")
+
+
+INTERRUPTED = "interrupted"
+"""The finish_reason of a sample cut off by an interrupt (`RolloutBackend.interrupt`): to be continued."""
 
 
 @dataclass
@@ -91,6 +101,11 @@ class RolloutSample:
     (policy version, index of the run's first completion token), in order, the first at index 0; None when every
     token came from `policy_version`. See `token_versions`."""
 
+    @property
+    def cut_off(self) -> bool:
+        """Interrupted before it finished (a partial rollout's sample: `RolloutRequest.resume`)."""
+        return self.finish_reason == INTERRUPTED
+
     def token_versions(self) -> list[int]:
         """The policy version of each completion token."""
         runs = self.versions or [(self.policy_version, 0)]
@@ -111,10 +126,41 @@ class RolloutResult:
     worker_id: int | None = None
     policy_version: int | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    partial: bool = False
+    """What an interrupt handed back (`RolloutBackend.interrupt`): the samples drawn so far, the cut-off ones
+    `INTERRUPTED`; no prompt. `resumed` makes the request that goes on from there."""
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+def stitch(prefix: RolloutSample, more: RolloutSample, text: str | None = None) -> RolloutSample:
+    """A cut-off sample continued: `more` is what the continuation drew (its prompt: the request's and the prefix's
+    tokens; its version runs counted from its own first token). The tokens, log-probs and version runs of both, in
+    order; finish the continuation's; `text`: the whole completion decoded (default: the two texts joined)."""
+    offset = len(prefix.completion_token_ids)
+    runs = list(prefix.versions or [(prefix.policy_version, 0)]) if offset else []
+    for version, start in (more.versions or [(more.policy_version, 0)]) if more.completion_token_ids else ():
+        if not runs or version != runs[-1][0]:
+            runs.append((version, offset + start))
+    runs = runs or [(more.policy_version, 0)]
+    text = prefix.text + more.text if text is None else text
+    return RolloutSample(
+        request_id=more.request_id, index=prefix.index, mode=prefix.mode, prompt_token_ids=prefix.prompt_token_ids,
+        completion_token_ids=prefix.completion_token_ids + more.completion_token_ids,
+        logprobs=prefix.logprobs + more.logprobs, text=text, answer=split_completion(text, prefix.mode)[1],
+        finish_reason=more.finish_reason, truncated=more.truncated, policy_version=runs[0][0],
+        versions=runs if len(runs) > 1 else None)
+
+
+def resumed(partial: RolloutResult, request_id: str, seed: int | None) -> RolloutRequest:
+    """The request that continues an interrupted group (`RolloutResult.partial`): the same prompt, mode, sampling and
+    meta, the samples drawn so far to resume (`RolloutRequest.resume`), a request id and seed of its own."""
+    from dataclasses import replace
+
+    return replace(partial.request, request_id=request_id, seed=seed, resume=list(partial.samples),
+                   meta=dict(partial.request.meta))
 
 
 def in_request_order(requests: list[RolloutRequest], results) -> list[RolloutResult]:

@@ -4,7 +4,8 @@
 and nothing comes back before its longest request finishes. Here a thread of its own builds the `LLM`, then loops:
 it takes requests as they are added (from any thread), steps the engine, and hands each request back the moment it
 finishes (a group of n samples is one request: vLLM's FINAL_ONLY output holds all n). Aborts free the engine's
-memory for that request at the next step. Control calls (weight and adapter loads, cache resets, shutdown) run in
+memory for that request at the next step; an interrupt is an abort that first reads what each request drew (its
+tokens and log-probs so far), so that it can go on later from there (a partial rollout). Control calls (weight and adapter loads, cache resets, shutdown) run in
 the same thread once no request is in flight, so they never see a half-sampled batch; an in-flight call
 (`call(fn, in_flight=True)`: a weight update of the fully asynchronous loop) runs between two engine steps instead,
 the requests in flight kept, and may hold the engine (no step) until a later call releases it, so that a weight
@@ -42,6 +43,13 @@ from typing import Any, Callable
 
 ABORTED = object()
 """Put on a request's queue instead of its output when it was aborted."""
+
+
+@dataclass
+class Interrupted:
+    """Put on a request's queue instead of its output when it was interrupted (`EngineLoop.interrupt`): what the
+    capture read of it just before the abort (None: it was not in the engine yet)."""
+    drawn: Any = None
 
 
 class EngineLost(RuntimeError):
@@ -113,6 +121,11 @@ class EngineLoop:
     def abort(self, keys: list[str]) -> list[str]:
         """The keys that were still in flight or queued, now cancelled (each gets ABORTED on its queue)."""
         return self._command("abort", list(keys)).result()
+
+    def interrupt(self, keys: list[str], capture: Callable[[Any, set[str]], dict]) -> list[str]:
+        """As `abort`, but each cancelled request gets `Interrupted(capture(llm, keys in the engine)[key])` on its
+        queue: capture reads, between two engine steps, what the requests drew before they go."""
+        return self._command("abort", (list(keys), capture)).result()
 
     def call(self, fn: Callable[[], Any], in_flight: bool = False, hold: bool | None = None) -> Any:
         """fn() in the loop's thread once no request is in flight; its value, or what it raised. Requests added
@@ -200,7 +213,8 @@ class EngineLoop:
                     self._start(item)
             done.set_result(None)
         elif kind == "abort":
-            done.set_result(self._abort(set(payload)))
+            keys, capture = payload if isinstance(payload, tuple) else (payload, None)
+            done.set_result(self._abort(set(keys), capture))
         elif kind == "call":
             self._deferred.append((payload, done))
             self._draining = True
@@ -297,8 +311,9 @@ class EngineLoop:
         if ids:
             engine.abort_request(ids, internal=True)
 
-    def _abort(self, keys: set[str]) -> list[str]:
+    def _abort(self, keys: set[str], capture: Callable[[Any, set[str]], dict] | None = None) -> list[str]:
         live = [k for k in keys if k in self._inflight]
+        drawn = capture(self.llm, set(live)) if capture is not None and live else {}
         if live:
             self.llm.llm_engine.abort_request(live, internal=False)  # a group's n samples go together
         cancelled = [self._inflight.pop(k) for k in live]
@@ -309,7 +324,7 @@ class EngineLoop:
         cancelled += [i for part in self._retry for i in part if i.key in keys]
         self._retry = deque(part for part in parts if part)
         for item in cancelled:
-            item.out.put((item.key, ABORTED))
+            item.out.put((item.key, ABORTED if capture is None else Interrupted(drawn.get(item.key))))
         return [i.key for i in cancelled]
 
     def _run_deferred(self) -> None:

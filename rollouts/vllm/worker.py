@@ -14,6 +14,7 @@ import queue
 import shutil
 import threading
 import time
+from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 import torch
@@ -24,9 +25,9 @@ from model.checkpoint import iter_safetensors
 from model.processor import PIL_LIMIT, PromptInputs, Processor
 
 from .engine import add_request, engine_lora_rank, engine_prompt, make_llm, release_tempdir
-from .loop import ABORTED, EngineItem, EngineLoop
-from ..types import (RolloutRequest, RolloutResult, RolloutSample, SamplingConfig, default_mode_sampling,
-                    in_request_order)
+from .loop import ABORTED, EngineItem, EngineLoop, Interrupted
+from ..types import (INTERRUPTED, RolloutRequest, RolloutResult, RolloutSample, SamplingConfig, default_mode_sampling,
+                    in_request_order, stitch)
 from ..weights import SAFETENSORS_FILE, from_shared, nbytes, staging_dir, write_safetensors
 
 
@@ -54,6 +55,27 @@ def tokens_so_far(llm) -> dict[str, dict[int, int]]:
     return out
 
 
+def drawn_so_far(llm, keys: set[str]) -> dict[str, dict[int, object]]:
+    """engine key -> {sample index: what it drew}, for the requests `keys` the engine holds (an interrupt's capture,
+    read in the engine's thread between steps): a sample still running, (its token ids, their log-probs) so far; a
+    finished sample of a group still running, its CompletionOutput (vLLM keeps it until the whole group is done)."""
+    out: dict[str, dict[int, object]] = {}
+    for state in llm.llm_engine.output_processor.request_states.values():
+        parent = state.parent_req
+        key = parent.external_req_id if parent is not None else state.external_req_id
+        if key not in keys:
+            continue
+        tokens = list(state.detokenizer.output_token_ids) if state.detokenizer is not None else []
+        entries = state.logprobs_processor.logprobs if state.logprobs_processor is not None else None
+        logprobs = [lp[t].logprob for lp, t in zip(entries or [], tokens)]
+        drawn = out.setdefault(key, {})
+        drawn[state.request_index if parent is not None else 0] = (tokens[:len(logprobs)], logprobs)
+        for k, finished in enumerate(parent.output_aggregator if parent is not None else ()):
+            if finished is not None:
+                drawn[k] = finished
+    return out
+
+
 def version_runs(first: int, updates: list[tuple[int, int]], n_tokens: int) -> list[tuple[int, int]]:
     """(version, first token) runs of a sample drawn from `first` on, the weights updated to `version` once it had
     `at` tokens for each (version, at) of `updates` (in order); an update after its last token adds no run."""
@@ -66,6 +88,19 @@ def version_runs(first: int, updates: list[tuple[int, int]], n_tokens: int) -> l
         else:
             runs.append((version, at))
     return runs
+
+
+@dataclass
+class _Group:
+    """A request being sampled: its engine requests not back yet (one, or one per resumed sample), the samples so
+    far, whether one was interrupted or aborted, the oldest version one was added under."""
+    result: RolloutResult
+    keys: list[str] = field(default_factory=list)
+    left: set[str] = field(default_factory=set)
+    pieces: dict[int, RolloutSample] = field(default_factory=dict)
+    cut: bool = False
+    aborted: bool = False
+    version: int | None = None
 
 
 def has_video(messages: list[dict]) -> bool:
@@ -118,7 +153,7 @@ class RolloutWorker:
         self.policy_version = 0
         self.lora_request = None
         self._lock = threading.Lock()
-        self._keys: dict[str, str] = {}  # request id -> engine key, while in flight
+        self._keys: dict[str, list[str]] = {}  # request id -> its engine keys, while in flight
         if kv_after_update not in KV_AFTER_UPDATE:
             raise ValueError(f"kv_after_update={kv_after_update!r}: expected one of {', '.join(KV_AFTER_UPDATE)}")
         self.in_flight_updates, self.kv_after_update = in_flight_updates, kv_after_update
@@ -148,63 +183,107 @@ class RolloutWorker:
                              f"(text + image tokens), the engine's context is max_model_len={self.max_model_len}")
         return prompt
 
-    def sampling_for(self, request: RolloutRequest, prompt: PromptInputs):
+    def sampling_for(self, request: RolloutRequest, prompt: PromptInputs, sample: int | None = None, drawn: int = 0):
+        """The request's vLLM sampling, its budget capped by the context; `sample`: for resuming that one sample alone
+        (n=1, seeded request.seed + sample as vLLM seeds it in a group) after the `drawn` tokens it has."""
         cfg = request.sampling or self.mode_sampling[request.mode]
         cfg.validate(f"request {request.request_id}.sampling")
-        budget = min(cfg.max_new_tokens, self.max_model_len - len(prompt.input_ids))
+        budget = min(cfg.max_new_tokens, self.max_model_len - len(prompt.input_ids)) - drawn
+        if budget < 1:
+            raise ValueError(f"request {request.request_id}: sample {sample} to resume has {drawn} tokens, its budget "
+                             f"is {budget + drawn}")
         capped = SamplingConfig(budget, cfg.temperature, cfg.top_p, cfg.top_k, list(cfg.stop))
-        return capped.to_vllm(request.n, seed=request.seed)
+        if sample is None:
+            return capped.to_vllm(request.n, seed=request.seed)
+        return capped.to_vllm(1, seed=None if request.seed is None else request.seed + sample)
 
     def generate(self, requests: list[RolloutRequest]) -> list[RolloutResult]:
         """Sample every request; results in request order."""
         return in_request_order(requests, self.stream(requests))
 
+    def _parts(self, request: RolloutRequest, prompt: PromptInputs) -> list[tuple[int | None, dict, object]]:
+        """What the engine runs for a request: (None, its prompt, its sampling) for a group of n; for a partial
+        rollout (`RolloutRequest.resume`), one request per cut-off sample k, (k, the prompt's tokens and the
+        sample's, what is left of its budget): vLLM's n samples share one prompt, a continuation has its own. The
+        prompt goes as token ids with the images' patterns unexpanded (vLLM expands them as for the text, so the
+        prompt check still holds: the prompt's ids, then the sample's)."""
+        if request.resume is None:
+            return [(None, engine_prompt(prompt), self.sampling_for(request, prompt))]
+        head = None
+        parts = []
+        for k, sample in enumerate(request.resume):
+            if sample.prompt_token_ids != prompt.input_ids:
+                raise ValueError(f"request {request.request_id}: sample {k} to resume was drawn from another prompt "
+                                 f"({len(sample.prompt_token_ids)} prompt tokens, this one has {len(prompt.input_ids)})")
+            if not sample.cut_off:
+                continue
+            params = self.sampling_for(request, prompt, k, len(sample.completion_token_ids))
+            if head is None:
+                head = self.processor.tokenizer.encode(prompt.text)
+            engine = {k2: v for k2, v in engine_prompt(prompt).items() if k2 != "prompt"}
+            parts.append((k, {"prompt_token_ids": head + list(sample.completion_token_ids), **engine}, params))
+        return parts
+
     def stream(self, requests: list[RolloutRequest]) -> Iterator[RolloutResult]:
         """Each request's result the moment its group finishes (`rollouts.backend.RolloutBackend.stream`): the
-        requests that fail preparation first, then the others in the order they finish. Timings per result:
-        prepare_s (processor and checks of the whole call), generate_s (from being added to finishing)."""
+        requests that fail preparation first (and resumed groups with nothing left to draw), then the others in the
+        order they finish; an interrupted one (`interrupt`) comes back `partial`. Timings per result: prepare_s
+        (processor and checks of the whole call), generate_s (from being added to finishing)."""
         start = time.perf_counter()
         out = queue.Queue()
-        by_key: dict[str, RolloutResult] = {}
-        items, failed = [], []
+        by_key: dict[str, tuple[_Group, int | None]] = {}
+        items, early = [], []
         for request in requests:
             result = RolloutResult(request=request, worker_id=self.worker_id, policy_version=self.policy_version)
             try:
                 result.prompt = self.prepare(request)
-                params = self.sampling_for(request, result.prompt)
+                parts = self._parts(request, result.prompt)
             except Exception as e:  # noqa: BLE001 - the request fails alone, with its reason
                 result.error = f"{type(e).__name__}: {e}"
-                failed.append(result)
+                early.append(result)
                 continue
-            key = self.loop.new_key(request.request_id)
-            by_key[key] = result
-            items.append(EngineItem(key, engine_prompt(result.prompt), params, out))
+            if not parts:  # a resumed group whose samples had all finished
+                result.samples = list(request.resume)
+                early.append(result)
+                continue
+            group = _Group(result)
+            for index, prompt, params in parts:
+                key = self.loop.new_key(request.request_id)
+                by_key[key] = (group, index)
+                group.left.add(key)
+                items.append(EngineItem(key, prompt, params, out))
         prepared = time.perf_counter()
         with self._lock:
-            self._keys.update({r.request.request_id: k for k, r in by_key.items()})
+            for key, (group, _) in by_key.items():
+                group.keys.append(key)
+                self._keys[group.result.request.request_id] = group.keys
         remaining = set(by_key)
         try:
             if items:
                 self.loop.add(items)
-            for result in failed:
+            for result in early:
                 result.timings = {"prepare_s": prepared - start, "generate_s": 0.0}
                 yield result
             while remaining:
                 key, got = out.get()
                 remaining.discard(key)
-                updates = self._runs.pop(key, [])
-                by_key[key].policy_version = self._added.pop(key, by_key[key].policy_version)
-                self._forget(key, by_key[key])
-                if got is ABORTED:
+                group, index = by_key[key]
+                group.left.discard(key)
+                updates, added = self._runs.pop(key, []), self._added.pop(key, group.result.policy_version)
+                group.version = min(group.version, added) if group.version is not None else added
+                self._take(group, index, key, got, added, updates)
+                if group.left:
                     continue
-                result = by_key[key]
-                if isinstance(got, BaseException):
-                    result.error = f"{type(got).__name__}: {got}"
-                elif list(got.prompt_token_ids) != result.prompt.input_ids:
-                    result.error = (f"RuntimeError: request {result.request.request_id}: vLLM built different prompt "
-                                    "token ids than model.processor (run rl-doctor on this checkpoint)")
-                else:
-                    result.samples = [self._sample_of(result, k, o, updates) for k, o in enumerate(got.outputs)]
+                self._forget(group)
+                if group.aborted:
+                    continue
+                result = group.result
+                result.policy_version = group.version
+                if result.error is None:
+                    resume = result.request.resume or []
+                    result.samples = [group.pieces[k] if k in group.pieces else resume[k]
+                                      for k in range(len(resume) or len(group.pieces))]
+                    result.partial = group.cut
                 result.timings = {"prepare_s": prepared - start, "generate_s": time.perf_counter() - prepared}
                 yield result
         finally:
@@ -213,7 +292,39 @@ class RolloutWorker:
                 for key in remaining:
                     self._runs.pop(key, None)
                     self._added.pop(key, None)
-                    self._forget(key, by_key[key])
+                    self._forget(by_key[key][0])
+
+    def _take(self, group: "_Group", index: int | None, key: str, got, added: int, updates: list) -> None:
+        """One engine request's outcome into its group: a group of n's samples, or one continued sample."""
+        result = group.result
+        resume = result.request.resume
+        if got is ABORTED:
+            group.aborted = True
+            return
+        if isinstance(got, BaseException):
+            result.error = f"{type(got).__name__}: {got}"
+            return
+        if isinstance(got, Interrupted):
+            group.cut = True
+            drawn = got.drawn or {}
+            pieces = {k: drawn.get(k) for k in (range(result.request.n) if index is None else (0,))}
+        else:
+            expected = result.prompt.input_ids + ([] if index is None else resume[index].completion_token_ids)
+            if list(got.prompt_token_ids) != expected:
+                result.error = (f"RuntimeError: request {result.request.request_id}: vLLM built different prompt "
+                                "token ids than model.processor (run rl-doctor on this checkpoint)")
+                return
+            pieces = dict(enumerate(got.outputs))
+        for child, piece in pieces.items():
+            sample = self._sample_of(result, child, piece, added, updates)
+            if index is None:
+                group.pieces[child] = sample
+            else:
+                prefix = resume[index]
+                text = None if (result.request.sampling or self.mode_sampling[result.request.mode]).stop else \
+                    self.processor.tokenizer.decode(prefix.completion_token_ids + sample.completion_token_ids,
+                                                    skip_special_tokens=True)
+                group.pieces[index] = stitch(prefix, sample, text)
 
     def _add(self, llm, item: EngineItem) -> None:
         """In the engine's thread: the request under the adapter and version the engine serves now (a sync may
@@ -221,31 +332,44 @@ class RolloutWorker:
         add_request(llm, item.key, item.prompt, item.params, self.lora_request)
         self._added[item.key] = self.policy_version
 
-    def _forget(self, key: str, result: RolloutResult) -> None:
+    def _forget(self, group: "_Group") -> None:
         with self._lock:
-            if self._keys.get(result.request.request_id) == key:
-                del self._keys[result.request.request_id]
+            if self._keys.get(group.result.request.request_id) is group.keys:
+                del self._keys[group.result.request.request_id]
 
     def abort(self, request_ids: Iterable[str]) -> list[str]:
         """Cancel requests still in the engine (`rollouts.backend.RolloutBackend.abort`); the ids cancelled."""
         with self._lock:
-            keys = {self._keys[i]: i for i in request_ids if i in self._keys}
-        return [keys[k] for k in self.loop.abort(list(keys))]
+            keys = {k: i for i in request_ids for k in self._keys.get(i, ())}
+        return sorted({keys[k] for k in self.loop.abort(list(keys))})
 
-    def _sample_of(self, result: RolloutResult, index: int, out, updates: list = ()) -> RolloutSample:
-        """updates: the in-flight updates while its request ran, in order: (version, {sample: its tokens then}, a
-        sample absent had finished; or None: the request was not in the engine yet)."""
-        tokens = list(out.token_ids)
-        logprobs = [lp[t].logprob for lp, t in zip(out.logprobs or [], tokens)]
-        _, answer = split_completion(out.text, result.request.mode)
-        runs = version_runs(result.policy_version, [(v, 0 if counts is None else counts[index])
-                                                    for v, counts in updates if counts is None or index in counts],
-                            len(tokens))
+    def interrupt(self, request_ids: Iterable[str]) -> list[str]:
+        """Stop requests still in the engine, keeping what they drew (`rollouts.backend.RolloutBackend.interrupt`):
+        each comes back through its stream `partial`, its finished samples whole and the others cut off with their
+        tokens, log-probs and versions so far (`drawn_so_far`, read between two engine steps just before the
+        abort). The ids interrupted."""
+        with self._lock:
+            keys = {k: i for i in request_ids for k in self._keys.get(i, ())}
+        return sorted({keys[k] for k in self.loop.interrupt(list(keys), drawn_so_far)})
+
+    def _sample_of(self, result: RolloutResult, index: int, out, first: int, updates: list = ()) -> RolloutSample:
+        """Sample `index` of an engine request: `out` its CompletionOutput, or, interrupted, (token ids, log-probs)
+        so far or None (not started). updates: the in-flight updates while its request ran, in order: (version,
+        {sample: its tokens then}, a sample absent had finished; or None: the request was not in the engine yet)."""
+        if out is None or isinstance(out, tuple):
+            tokens, logprobs = out or ([], [])
+            text = self.processor.tokenizer.decode(tokens, skip_special_tokens=True)
+            finish = INTERRUPTED
+        else:
+            tokens, text, finish = list(out.token_ids), out.text, out.finish_reason
+            logprobs = [lp[t].logprob for lp, t in zip(out.logprobs or [], tokens)]
+        _, answer = split_completion(text, result.request.mode)
+        runs = version_runs(first, [(v, 0 if counts is None else counts[index])
+                                    for v, counts in updates if counts is None or index in counts], len(tokens))
         return RolloutSample(
             request_id=result.request.request_id, index=index, mode=result.request.mode,
             prompt_token_ids=list(result.prompt.input_ids), completion_token_ids=tokens, logprobs=logprobs,
-            text=out.text, answer=answer, finish_reason=out.finish_reason,
-            truncated=out.finish_reason == "length", policy_version=runs[0][0],
+            text=text, answer=answer, finish_reason=finish, truncated=finish == "length", policy_version=runs[0][0],
             versions=runs if len(runs) > 1 else None)
 
     # ---- weight sync ----

@@ -23,8 +23,8 @@ TOKENS = 200
 def full_length(worker) -> None:
     original = worker.sampling_for
 
-    def sampling_for(request, prompt):
-        params = original(request, prompt)
+    def sampling_for(request, prompt, *args):
+        params = original(request, prompt, *args)
         params.ignore_eos = True  # not min_tokens: it masks EOS, and the log-probs would not be the model's
         return params
 
