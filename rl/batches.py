@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import torch
 
-from rollouts.types import RolloutResult
+from rollouts.types import RolloutResult, resumed
 
 from .algos import get_advantage, options_for
 from .errors import RunError
@@ -37,7 +37,16 @@ class Batch:
     dropped: int = 0
     """Groups dynamic sampling dropped (no reward variance)."""
     aborted: int = 0
-    """Requests dynamic sampling's over-provisioning aborted once the batch was full."""
+    """Requests dynamic sampling's over-provisioning aborted once the batch was full (or, with
+    rollout.partial_rollouts, interrupted and carried to a later round)."""
+    resumed: int = 0
+    """Partial rollouts: carried groups resumed in this batch's rounds (`Collector.carried`)."""
+    tokens_saved: int = 0
+    """Partial rollouts: the tokens of the groups seen that were drawn in an earlier round (not drawn again)."""
+    tokens_carried: int = 0
+    """Partial rollouts: the tokens drawn in this batch's rounds by the groups carried on (counted here)."""
+    too_old: int = 0
+    """Partial rollouts: carried groups past algo.max_staleness when their turn came, dropped instead of resumed."""
     surplus: int = 0
     """Groups with signal that had finished but came after the kept ones in submission order (unused)."""
     refills: int = 0
@@ -137,24 +146,32 @@ class Collector:
         self.cfg, self.dataset, self.pool, self.runner, self.combine = cfg, dataset, pool, runner, combine
         self.rng, self.benefit = rng, benefit
         self.rounds = 0  # rounds the fully async producer drew (their requests' ids and seeds; checkpointed)
+        self.carried: list[RolloutResult] = []
+        """Partial rollouts (`rollout.partial_rollouts`): the groups a full batch interrupted (their samples so far)
+        or left over whole, in submission order, resumed first by the next rounds; part of the checkpoint."""
 
-    def collect(self, step: int) -> Batch:
+    def collect(self, step: int, trained_at: int | None = None) -> Batch:
         """The rollout side of step `step`: sample prompts, assign modes, generate, score, and with dynamic sampling
         drop the groups without reward variance. Dynamic sampling over-provisions (`algo.oversample`): a round
         submits that many times the groups still needed, judges each group as it streams in, keeps the first ones
-        with signal in submission order and aborts the rest once those are known; refill rounds (at most
-        `algo.max_refill_rounds`) are the fallback."""
+        with signal in submission order and aborts the rest once those are known (with rollout.partial_rollouts:
+        interrupts them and carries them, and the groups left over, to the next rounds, which resume them before
+        drawing new prompts); refill rounds (at most `algo.max_refill_rounds`) are the fallback. trained_at: the
+        learner version the batch will be trained at (a carried group older than algo.max_staleness then is
+        dropped, not resumed)."""
         cfg, phases = self.cfg, Phases()
         batch = Batch()
         target = cfg.rollout.prompts_per_step
         factor = cfg.algo.oversample_factor()
         while len(batch.kept) < target:
             need = target - len(batch.kept)
+            count = math.ceil(need * factor - 1e-9)
+            carried = self._resume_carried(count, trained_at, batch)
             with phases("sample"):
-                rows = self.dataset.take(math.ceil(need * factor - 1e-9))
+                rows = self.dataset.take(count - len(carried))
             with phases("modes"):
                 requests = self.requests(rows, plan_modes(rows, step, cfg.modes, self.rng, self.benefit), step,
-                                         batch.refills)
+                                         batch.refills, carried)
             if factor > 1:
                 self._stream_round(requests, target, batch, phases)
             else:
@@ -173,11 +190,13 @@ class Collector:
             self.benefit.observe(pair.prompt, pair.source, pair.delta)
         return batch
 
-    def requests(self, rows: list, plans: list[str], step: int, round_: int) -> list:
-        """The rollout requests of a round: one group of rollout.n per row, or for a paired row (`rl.modes`) two
-        groups of n/2, one per mode, joined by meta["pair"]. Each request's seed comes from its position, so a
-        resumed run draws the same samples on any worker."""
-        n, out = self.cfg.rollout.n, []
+    def requests(self, rows: list, plans: list[str], step: int, round_: int, carried: list = ()) -> list:
+        """The rollout requests of a round: the carried groups resumed first (`rollouts.types.resumed`), then one
+        group of rollout.n per row, or for a paired row (`rl.modes`) two groups of n/2, one per mode, joined by
+        meta["pair"]. Each request's seed comes from its position, so a resumed run draws the same samples on any
+        worker."""
+        n = self.cfg.rollout.n
+        out = [resumed(group, f"s{step}-{round_}-c{i}", None) for i, group in enumerate(carried)]
         for i, (row, plan) in enumerate(zip(rows, plans)):
             request_id = f"s{step}-{round_}-{i}"
             if plan == PAIRED:
@@ -217,13 +236,50 @@ class Collector:
                     cursor += 1
                 if len(batch.kept) >= target:
                     running = [r.request_id for j, r in enumerate(requests) if j >= cursor and j not in verdict]
-                    batch.aborted += len(self.pool.abort(running))
                     batch.surplus += sum(1 for j, g in verdict.items() if j >= cursor and g is not None)
+                    if self.cfg.rollout.partial_rollouts:
+                        self._carry(stream, running, index, batch)
+                    else:
+                        batch.aborted += len(self.pool.abort(running))
                     break
         finally:
             stream.close()
         phases.seconds["generate"] = phases.seconds.get("generate", 0.0) + time.perf_counter() - start - scoring
         phases.seconds["score"] = phases.seconds.get("score", 0.0) + scoring
+
+    def _carry(self, stream, running: list[str], index: dict, batch: Batch) -> None:
+        """Partial rollouts, once the batch is full: interrupt the requests still running and carry them (their
+        samples so far, or whole if they finished first, read from the stream as they come back), in submission
+        order, to the next rounds (`collect` resumes them before drawing new prompts)."""
+        batch.aborted += len(self.pool.interrupt(running))
+        back, waiting = [], set(running)
+        for result in stream if waiting else ():
+            if result is None or result.request.request_id not in waiting:
+                continue
+            waiting.discard(result.request.request_id)
+            if result.ok:
+                back.append(result)
+            else:
+                batch.failed += self.failed_requests([result])
+            if not waiting:
+                break
+        back.sort(key=lambda r: index[r.request.request_id])
+        self.carried += [dataclasses.replace(r, prompt=None) for r in back]  # (resuming prepares the prompt again)
+        batch.tokens_carried += sum(drawn_here(r) for r in back)
+
+    def _resume_carried(self, count: int, trained_at: int | None, batch: Batch) -> list[RolloutResult]:
+        """Up to `count` carried groups to resume in this round, oldest first; those that would be older than
+        algo.max_staleness at `trained_at` are dropped (counted)."""
+        taken: list[RolloutResult] = []
+        while self.carried and len(taken) < count:
+            group = self.carried.pop(0)
+            oldest = min(s.policy_version for s in group.samples)
+            if trained_at is not None and trained_at - oldest > self.cfg.algo.max_staleness:
+                batch.too_old += 1
+                continue
+            taken.append(group)
+            batch.resumed += 1
+        return taken
 
     def judge(self, batch: Batch, results: list[RolloutResult]) -> list[Scored | None]:
         """Score groups (health and every group into `batch`); each one with signal, or None where dynamic
@@ -233,6 +289,7 @@ class Collector:
         for part, h in health.items():
             batch.health.setdefault(part, PartHealth()).add(h)
         batch.seen += scored
+        batch.tokens_saved += sum(sum(len(s.completion_token_ids) for s in r.request.resume or ()) for r in results)
         out: list[Scored | None] = []
         for group in scored:
             valid = [r for r in group[1] if r is not None]
@@ -261,6 +318,12 @@ class Collector:
 
     def score(self, results: list[RolloutResult]) -> list[Scored]:
         return score_results(results, self.runner, self.combine, self.cfg.data.default_reward)
+
+
+def drawn_here(result: RolloutResult) -> int:
+    """Completion tokens a request drew itself: a resumed group's less those drawn before (`RolloutRequest.resume`)."""
+    before = sum(len(s.completion_token_ids) for s in result.request.resume or ())
+    return sum(len(s.completion_token_ids) for s in result.samples) - before
 
 
 def build_samples(kept: list[Scored], cfg) -> list:

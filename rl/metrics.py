@@ -194,7 +194,7 @@ def step_metrics(batch, update, phases: Phases, start: float, benefit) -> dict:
     rows = metric_rows(batch.seen)
     metrics.update(mode_metrics(rows))
     metrics.update(plan_metrics(batch.pairs, rows, benefit))
-    generated = sum(r["tokens"] for r in rows)
+    generated = sum(r["tokens"] for r in rows) - batch.tokens_saved + batch.tokens_carried  # (drawn in this batch)
     metrics.update({"tokens/generated": generated,
                     "memory/trainer_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
     if batch.seconds.get("generate"):
@@ -210,7 +210,8 @@ def step_metrics(batch, update, phases: Phases, start: float, benefit) -> dict:
                     "dynamic/groups_generated": len(batch.seen), "dynamic/groups_kept": len(batch.kept),
                     "dynamic/groups_dropped": batch.dropped, "dynamic/groups_aborted": batch.aborted,
                     "dynamic/groups_surplus": batch.surplus, "dynamic/refill_rounds": batch.refills,
-                    "failed_requests": batch.failed,
+                    "failed_requests": batch.failed, "rollout/partial_resumed": batch.resumed,
+                    "rollout/partial_tokens_saved": batch.tokens_saved, "rollout/partial_too_old": batch.too_old,
                     "staleness/mean": sum(ages) / len(ages) if ages else 0.0,
                     "staleness/max": max(ages, default=0), "staleness/dropped": update.stale,
                     "staleness/versions_per_sample": sum(spans) / len(spans) if spans else 1.0,

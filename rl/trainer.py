@@ -280,7 +280,8 @@ class Trainer:
     def data_state(self) -> dict:
         return {"data": self.dataset.state_dict(), "rng": self.rng.getstate(), "python_rng": random.getstate(),
                 "tokens_total": self.tokens_total, "updated_steps": self.updated_steps,
-                "benefit": self.benefit.state_dict(), "rounds": self.collector.rounds}
+                "benefit": self.benefit.state_dict(), "rounds": self.collector.rounds,
+                "carried": self.collector.carried}
 
     def save(self) -> Path:
         """A checkpoint after `self.step` steps, with what was drawn ahead (one_step_off's batch in flight, waited
@@ -304,9 +305,8 @@ class Trainer:
         self.tokens_total = state.get("tokens_total", 0)
         self.updated_steps = state.get("updated_steps", self.step)  # (older checkpoints: assume the steps did)
         self.benefit.load_state_dict(state.get("benefit", self.benefit.state_dict()))
-        self.collector.rounds = state.get("rounds", 0)
-        if state.get("in_flight") is not None:  # the batch a one-step-off run had drawn: the next step's
-            batch = state["in_flight"]
+        self.collector.rounds, self.collector.carried = state.get("rounds", 0), state.get("carried", [])
+        if (batch := state.get("in_flight")) is not None:  # the batch a one-step-off run had drawn: the next step's
             self.pending = Background(lambda: batch)
         self.restored = state.get("buffered") or []  # a fully async run's, trained on first
         self.sync()

@@ -30,8 +30,10 @@ class RolloutBackend(Protocol):
     def stream(self, requests: list[RolloutRequest]) -> Iterator[RolloutResult]:
         """Every request exactly once, each the moment its whole group has finished (any order): requests added
         together share the engine's batch. A request that cannot run comes back at once with `error` set (the
-        rest go on). An aborted request is never yielded; the stream ends when every request is yielded or
-        aborted. Closing the iterator early aborts what is still running."""
+        rest go on). An aborted request is never yielded; an interrupted one is, `partial`; the stream ends when
+        every request is yielded or aborted. Closing the iterator early aborts what is still running. A request
+        with `resume` (a partial rollout) keeps its finished samples and continues the cut-off ones from their last
+        token."""
 
     def generate(self, requests: list[RolloutRequest]) -> list[RolloutResult]:
         """`stream`, collected in request order."""
@@ -39,6 +41,12 @@ class RolloutBackend(Protocol):
     def abort(self, request_ids: Iterable[str]) -> list[str]:
         """Cancel requests still in flight (their partial samples are discarded, the engine frees their memory);
         returns the ids that were cancelled (finished or unknown ids are left alone)."""
+
+    def interrupt(self, request_ids: Iterable[str]) -> list[str]:
+        """Stop requests still in flight and keep what they drew: each comes back through its stream with
+        `partial=True`, its finished samples whole and the others cut off (finish_reason `INTERRUPTED`) with their
+        tokens, the engine's log-probs and versions so far; `rollouts.types.resumed` makes the request that goes on
+        from there. Returns the ids interrupted (finished or unknown ids are left alone)."""
 
     def load_weights(self, version: int, weights: Iterable | None = None, path: str | None = None) -> int:
         """Full weights, as (name, tensor) pairs or a safetensors directory, once no request is in flight."""

@@ -3,13 +3,16 @@
 `FakeBackend` keeps the contract of `rollouts.backend.RolloutBackend`: it prepares prompts with the real
 `model.processor` (so the learner gets real prompt inputs), and writes each sample's text with `respond(request,
 index, rng)`, tokenized by the checkpoint's tokenizer. Generation takes `seconds_per_token` per token of a group's
-longest sample, all requests of a call at once (as in one continuous batch), so groups finish in order of length
-and aborts land mid-generation. Its log-probabilities are a constant (`logprob`), not the policy's: on it, the
-learner's ratio against the engine (TIS, the one-step-off loop's decoupled ratio) means nothing.
+longest sample, all requests of a call at once (as in one continuous batch), so groups finish in order of length and
+aborts land mid-generation; an interrupt cuts a group where its time so far has reached, and a resumed sample goes
+on with a new response after its tokens (partial rollouts). Its log-probabilities are a constant (`logprob`), not
+the policy's: on it, the learner's ratio against the engine (TIS, the one-step-off loop's decoupled ratio) means
+nothing.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import os
 import random
@@ -21,8 +24,8 @@ from typing import Callable, Iterable, Iterator
 from core.modes import split_completion
 from model.processor import Processor
 
-from .types import (RolloutRequest, RolloutResult, RolloutSample, SamplingConfig, default_mode_sampling,
-                    in_request_order)
+from .types import (INTERRUPTED, RolloutRequest, RolloutResult, RolloutSample, SamplingConfig,
+                    default_mode_sampling, in_request_order, stitch)
 
 Respond = Callable[[RolloutRequest, int, random.Random], str]
 
@@ -55,15 +58,17 @@ class FakeBackend:
         self.in_flight_updates = in_flight_updates
         self.loads: list[tuple[str, int, str | None]] = []
         """(kind, version, path) of every weight or adapter load, in order."""
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
         self._live: set[str] = set()
         self._aborted: set[str] = set()
+        self._cut: dict[str, int] = {}  # interrupted, not yet handed back: request id -> its tokens then
+        self._started: dict[str, float] = {}
 
     def version(self) -> int:
         return self.policy_version
 
     def in_flight(self) -> int:
-        with self._lock:
+        with self._cond:
             return len(self._live)
 
     # ---- sampling ----
@@ -73,6 +78,7 @@ class FakeBackend:
     def stream(self, requests: list[RolloutRequest]) -> Iterator[RolloutResult]:
         start = time.monotonic()
         queue: list[tuple[float, int, RolloutResult]] = []
+        early = []
         for i, request in enumerate(requests):
             result = RolloutResult(request=request, worker_id=self.worker_id, policy_version=self.policy_version)
             try:
@@ -83,57 +89,119 @@ class FakeBackend:
                 result.error = f"{type(e).__name__}: {e}"
                 yield result
                 continue
-            longest = max(len(s.completion_token_ids) for s in result.samples)
+            drawn = [len(p.completion_token_ids) if p.cut_off else len(s.completion_token_ids)
+                     for p, s in zip(request.resume or [None] * request.n, result.samples)] if request.resume else \
+                [0] * request.n
+            longest = max(len(s.completion_token_ids) - d for s, d in zip(result.samples, drawn))
+            if longest <= 0:  # a resumed group with nothing left to draw
+                early.append(result)
+                continue
             heapq.heappush(queue, (start + longest * self.seconds_per_token, i, result))
+        yield from early
         ids = {r.request.request_id for _, _, r in queue}
-        with self._lock:
+        with self._cond:
             self._live |= ids
+            self._started.update({rid: start for rid in ids})
         try:
             while queue:
+                with self._cond:
+                    cut = {rid: self._cut.pop(rid) for rid in list(self._cut) if rid in ids}
+                    if not cut:
+                        wait = queue[0][0] - time.monotonic()
+                        if wait > 0:
+                            self._cond.wait(wait)  # (an interrupt wakes it)
+                            continue
+                if cut:
+                    for entry in [e for e in queue if e[2].request.request_id in cut]:
+                        queue.remove(entry)
+                        yield self._partial(entry[2], cut[entry[2].request.request_id])
+                    heapq.heapify(queue)
+                    continue
                 due, _, result = heapq.heappop(queue)
-                time.sleep(max(0.0, due - time.monotonic()))
                 rid = result.request.request_id
-                with self._lock:
+                with self._cond:
                     if rid in self._aborted:
                         self._aborted.discard(rid)
                         continue
                     self._live.discard(rid)
                 if self.in_flight_updates and result.ok:
                     for sample in result.samples:
-                        if sample.policy_version != self.policy_version and len(sample.completion_token_ids) > 1:
+                        if (sample.versions is None and sample.policy_version != self.policy_version
+                                and len(sample.completion_token_ids) > 1):
                             sample.versions = [(sample.policy_version, 0),
                                                (self.policy_version, len(sample.completion_token_ids) // 2)]
                 yield result
         finally:
-            with self._lock:
+            with self._cond:
                 self._live -= ids
                 self._aborted -= ids
+                for rid in ids:
+                    self._cut.pop(rid, None)
+                    self._started.pop(rid, None)
 
     def _samples(self, request: RolloutRequest, prompt_ids: list[int]) -> list[RolloutSample]:
+        """Each sample as `respond` writes it; a resumed one (`RolloutRequest.resume`) keeps its finished samples and
+        continues each cut-off one with a whole new response after its tokens (within its budget)."""
         budget = (request.sampling or self.mode_sampling[request.mode]).max_new_tokens
         samples = []
         for k in range(request.n):
+            prefix = request.resume[k] if request.resume else None
+            if prefix is not None and not prefix.cut_off:
+                samples.append(prefix)
+                continue
+            drawn = len(prefix.completion_token_ids) if prefix is not None else 0
             seed = request.seed if request.seed is not None else zlib.crc32(request.request_id.encode())
             rng = random.Random(f"{self.seed}-{seed}-{k}")
             text = self.respond(request, k, rng)
-            tokens = self.tokenizer.encode(text, add_special_tokens=False)[:budget]
-            truncated = len(tokens) == budget
+            tokens = self.tokenizer.encode(text, add_special_tokens=False)[:budget - drawn]
+            truncated = len(tokens) == budget - drawn
             if not truncated:
                 tokens.append(self.tokenizer.convert_tokens_to_ids("<|im_end|>"))
             text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-            samples.append(RolloutSample(
+            sample = RolloutSample(
                 request_id=request.request_id, index=k, mode=request.mode, prompt_token_ids=list(prompt_ids),
                 completion_token_ids=tokens, logprobs=[self.logprob] * len(tokens), text=text,
                 answer=split_completion(text, request.mode)[1], finish_reason="length" if truncated else "stop",
-                truncated=truncated, policy_version=self.policy_version))
+                truncated=truncated, policy_version=self.policy_version)
+            samples.append(sample if prefix is None else stitch(prefix, sample))
         return samples
 
+    def _partial(self, result: RolloutResult, tokens: int) -> RolloutResult:
+        """The group as an interrupt `tokens` tokens after its start leaves it: samples that had finished whole, the
+        others cut there (a resumed sample's tokens before this call all kept)."""
+        resume = result.request.resume or [None] * result.request.n
+        samples = []
+        for sample, prefix in zip(result.samples, resume):
+            keep = (len(prefix.completion_token_ids) if prefix is not None and prefix.cut_off else 0) + tokens
+            if prefix is not None and not prefix.cut_off or len(sample.completion_token_ids) <= keep:
+                samples.append(sample)
+                continue
+            cut = sample.completion_token_ids[:keep]
+            text = self.tokenizer.decode(cut, skip_special_tokens=True)
+            samples.append(dataclasses.replace(
+                sample, completion_token_ids=cut, logprobs=sample.logprobs[:keep], text=text,
+                answer=split_completion(text, sample.mode)[1], finish_reason=INTERRUPTED, truncated=False,
+                versions=[(v, at) for v, at in sample.versions if at < keep] if sample.versions else None))
+        return dataclasses.replace(result, samples=samples, partial=True)
+
     def abort(self, request_ids: Iterable[str]) -> list[str]:
-        with self._lock:
+        with self._cond:
             cancelled = [i for i in request_ids if i in self._live]
             self._live -= set(cancelled)
             self._aborted |= set(cancelled)
         return cancelled
+
+    def interrupt(self, request_ids: Iterable[str]) -> list[str]:
+        """As the vLLM worker's: each request still running comes back through its stream at once, `partial`, cut
+        after the tokens its time so far allows (seconds_per_token; 0 tokens without it)."""
+        with self._cond:
+            now, cut = time.monotonic(), [i for i in request_ids if i in self._live]
+            for rid in cut:
+                self._live.discard(rid)
+                spent = now - self._started[rid]
+                self._cut[rid] = int(spent / self.seconds_per_token) if self.seconds_per_token > 0 else 0
+            self._cond.notify_all()
+        return cut
 
     # ---- weights ----
     def load_weights(self, version: int, weights=None, path: str | None = None) -> int:

@@ -49,6 +49,10 @@ class LocalPool:
         self.backend.abort(cancelled)
         return cancelled
 
+    def interrupt(self, request_ids: Iterable[str]) -> list[str]:
+        """As `RolloutPool.interrupt`: the backend stops them, and the running stream yields them, `partial`."""
+        return self.backend.interrupt(request_ids)
+
     def versions(self) -> list[int]:
         return [self.backend.version()]
 

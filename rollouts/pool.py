@@ -385,7 +385,8 @@ class RolloutPool:
                 if rid not in slot.held:  # aborted meanwhile (it finished before the abort reached the engine)
                     continue
                 self._release(slot, rid)
-                self._observe(result)
+                if not result.partial:  # (a cut-off group says nothing of its mode's lengths)
+                    self._observe(result)
                 slot.tokens_done += sum(len(s.completion_token_ids) for s in result.samples)
                 yield result
         finally:
@@ -436,6 +437,19 @@ class RolloutPool:
             self._cancelled.update(mine)
             cancelled += mine
         return cancelled
+
+    def interrupt(self, request_ids) -> list[str]:
+        """Stop requests of the running stream and keep what they drew: the stream yields each, `partial`
+        (`RolloutBackend.interrupt`), or whole if it finished first. Returns the ids interrupted."""
+        wanted, cut = set(request_ids), []
+        for slot in self.slots:
+            mine = [rid for rid in slot.held if rid in wanted]
+            if mine:
+                try:
+                    cut += ray.get(slot.actor.interrupt.remote(mine))
+                except WORKER_LOST:
+                    pass  # its stream sees the death and resubmits them whole to the replacement
+        return cut
 
     def generate(self, requests: list[RolloutRequest]) -> list[RolloutResult]:
         return in_request_order(requests, self.stream(requests))

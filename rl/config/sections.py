@@ -274,6 +274,17 @@ class RolloutConfig:
     recompute: vLLM preempts them and recomputes their prompt and tokens so far with the new weights (image
     features included): their later tokens are exactly the new policy's, for a prefill of every running request
     at every update. Paper silent (it trains on-policy)."""
+    partial_rollouts: bool = False
+    """Requests stopped for no fault keep what they drew and go on later from there, not drawn again (verl's and
+    slime's partial rollouts, AReaL's interruptible ones): the groups over-provisioned dynamic sampling
+    (`algo.oversample`) stops once its batch is full are interrupted, their samples so far (tokens, the engine's
+    log-probs, versions) carried to the next round, which resumes them before drawing new prompts
+    (`rl.batches.Collector.carried`, saved in checkpoints). A resumed sample's earlier tokens come from an older
+    policy: the loss weighs them against the engine's log-probs (`algo.tis_cap`), and a carried group older than
+    `algo.max_staleness` when its turn comes is dropped (`rollout/partial_too_old`). Logged:
+    `rollout/partial_resumed`, `rollout/partial_tokens_saved`. Off: they are aborted and their rows left for this
+    epoch (the paper is silent; on-policy GRPO draws every sample from the current weights). Requests preempted by
+    an in-flight update with kv_after_update=recompute keep their tokens in vLLM itself."""
     gpu_memory_utilization: float = Field(0.5, gt=0, le=1)
     """vLLM's share of each of its GPUs' memory (weights, activations, KV cache). Raise it when the learner has
     GPUs of its own (cluster.learner_gpus_per_rank); keep room for the learner when both share a GPU."""
@@ -377,9 +388,9 @@ class AlgoConfig:
     /N per rank)."""
     kl_coef: float = Field(0.0, ge=0)
     max_staleness: int = Field(1, ge=0)
-    """run.async_mode=one_step_off / fully_async: a sample whose oldest token was drawn more than this many policy
-    versions before the update it would go into is dropped (counted in async/dropped_stale), or, fully async with
-    staleness_policy=wait, never drawn that early. One-step-off keeps every sample at age <= 1."""
+    """run.async_mode=one_step_off / fully_async, rollout.partial_rollouts: a sample whose oldest token was drawn more
+    than this many policy versions before the update it would go into is dropped (counted in staleness/dropped), or,
+    fully async with staleness_policy=wait, never drawn that early. One-step-off keeps every sample at age <= 1."""
     staleness_policy: Literal["wait", "drop"] = "wait"
     """run.async_mode=fully_async: wait (AReaL's bound: the producer draws a prompt only while the groups ahead of
     the learner are fewer than max_staleness batches, and the learner waits for a running group about to pass the
@@ -704,6 +715,14 @@ class TrainConfig:
                 raise ValueError(f"run.async_mode={mode} with algo.max_staleness=0 would drop every sample "
                                  "(each is at least one policy version old): use max_staleness >= 1 or "
                                  "async_mode=off")
+        if self.rollout.partial_rollouts:
+            if not (self.algo.dynamic_sampling and self.algo.oversample_factor() > 1):
+                raise ValueError("rollout.partial_rollouts resumes the groups that over-provisioned dynamic sampling "
+                                 "stops once its batch is full, and nothing else stops a request here: set "
+                                 "algo.dynamic_sampling=true (algo.oversample > 1, 1.5 by default), or leave it off")
+            if self.algo.tis_cap is None:
+                raise ValueError("rollout.partial_rollouts resumes samples drawn partly by an older policy: it needs "
+                                 "algo.tis_cap (the truncated importance weights against the engine's log-probs)")
         if self.run.async_mode == "fully_async":
             per_step = self.rollout.prompts_per_step
             if self.run.buffer_groups is not None and not per_step <= self.run.buffer_groups <= 8 * per_step:

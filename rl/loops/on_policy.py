@@ -11,7 +11,7 @@ from ..metrics import Phases
 def train_step(trainer) -> dict:
     phases, start = Phases(), time.perf_counter()
     # a batch restored from a one-step-off checkpoint is trained on first, whatever the mode now
-    batch = trainer.take_pending() or trainer.collector.collect(trainer.step)
+    batch = trainer.take_pending() or trainer.collector.collect(trainer.step, trainer.learner.version)
     update = trainer.update(batch, phases)
     with phases("sync"):
         if update.samples:  # no samples with signal: no update, nothing to sync

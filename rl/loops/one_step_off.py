@@ -15,10 +15,10 @@ from ..metrics import Phases
 def train_step(trainer) -> dict:
     phases, start = Phases(), time.perf_counter()
     with phases("wait"):
-        batch = trainer.take_pending() or trainer.collector.collect(trainer.step)
+        batch = trainer.take_pending() or trainer.collector.collect(trainer.step, trainer.learner.version)
     with phases("sync"):
         trainer.sync_if_behind()
     if trainer.step + 1 < trainer.cfg.run.steps:
-        trainer.pending = Background(trainer.collector.collect, trainer.step + 1)
+        trainer.pending = Background(trainer.collector.collect, trainer.step + 1, trainer.learner.version + 1)
     update = trainer.update(batch, phases)
     return trainer.step_metrics(batch, update, phases, start)

@@ -5,11 +5,11 @@ and nothing comes back before its longest request finishes. Here a thread of its
 it takes requests as they are added (from any thread), steps the engine, and hands each request back the moment it
 finishes (a group of n samples is one request: vLLM's FINAL_ONLY output holds all n). Aborts free the engine's
 memory for that request at the next step; an interrupt is an abort that first reads what each request drew (its
-tokens and log-probs so far), so that it can go on later from there (a partial rollout). Control calls (weight and adapter loads, cache resets, shutdown) run in
-the same thread once no request is in flight, so they never see a half-sampled batch; an in-flight call
-(`call(fn, in_flight=True)`: a weight update of the fully asynchronous loop) runs between two engine steps instead,
-the requests in flight kept, and may hold the engine (no step) until a later call releases it, so that a weight
-transfer in several calls is never stepped on half-loaded.
+tokens and log-probs so far), so that it can go on later from there (a partial rollout). Control calls (weight and
+adapter loads, cache resets, shutdown) run in the same thread once no request is in flight, so they never see a
+half-sampled batch; an in-flight call (`call(fn, in_flight=True)`: a weight update of the fully asynchronous loop)
+runs between two engine steps instead, the requests in flight kept, and may hold the engine (no step) until a later
+call releases it, so that a weight transfer in several calls is never stepped on half-loaded.
 
 Why this and not vLLM's AsyncLLM: AsyncLLM always runs the engine core in another process (slow start-up on CPU,
 no in-process model for the in-memory weight path), while `LLMEngine.step()` drives either engine, in-process or

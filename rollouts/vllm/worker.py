@@ -213,8 +213,8 @@ class RolloutWorker:
         parts = []
         for k, sample in enumerate(request.resume):
             if sample.prompt_token_ids != prompt.input_ids:
-                raise ValueError(f"request {request.request_id}: sample {k} to resume was drawn from another prompt "
-                                 f"({len(sample.prompt_token_ids)} prompt tokens, this one has {len(prompt.input_ids)})")
+                raise ValueError(f"request {request.request_id}: sample {k} to resume was drawn from another prompt ("
+                                 f"{len(sample.prompt_token_ids)} prompt tokens, this one has {len(prompt.input_ids)})")
             if not sample.cut_off:
                 continue
             params = self.sampling_for(request, prompt, k, len(sample.completion_token_ids))

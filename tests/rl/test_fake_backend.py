@@ -382,3 +382,84 @@ def test_auto_mode_prompts_log_how_often_the_model_thinks_and_train_the_choice_a
     with pytest.raises(ConfigError, match=r"algo\.choice_weight weighs the auto-mode choice token, and no prompt can "
                                           r"be in auto mode"):
         config(tmp_path, tiny_ckpt, "algo.choice_weight=1.0", "modes.respect_data_mode=false")
+
+
+def first_four_quick(request, index, rng: random.Random) -> str:
+    """Every group has signal; a round's first four groups (and resumed ones) are quick, the others use their whole
+    budget."""
+    answer = request.meta["answer"] if index % 2 == 0 else "no idea"
+    position = request.request_id.split("-")[-1]
+    slow = position.isdigit() and int(position) >= 4
+    return "</think>\n\n" * (request.mode == "long") + "word " * (100 if slow else 1) + f"\\boxed{{{answer}}}"
+
+
+def rows_of(results) -> list:
+    return [(r.request.meta["source"], r.request.meta["row"]) for r in results]
+
+
+def test_partial_rollouts_carry_the_interrupted_groups_and_resume_them_first(tiny_ckpt, tmp_path, no_ray):
+    """Over-provisioned by 2, long groups slow: once the first 4 groups fill the batch, the groups still running are
+    interrupted and carried with their tokens; the next step resumes them before drawing new rows (its first
+    groups), and their samples go on from those tokens. Carried groups too old by the next turn are dropped."""
+    backend = FakeBackend(str(tiny_ckpt), respond=first_four_quick, seconds_per_token=0.04)
+    cfg = config(tmp_path, tiny_ckpt, "algo.dynamic_sampling=true", "algo.oversample=2", "rollout.partial_rollouts=true")
+    trainer = Trainer(cfg, pool=LocalPool(backend))
+    try:
+        first = trainer.collector.collect(0, trained_at=0)
+        carried = list(trainer.collector.carried)
+        assert len(first.kept) == 4 and first.aborted == len(carried) > 0 and backend.in_flight() == 0
+        assert all(r.partial and r.prompt is None for r in carried)
+        assert any(s.cut_off and s.completion_token_ids for r in carried for s in r.samples)
+        drawn = first.tokens_carried
+        assert drawn == sum(len(s.completion_token_ids) for r in carried for s in r.samples) > 0
+
+        second = trainer.collector.collect(1, trained_at=1)
+        assert second.resumed == len(carried) and second.too_old == 0
+        resumed = [r for r, _, _ in second.seen if r.request.resume is not None]
+        assert sorted(rows_of(resumed)) == sorted(rows_of(carried))
+        assert rows_of([r for r, _, _ in second.kept][:len(carried)]) == rows_of(carried)  # submitted first
+        assert second.tokens_saved == drawn
+        before = {(r.request.meta["row"], s.index): s for r in carried for s in r.samples}
+        for result in resumed:
+            for s in result.samples:
+                prefix = before[(result.request.meta["row"], s.index)]
+                assert s.completion_token_ids[:len(prefix.completion_token_ids)] == prefix.completion_token_ids
+                assert not s.cut_off
+        late = list(trainer.collector.carried)
+        assert late, "the second step over-provisions too"
+        third = trainer.collector.collect(5, trained_at=5)  # its carried groups are 4 versions old by now
+        assert third.too_old == len(late) and third.resumed == 0
+    finally:
+        trainer.close()
+
+
+def test_a_run_with_partial_rollouts_logs_them_and_checkpoints_the_carried_groups(tiny_ckpt, tmp_path, no_ray):
+    import torch
+
+    backend = FakeBackend(str(tiny_ckpt), respond=first_four_quick, seconds_per_token=0.04)
+    cfg = config(tmp_path, tiny_ckpt, "algo.dynamic_sampling=true", "algo.oversample=2", "run.steps=2",
+                 "run.save_every=1", "rollout.partial_rollouts=true")
+    trainer = Trainer(cfg, pool=LocalPool(backend))
+    history = trainer.fit()
+    assert history[0]["rollout/partial_resumed"] == 0 < history[1]["rollout/partial_resumed"]
+    assert history[1]["rollout/partial_tokens_saved"] > 0 and all(r["rollout/partial_too_old"] == 0 for r in history)
+    assert all(r["loss"] is not None for r in history)
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "step-000002" / "state.pt", weights_only=False)
+    assert [r.request.request_id for r in saved["carried"]] == [r.request.request_id for r in trainer.collector.carried]
+    resumed = Trainer(config(tmp_path, tiny_ckpt, "algo.dynamic_sampling=true", "algo.oversample=2", "run.steps=3",
+                             "run.save_every=1", "rollout.partial_rollouts=true"), resume=True,
+                      pool=LocalPool(FakeBackend(str(tiny_ckpt))))
+    try:
+        assert rows_of(resumed.collector.carried) == rows_of(saved["carried"]) != []
+    finally:
+        resumed.close()
+
+
+@pytest.mark.parametrize("extra,match", [
+    ([], r"rollout.partial_rollouts resumes the groups that over-provisioned dynamic sampling stops"),
+    (["algo.dynamic_sampling=true", "algo.oversample=1"], r"set algo.dynamic_sampling=true \(algo.oversample > 1"),
+    (["algo.dynamic_sampling=true", "algo.tis_cap=null"], r"it needs algo.tis_cap"),
+])
+def test_partial_rollouts_that_cannot_act_are_config_errors(tiny_ckpt, tmp_path, extra, match):
+    with pytest.raises(ConfigError, match=match):
+        config(tmp_path, tiny_ckpt, "rollout.partial_rollouts=true", *extra)

@@ -4,6 +4,7 @@ fake one behaves as the contract says (streaming order by length, abort, errors 
 import ast
 import inspect
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from rollouts.backend import BACKENDS, RolloutBackend, backend_class
 from rollouts.fake import FakeBackend
 from rollouts.local import LocalPool
-from rollouts.types import RolloutRequest, SamplingConfig
+from rollouts.types import RolloutRequest, SamplingConfig, resumed
 from rollouts.vllm.worker import RolloutWorker
 
 METHODS = [name for name, value in vars(RolloutBackend).items() if callable(value) and not name.startswith("_")]
@@ -67,3 +68,28 @@ def test_the_fake_backend_streams_by_length_aborts_and_fails_requests_alone(tiny
     assert [r.request.request_id for r in got] == ["bad", "short", "cut"]
     assert "n=0" in got[0].error and got[2].samples[0].truncated and len(got[2].samples[0].completion_token_ids) == 20
     assert backend.abort(["long", "short"]) == ["long"] and list(stream) == [] and backend.in_flight() == 0
+
+
+def test_the_fake_backend_interrupts_a_group_and_resumes_it(tiny_ckpt):
+    """Its sample 0 is long, its sample 1 short: interrupted midway, sample 1 comes back whole, sample 0 cut off
+    with its tokens so far; the request resuming it keeps sample 1 and continues sample 0 after its tokens."""
+    backend = FakeBackend(str(tiny_ckpt), respond=lambda r, k, rng: "word " * (200 if k == 0 else 3),
+                          seconds_per_token=0.002)
+    request = RolloutRequest("g", [{"role": "user", "content": "hi"}], mode="long", n=2, seed=3)
+    pool = LocalPool(backend)
+    stream = pool.stream([request])
+    time.sleep(0.1)
+    assert pool.interrupt(["g", "unknown"]) == ["g"]
+    [partial] = list(stream)
+    assert partial.partial and partial.ok and backend.in_flight() == 0
+    cut, whole = partial.samples
+    assert cut.cut_off and 10 <= len(cut.completion_token_ids) < 150
+    assert len(cut.logprobs) == len(cut.completion_token_ids)
+    assert not whole.cut_off and whole.finish_reason == "stop"
+    backend.policy_version = 1
+    [done] = backend.generate([resumed(partial, "g-2", seed=4)])
+    assert done.ok and not done.partial and done.samples[1] == whole
+    n = len(cut.completion_token_ids)
+    assert done.samples[0].completion_token_ids[:n] == cut.completion_token_ids and not done.samples[0].cut_off
+    assert done.samples[0].versions == [(0, 0), (1, n)]
+    assert backend.interrupt(["g-2"]) == []  # finished: nothing to interrupt

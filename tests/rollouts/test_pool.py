@@ -2,6 +2,7 @@
 
 import os
 import signal
+import time
 
 import pytest
 
@@ -94,8 +95,6 @@ def test_a_stream_grows_ticks_and_the_workers_idle_share_is_read(pool):
     """`extend` adds requests to a running stream, whose results come from the same stream; with `tick` the stream
     yields None while nothing finishes and does not end until closed; each worker's idle share since the last
     reading is below 1 while it generated, and near 1 for a pool left idle."""
-    import time
-
     pool.idle_shares()
     stream = pool.stream(requests(2, n=1, prefix="g1-"), tick=0.05)
     pool.extend(requests(1, n=1, prefix="g0-"))  # before its first result
@@ -122,6 +121,36 @@ def test_a_stream_grows_ticks_and_the_workers_idle_share_is_read(pool):
     assert all(0 <= s < 0.9 for s in working) and all(s > 0.9 for s in idle), (working, idle)
 
 
+def test_interrupted_groups_come_back_partial_through_the_stream_and_resume_on_any_worker(pool):
+    """Through Ray: `interrupt` stops two long groups (one per worker); the stream yields them partial, with their
+    tokens and log-probs so far; resumed, each sample goes on from its last token to its budget."""
+    from rollouts.types import SamplingConfig, resumed
+
+    pool.generate(requests(2, n=1, prefix="p-warm"))
+    reqs = requests(2, n=2, prefix="p")
+    for r in reqs:
+        r.mode, r.sampling, r.seed = "long", SamplingConfig(max_new_tokens=1400), 77
+    stream = pool.stream(reqs)
+    deadline = time.monotonic() + 60
+    while [ray_get(s.actor.in_flight.remote()) for s in pool.slots] != [1, 1] and time.monotonic() < deadline:
+        time.sleep(0.05)  # both groups in their engines
+    time.sleep(0.2)
+    assert sorted(pool.interrupt(["p0", "p1", "unknown"])) == ["p0", "p1"]
+    partial = sorted(stream, key=lambda r: r.request.request_id)
+    assert [r.request.request_id for r in partial] == ["p0", "p1"] and all(r.partial and r.ok for r in partial)
+    assert [w["in_flight_requests"] for w in pool.load()] == [0, 0]
+    for r in partial:
+        for s in r.samples:
+            assert s.cut_off and len(s.logprobs) == len(s.completion_token_ids) < 1400
+    done = pool.generate([resumed(r, f"{r.request.request_id}-again", seed=5) for r in partial])
+    for before, after in zip(partial, done):
+        assert after.ok and not after.partial
+        for s, t in zip(before.samples, after.samples):
+            n = len(s.completion_token_ids)
+            assert t.completion_token_ids[:n] == s.completion_token_ids and t.logprobs[:n] == s.logprobs
+            assert not t.cut_off and len(t.completion_token_ids) >= n
+
+
 def test_a_closed_pool_stays_closed(pool, tiny_ckpt, tmp_path):
     """Shut down under a running stream (as the trainer's close does under the one-step-off loop's background
     collect): the stream ends with PoolClosed, no worker is replaced, and nothing more runs on the pool. Last in
@@ -141,3 +170,4 @@ def test_a_closed_pool_stays_closed(pool, tiny_ckpt, tmp_path):
         pool.sync_lora(9, str(tmp_path))
     with pytest.raises(PoolClosed):
         pool.sync_weights(9, path=str(tmp_path))
+
