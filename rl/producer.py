@@ -13,16 +13,18 @@ The learner `take`s a batch: the finished groups in the order they were drawn, t
 group does not hold its batch back; it goes into a later one, older. With `wait`, a group still running that is as
 old as the bound is waited for: it must go into this step's batch.
 
-A checkpoint `pause`s the producer: no new round, the running groups finish, and the finished groups are handed over
+A checkpoint `pause`s the producer: no new round, the running groups finish (or, with rollout.partial_rollouts, are
+interrupted and carried: the next round resumes them from their last tokens), and the finished groups are handed over
 (saved with the data state after their draws; a resumed run trains on them first)."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass
 
-from .batches import Batch
+from .batches import Batch, drawn_here
 from .modes import measure_pairs, plan_modes
 from .scoring import PartHealth, Scored
 
@@ -35,6 +37,11 @@ class Finished:
     group: Scored
     drawn_at: int
     """The learner's version when its round was drawn (its age counts from there)."""
+
+
+def oldest(result) -> int:
+    """The oldest policy version among a carried group's samples (its age counts from there)."""
+    return min(s.policy_version for s in result.samples)
 
 
 def drawn_version(group: Scored, default: int) -> int:
@@ -56,7 +63,9 @@ class Producer:
         self.ready = [Finished(g, drawn_version(g, trainer.step)) for b in restored or [] for g in b.kept]
         self.running: dict[str, tuple[int, int]] = {}  # request id -> (drawn_at, round)
         self.round_left: dict[int, int] = {}  # round -> its requests still running
-        self.rounds_finished = 0  # rounds whose every group finished, since the last take
+        self.rounds_finished = 0  # rounds that lost a group (dropped or failed) and are over, since the last take
+        self.lossy: set[int] = set()  # running rounds that lost a group
+        self.cut_rounds: set[int] = set()  # rounds a pause interrupted groups of (partial rollouts)
         self.seen = Batch()  # what finished since the last take (its metrics)
         self.halves: dict[str, Scored] = {}  # a paired prompt's first finished group, until the other one
         self.cond = threading.Condition()
@@ -113,21 +122,42 @@ class Producer:
                     pass
 
     def _draw(self) -> list:
-        """A round: prompts_per_step rows, their modes (the schedule at the learner's step), requests and seeds."""
+        """A round: the groups a pause interrupted first (partial rollouts, `Collector.carried`; those past the bound
+        dropped), then new rows up to prompts_per_step, their modes (the schedule at the learner's step), requests
+        and seeds."""
         collector, index = self.collector, self.collector.rounds
-        rows = collector.dataset.take(self.target)
+        carried, too_old = [], 0
+        while collector.carried and len(carried) < self.target:
+            group = collector.carried.pop(0)
+            if self.steps_done - oldest(group) > self.bound:
+                too_old += 1
+            else:
+                carried.append(group)
+        rows = collector.dataset.take(self.target - len(carried))
         plans = plan_modes(rows, self.steps_done, self.cfg.modes, collector.rng, collector.benefit)
-        requests = collector.requests(rows, plans, index, 0)
+        requests = collector.requests(rows, plans, index, 0, carried)
         collector.rounds += 1
         with self.cond:
             self.round_left[index] = len(requests)
-            self.running.update({r.request_id: (self.steps_done, index) for r in requests})
+            self.running.update({r.request_id: (oldest(g) if g is not None else self.steps_done, index)
+                                 for r, g in zip(requests, [*carried, *[None] * len(requests)])})
+            self.seen.resumed, self.seen.too_old = self.seen.resumed + len(carried), self.seen.too_old + too_old
             self.drawing = False
         return requests
 
     def _finished(self, result) -> None:
-        """Score a finished group (outside the lock: the sandbox takes its time) and file it."""
+        """Score a finished group (outside the lock: the sandbox takes its time) and file it; an interrupted one
+        (a pause, with partial rollouts) is carried to the next round."""
         drawn_at, index = self.running[result.request.request_id]
+        if result.partial:
+            with self.cond:
+                del self.running[result.request.request_id]
+                self.collector.carried.append(dataclasses.replace(result, prompt=None))
+                self.seen.tokens_carried += drawn_here(result)
+                self.cut_rounds.add(index)  # (its groups are not all in: it does not count as a round finished)
+                self._round_done(index)
+                self.cond.notify_all()
+            return
         found, start = Batch(), time.perf_counter()
         if result.ok:
             [kept] = self.collector.judge(found, [result])
@@ -148,16 +178,26 @@ class Producer:
             seen.seen += found.seen
             seen.pairs += found.pairs
             seen.dropped, seen.failed = seen.dropped + found.dropped, seen.failed + found.failed
+            seen.tokens_saved += found.tokens_saved
             seen.seconds["score"] = seen.seconds.get("score", 0.0) + found.seconds["score"]
             for part, health in found.health.items():
                 seen.health.setdefault(part, PartHealth()).add(health)
             if kept is not None:
                 self.ready.append(Finished(kept, drawn_at))
-            self.round_left[index] -= 1
-            if not self.round_left[index]:
-                del self.round_left[index]
-                self.rounds_finished += 1
+            else:
+                self.lossy.add(index)
+            self._round_done(index)
             self.cond.notify_all()
+
+    def _round_done(self, index: int) -> None:
+        """One more group of round `index` is in; a round over that lost a group counts toward the give-up (a round
+        whose groups all arrived cannot be why a batch is short: its groups are in `ready`, or taken already)."""
+        self.round_left[index] -= 1
+        if not self.round_left[index]:
+            del self.round_left[index]
+            self.rounds_finished += index in self.lossy and index not in self.cut_rounds
+            self.lossy.discard(index)
+            self.cut_rounds.discard(index)
 
     # ---- the learner's side ----
     def _due(self) -> bool:
@@ -173,7 +213,8 @@ class Producer:
 
     def take(self) -> Batch:
         """A batch: the oldest finished groups (by draw, then finish), once there are a batch's worth (or, with
-        dynamic sampling dropping groups, once 1 + algo.max_refill_rounds rounds finished since the last take);
+        dynamic sampling dropping groups, once 1 + algo.max_refill_rounds rounds that lost groups finished since the
+        last take);
         what stopped the producer, raised."""
         with self.cond:
             self.cond.wait_for(self._takeable)
@@ -198,10 +239,16 @@ class Producer:
             return {"async/buffer_groups": len(self.ready), "async/running_groups": len(self.running)}
 
     def pause(self) -> list[Batch]:
-        """No new round; the running groups finish. The finished groups, not yet trained on (kept, in order)."""
+        """No new round; the running groups finish, or with rollout.partial_rollouts are interrupted and carried
+        (`Collector.carried`: saved with a checkpoint, resumed first by the next round). The finished groups, not
+        yet trained on (kept, in order)."""
         with self.cond:
             self.paused = True
             self.cond.notify_all()
+            running = list(self.running) if self.cfg.rollout.partial_rollouts else []
+        if running:  # (they come back through the producer's stream, partial)
+            self.pool.interrupt(running)
+        with self.cond:
             self.cond.wait_for(lambda: not (self.running or self.streaming or self.drawing) or self.error is not None)
             if self.error is not None:
                 raise self.error

@@ -443,7 +443,7 @@ class RolloutPool:
         (`RolloutBackend.interrupt`), or whole if it finished first. Returns the ids interrupted."""
         wanted, cut = set(request_ids), []
         for slot in self.slots:
-            mine = [rid for rid in slot.held if rid in wanted]
+            mine = [rid for rid in list(slot.held) if rid in wanted]  # (the stream's reader may be filing results)
             if mine:
                 try:
                     cut += ray.get(slot.actor.interrupt.remote(mine))

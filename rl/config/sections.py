@@ -279,7 +279,9 @@ class RolloutConfig:
     slime's partial rollouts, AReaL's interruptible ones): the groups over-provisioned dynamic sampling
     (`algo.oversample`) stops once its batch is full are interrupted, their samples so far (tokens, the engine's
     log-probs, versions) carried to the next round, which resumes them before drawing new prompts
-    (`rl.batches.Collector.carried`, saved in checkpoints). A resumed sample's earlier tokens come from an older
+    (`rl.batches.Collector.carried`, saved in checkpoints); and with run.async_mode=fully_async, the groups running
+    when a checkpoint or an evaluation pauses the producer are interrupted and carried the same way instead of
+    being waited for (the pause no longer lasts as long as the longest running group). A resumed sample's earlier tokens come from an older
     policy: the loss weighs them against the engine's log-probs (`algo.tis_cap`), and a carried group older than
     `algo.max_staleness` when its turn comes is dropped (`rollout/partial_too_old`). Logged:
     `rollout/partial_resumed`, `rollout/partial_tokens_saved`. Off: they are aborted and their rows left for this
@@ -354,7 +356,8 @@ class AlgoConfig:
     """DAPO: drop groups whose rewards are all equal (zero advantage) and refill the batch (off in the paper)."""
     max_refill_rounds: int = Field(2, ge=0)
     """Dynamic sampling: extra rollout rounds per step at most; the step goes on with what it has. (fully_async: a
-    step takes fewer groups than a batch once 1 + this many rounds of prompts finished since the last step.)"""
+    step takes fewer groups than a batch once 1 + this many rounds of prompts that lost groups, dropped or failed,
+    finished since the last step.)"""
     oversample: Optional[float] = Field(None, ge=1)
     """Dynamic sampling: each round submits this many times the groups still needed and judges each group as it
     finishes; the groups with reward variance are kept in submission order (not finishing order, which would
@@ -716,10 +719,13 @@ class TrainConfig:
                                  "(each is at least one policy version old): use max_staleness >= 1 or "
                                  "async_mode=off")
         if self.rollout.partial_rollouts:
-            if not (self.algo.dynamic_sampling and self.algo.oversample_factor() > 1):
+            over = self.algo.dynamic_sampling and self.algo.oversample_factor() > 1
+            if not over and self.run.async_mode != "fully_async":
                 raise ValueError("rollout.partial_rollouts resumes the groups that over-provisioned dynamic sampling "
-                                 "stops once its batch is full, and nothing else stops a request here: set "
-                                 "algo.dynamic_sampling=true (algo.oversample > 1, 1.5 by default), or leave it off")
+                                 "stops once its batch is full, or that a checkpoint or an evaluation pauses in "
+                                 "run.async_mode=fully_async, and nothing else stops a request here: set "
+                                 "algo.dynamic_sampling=true (algo.oversample > 1, 1.5 by default) or "
+                                 "run.async_mode=fully_async, or leave it off")
             if self.algo.tis_cap is None:
                 raise ValueError("rollout.partial_rollouts resumes samples drawn partly by an older policy: it needs "
                                  "algo.tis_cap (the truncated importance weights against the engine's log-probs)")

@@ -4,11 +4,13 @@ checkpoint saves the batches held and a resumed run trains on them, no row lost 
 
 Stand-ins sleep instead of computing (`bench/stand_ins.py`), so the two sides do not share the two cores."""
 
+import json
 import time
 
 import pytest
 
 from bench.stand_ins import SleepingLearner, SleepingPool
+from rl.errors import NothingTrained
 from rl.trainer import Trainer
 from rollouts.fake import FakeBackend
 from rollouts.local import LocalPool
@@ -121,3 +123,64 @@ def test_an_evaluation_pauses_the_producer_and_the_run_goes_on(tiny_ckpt, tmp_pa
     assert [h["groups"] for h in history] == [2, 2, 2, 2]
     assert [any(k.startswith("eval/") for k in h) for h in history] == [False, True, False, True]
     assert len(pool.drawn) == 4 + 2  # four training rounds, two evaluations (one call each)
+
+
+def wordy(request, index, rng):
+    """Short mode ends at its budget (24 tokens), long mode at its own (48): groups finish out of submission order."""
+    answer = request.meta["answer"] if index % 2 == 0 else "no idea"
+    return "</think>\n\n" * (request.mode == "long") + "word " * 60 + f"\\boxed{{{answer}}}"
+
+
+def test_groups_finishing_out_of_order_still_fill_every_batch(tiny_ckpt, tmp_path):
+    """A round is over once its last group is in, and some of its groups may be trained already by then: that is not
+    a reason to take a short batch (only rounds that lost groups count toward the give-up)."""
+    cfg = config(tmp_path, "fully_async", steps=4, ckpt=tiny_ckpt, **{"run.save_every": 0, "algo.max_staleness": 2})
+    history = Trainer(cfg, learner=SleepingLearner(0.05),
+                      pool=LocalPool(FakeBackend(str(tiny_ckpt), respond=wordy, seconds_per_token=0.03))).fit()
+    assert [h["groups"] for h in history] == [2, 2, 2, 2]
+
+
+def test_dynamic_sampling_gives_up_a_batch_after_rounds_that_lost_groups(tiny_ckpt, tmp_path):
+    """Every group right every time (no reward variance): all are dropped; each step takes what it has (nothing)
+    once 1 + algo.max_refill_rounds rounds that lost groups are over, instead of waiting for ever."""
+    cfg = config(tmp_path, "fully_async", steps=2, ckpt=tiny_ckpt, **{
+        "run.save_every": 0, "algo.dynamic_sampling": "true", "algo.max_refill_rounds": 1})
+    always = FakeBackend(str(tiny_ckpt), respond=lambda r, k, rng: f"</think>\n\n\\boxed{{{r.meta['answer']}}}")
+    with pytest.raises(NothingTrained, match="groups dropped by dynamic sampling"):  # (the run ends, no hang)
+        Trainer(cfg, learner=SleepingLearner(0.05), pool=LocalPool(always)).fit()
+    history = [json.loads(line) for line in (tmp_path / "fully_async" / "metrics.jsonl").read_text().splitlines()]
+    assert [h["groups"] for h in history] == [0, 0]
+    assert all(h["dynamic/groups_dropped"] >= 2 * 2 for h in history)  # two rounds of two, at least
+
+
+def test_with_partial_rollouts_a_checkpoint_interrupts_the_running_groups_and_the_next_round_resumes_them(
+        tiny_ckpt, tmp_path):
+    """rollout.partial_rollouts: the checkpoint at step 2 does not wait for the running groups; it interrupts them,
+    saves what they drew, and the next round resumes them (in this run, and in a run resumed from that checkpoint),
+    so their tokens are not drawn again."""
+    import shutil
+
+    import torch
+
+    extra = {"run.save_every": 2, "algo.max_staleness": 2, "rollout.partial_rollouts": "true"}
+    cfg = config(tmp_path, "fully_async", steps=4, ckpt=tiny_ckpt, **extra)
+    history = Trainer(cfg, learner=SleepingLearner(0.05),
+                      pool=LocalPool(FakeBackend(str(tiny_ckpt), respond=wordy, seconds_per_token=0.03))).fit()
+    saved = torch.load(tmp_path / "fully_async" / "checkpoints" / "step-000002" / "state.pt", weights_only=False)
+    carried = saved["carried"]
+    assert carried and all(r.partial and r.prompt is None for r in carried)
+    assert any(s.cut_off and s.completion_token_ids for r in carried for s in r.samples)
+    assert [h["groups"] for h in history] == [2, 2, 2, 2]
+    assert sum(h["rollout/partial_resumed"] for h in history[2:]) >= len(carried)
+    assert sum(h["rollout/partial_tokens_saved"] for h in history) > 0
+
+    cfg.run.steps = 4
+    cfg.run.dir = str(tmp_path / "again")
+    shutil.copytree(tmp_path / "fully_async" / "checkpoints" / "step-000002",
+                    tmp_path / "again" / "checkpoints" / "step-000002")
+    shutil.copy(tmp_path / "fully_async" / "config.yaml", tmp_path / "again" / "config.yaml")
+    again = Trainer(cfg, resume=True, learner=SleepingLearner(0.05),
+                    pool=LocalPool(FakeBackend(str(tiny_ckpt), respond=wordy, seconds_per_token=0.03)))
+    assert [r.request.meta["row"] for r in again.collector.carried] == [r.request.meta["row"] for r in carried]
+    steps = again.fit()
+    assert sum(h["rollout/partial_resumed"] for h in steps) == len(carried) and [h["groups"] for h in steps] == [2, 2]
