@@ -18,12 +18,15 @@ rl-train runs once more with the learner in bf16 autocast (`learner.cpu_bf16`), 
 one-step-off loop (`run.async_mode=one_step_off`: the next batch is generated during the update), the fully
 asynchronous loop (`run.async_mode=fully_async`, algo.max_staleness=2: the engine fed group by group, the weights
 loaded between two engine steps) and PPO-style updates (`algo.mini_batches=2`, `algo.ppo_epochs=2`: four optimizer
-steps per batch, after a pass for the old log-probs); `--modes` picks some. On a CPU both sides share the same cores, so the overlap shows here only as far as they do not compete
-(bench/overlap.py measures it with sleeping stand-ins).
+steps per batch, after a pass for the old log-probs); `--modes` picks some. On a CPU both sides share the same
+cores, so the overlap shows here only as far as they do not compete (bench/overlap.py measures it with sleeping
+stand-ins).
 
 `--dynamic`: `configs/learn_cpu.yaml` with `algo.dynamic_sampling=true`, once with refill rounds alone
-(`algo.oversample=1`) and once over-provisioned (`algo.oversample=1.5`: the groups with reward variance fill the
-batch in submission order, the requests after them still running are aborted), both with up to 8 refill rounds.
+(`algo.oversample=1`), once over-provisioned (`algo.oversample=1.5`: the groups with reward variance fill the
+batch in submission order, the requests after them still running are aborted), and once over-provisioned with
+partial rollouts (`rollout.partial_rollouts=true`: those requests are interrupted and resumed by the next round, not
+drawn again), all with up to 8 refill rounds.
 As the digit-share reward saturates, more groups have no variance and the refill rounds multiply. `--long-tokens`
 lengthens long mode (the hybrid regime, where a refill round waits for its longest group).
 """
@@ -249,8 +252,9 @@ def main_dynamic(args) -> None:
     report: dict = {"config": "configs/learn_cpu.yaml", "steps": args.steps, "long_tokens": args.long_tokens or 32,
                     "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
                     f"{'cuda ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu'}"}
-    for name, factor in (("refill_rounds", 1), ("oversample_1_5", 1.5)):
-        cfg = load("configs/learn_cpu.yaml", [
+    for name, factor, partial in (("refill_rounds", 1, False), ("oversample_1_5", 1.5, False),
+                                  ("oversample_1_5_partial", 1.5, True)):
+        cfg = load("configs/learn_cpu.yaml", [f"rollout.partial_rollouts={str(partial).lower()}",
             f"model.path={work / 'ckpt'}", f"data.path={work / 'data' / 'arith.jsonl'}", f"run.dir={work / name}",
             f"run.steps={args.steps}", "run.progress=false", "run.tensorboard=false", "run.export=false",
             "run.save_every=0", "algo.dynamic_sampling=true", f"algo.oversample={factor}", "algo.max_refill_rounds=8",
@@ -262,14 +266,23 @@ def main_dynamic(args) -> None:
             "step_s_mean": statistics.fmean(h["time/step"] for h in steady),
             "generate_s_mean": statistics.fmean(h["time/generate"] for h in steady),
             "groups_kept_mean": statistics.fmean(h["dynamic/groups_kept"] for h in steady),
-            "step_s_per_kept_group": sum(h["time/step"] for h in steady) / sum(h["dynamic/groups_kept"] for h in steady),
+            "step_s_per_kept_group": sum(h["time/step"] for h in steady)
+            / sum(h["dynamic/groups_kept"] for h in steady),
             **{f"{k}_total": sum(h[f"dynamic/{k}"] for h in steady)
                for k in ("groups_generated", "groups_dropped", "groups_aborted", "refill_rounds")},
+            "tokens_per_kept_group": sum(h["tokens/generated"] for h in steady)
+            / sum(h["dynamic/groups_kept"] for h in steady),
+            **{f"{k}_total": sum(h[f"rollout/{k}"] for h in steady)
+               for k in ("partial_resumed", "partial_tokens_saved")},
             "reward_last5": statistics.fmean(h["reward/mean"] for h in history[-5:])}
     report["oversample_over_refill_step_time"] = (report["oversample_1_5"]["step_s_mean"]
                                                   / report["refill_rounds"]["step_s_mean"])
     report["oversample_over_refill_per_kept_group"] = (report["oversample_1_5"]["step_s_per_kept_group"]
                                                        / report["refill_rounds"]["step_s_per_kept_group"])
+    report["partial_over_oversample_tokens_per_kept_group"] = (
+        report["oversample_1_5_partial"]["tokens_per_kept_group"] / report["oversample_1_5"]["tokens_per_kept_group"])
+    report["partial_over_oversample_per_kept_group"] = (
+        report["oversample_1_5_partial"]["step_s_per_kept_group"] / report["oversample_1_5"]["step_s_per_kept_group"])
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report))
     shutil.rmtree(work, ignore_errors=True)
