@@ -49,6 +49,26 @@ def test_a_video_past_an_hour_gets_the_learners_log_probs(worker, tiny_model):
     assert learner_diff(tiny_model, results).max() <= 1e-4
 
 
+def test_a_video_group_cut_off_resumes_with_the_learners_log_probs(worker, tiny_model):
+    """A partial rollout of a video prompt (with an image beside it): the prompt goes back to the engine as token ids
+    with its patterns unexpanded plus the sample's tokens, and the continuation still samples the learner's
+    distribution."""
+    import dataclasses
+
+    from rollouts.types import INTERRUPTED, resumed
+
+    [whole] = [r for r in worker.generate(video_requests("res", frames=(6,), image=True)) if r.request.mode == "long"]
+    assert whole.ok
+    cut = [dataclasses.replace(s, completion_token_ids=s.completion_token_ids[:len(s.completion_token_ids) // 2],
+                               logprobs=s.logprobs[:len(s.logprobs) // 2], finish_reason=INTERRUPTED, truncated=False)
+           for s in whole.samples]
+    [done] = worker.generate([resumed(dataclasses.replace(whole, samples=cut, partial=True), "res-again", seed=3)])
+    assert done.ok, done.error
+    for before, after in zip(cut, done.samples):
+        assert after.completion_token_ids[:len(before.completion_token_ids)] == before.completion_token_ids
+    assert learner_diff(tiny_model, [done]).max() <= 1e-4
+
+
 def test_video_log_probs_follow_a_lora_adapter(worker, tiny_ckpt, tmp_path):
     torch.manual_seed(0)
     peft_model = get_peft_model(MiniCPMV.from_pretrained(tiny_ckpt),
