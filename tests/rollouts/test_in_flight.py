@@ -38,20 +38,25 @@ def request(rid: str, image: bool = False) -> RolloutRequest:
                           sampling=SamplingConfig(max_new_tokens=TOKENS))
 
 
-def update_mid_request(worker, weights, image: bool, at: int = 40):
-    """Stream one long group, load `weights` as version 1 once every sample has `at` tokens; its result."""
+def stream_until(worker, requests, at: int, samples: int = 2) -> tuple[threading.Thread, list]:
+    """Stream `requests` in a thread until `samples` samples run, each with `at` tokens or more; (the thread, the
+    list it fills with the results)."""
     results = []
-    thread = threading.Thread(target=lambda: results.extend(worker.stream([request("r", image)])))
+    thread = threading.Thread(target=lambda: results.extend(worker.stream(requests)))
     thread.start()
-    deadline = time.monotonic() + 120
+    deadline, counts = time.monotonic() + 120, []
     while time.monotonic() < deadline:
         counts = [n for per_sample in worker.loop.call(lambda: tokens_so_far(worker.llm), in_flight=True).values()
                   for n in per_sample.values()]
-        if len(counts) == 2 and min(counts) >= at:
-            break
+        if len(counts) == samples and min(counts) >= at:
+            return thread, results
         time.sleep(0.01)
-    else:
-        pytest.fail(f"the request never reached {at} tokens: {counts}")
+    pytest.fail(f"the requests never reached {at} tokens: {counts}")
+
+
+def update_mid_request(worker, weights, image: bool, at: int = 40):
+    """Stream one long group, load `weights` as version 1 once every sample has `at` tokens; its result."""
+    thread, results = stream_until(worker, [request("r", image)], at)
     assert worker.load_weights(1, weights=weights) == 1  # returns while the request still runs
     assert thread.is_alive() and worker.in_flight() == 1
     thread.join(timeout=300)

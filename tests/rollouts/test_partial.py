@@ -3,18 +3,15 @@ log-probs, versions), and a request resuming it goes on from its last token, so 
 samples are what the learner scores: their log-probs agree with the learner's at 1e-4, on the same weights and across
 a weight update between the interrupt and the resume (each part against the weights that drew it)."""
 
-import threading
-import time
-
 import pytest
 import torch
 
 from model.processor import collate
 from rollouts.types import RolloutRequest, SamplingConfig, resumed
-from rollouts.vllm.worker import RolloutWorker, tokens_so_far
+from rollouts.vllm.worker import RolloutWorker
 from model.synthetic import shapes_image
 from tests.rollouts.helpers import SAMPLING, learner_diff, perturbed
-from tests.rollouts.test_in_flight import full_length
+from tests.rollouts.test_in_flight import full_length, stream_until
 
 pytestmark = pytest.mark.vllm
 
@@ -31,18 +28,7 @@ def request(rid: str, image: bool, mode: str = "long", tokens: int = TOKENS) -> 
 def interrupt_at(worker, requests, at: int, ids: list[str]):
     """Stream `requests`, interrupt `ids` once every running sample has `at` tokens; (what interrupt returned, every
     result of the stream)."""
-    results = []
-    thread = threading.Thread(target=lambda: results.extend(worker.stream(requests)))
-    thread.start()
-    deadline, counts = time.monotonic() + 120, []
-    while time.monotonic() < deadline:
-        counts = [n for per in worker.loop.call(lambda: tokens_so_far(worker.llm), in_flight=True).values()
-                  for n in per.values()]
-        if len(counts) == 2 and min(counts) >= at:
-            break
-        time.sleep(0.01)
-    else:
-        pytest.fail(f"never {at} tokens: {counts}")
+    thread, results = stream_until(worker, requests, at)
     cut = worker.interrupt(ids)
     thread.join(timeout=120)
     assert not thread.is_alive() and worker.in_flight() == 0
