@@ -147,16 +147,16 @@ class Collector:
         self.rng, self.benefit = rng, benefit
         self.rounds = 0  # rounds the fully async producer drew (their requests' ids and seeds; checkpointed)
         self.carried: list[RolloutResult] = []
-        """Partial rollouts (`rollout.partial_rollouts`): the groups a full batch interrupted (their samples so far)
-        or left over whole, in submission order, resumed first by the next rounds; part of the checkpoint."""
+        """Partial rollouts (`rollout.partial_rollouts`): the groups a full batch interrupted (their samples so far,
+        or whole if they finished first), in submission order, resumed first by the next rounds; part of the
+        checkpoint."""
 
     def collect(self, step: int, trained_at: int | None = None) -> Batch:
         """The rollout side of step `step`: sample prompts, assign modes, generate, score, and with dynamic sampling
         drop the groups without reward variance. Dynamic sampling over-provisions (`algo.oversample`): a round
         submits that many times the groups still needed, judges each group as it streams in, keeps the first ones
         with signal in submission order and aborts the rest once those are known (with rollout.partial_rollouts:
-        interrupts them and carries them, and the groups left over, to the next rounds, which resume them before
-        drawing new prompts); refill rounds (at most `algo.max_refill_rounds`) are the fallback. trained_at: the
+        interrupts them and carries them to the next rounds, which resume them before drawing new prompts); refill rounds (at most `algo.max_refill_rounds`) are the fallback. trained_at: the
         learner version the batch will be trained at (a carried group older than algo.max_staleness then is
         dropped, not resumed)."""
         cfg, phases = self.cfg, Phases()
